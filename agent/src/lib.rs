@@ -1,0 +1,125 @@
+//! The workspace agent: dials its home edge, keeps one link, and connects each stream the edge
+//! opens to `127.0.0.1:PORT` inside the workspace.
+//!
+//! The link is QUIC when UDP answers within [`AgentConfig::quic_timeout`], else HTTP/2 over an
+//! upgraded TLS/TCP connection (see `satellite::h2link`). A lost link is redialled with
+//! exponential backoff and jitter.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relay_core::backoff::Backoff;
+use relay_core::token::Secret;
+use tracing::{info, warn};
+
+mod h2;
+mod quic;
+mod serve;
+
+/// How to reach the home edge.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The edge's URL (`https://host:port` or `http://host:port`).
+    pub url: String,
+    /// This workspace's agent token.
+    pub token: Secret,
+    /// Extra CA certificate to trust (a self-signed deployment's `ca.pem`).
+    pub ca_cert: Option<PathBuf>,
+    /// How long to wait for QUIC before falling back to HTTP/2.
+    pub quic_timeout: Duration,
+    /// Skip QUIC entirely.
+    pub disable_quic: bool,
+}
+
+/// What went wrong while dialling or running a link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The URL could not be used.
+    #[error("invalid edge URL {0:?}: {1}")]
+    Url(String, String),
+    /// The edge refused the token.
+    #[error("the edge refused this agent's token: {0}")]
+    Unauthorized(String),
+    /// Any other failure (network, TLS, protocol).
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Target {
+    async fn resolve(url: &str) -> Result<Self, LinkError> {
+        let bad = |m: &str| LinkError::Url(url.to_owned(), m.to_owned());
+        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad("scheme must be http or https")),
+        };
+        let host = uri.host().ok_or_else(|| bad("no host"))?.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| bad(&e.to_string()))?
+            .next()
+            .ok_or_else(|| bad("host has no address"))?;
+        Ok(Self { host, port, tls, addr })
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), LinkError> {
+    let roots = relay_core::tls::roots(cfg.ca_cert.as_deref()).map_err(|e| LinkError::Other(e.to_string()))?;
+    let roots = Arc::new(roots);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    loop {
+        let started = Instant::now();
+        let attempt = async {
+            let target = Target::resolve(&cfg.url).await?;
+            if !cfg.disable_quic {
+                match tokio::time::timeout(cfg.quic_timeout, quic::connect(&target, &roots, &cfg.token)).await {
+                    Ok(Ok(conn)) => {
+                        info!(edge = %target.addr, transport = "quic", "agent link up");
+                        return quic::serve(conn).await;
+                    }
+                    Ok(Err(LinkError::Unauthorized(m))) => return Err(LinkError::Unauthorized(m)),
+                    Ok(Err(e)) => warn!(error = %e, "QUIC link failed; trying HTTP/2 over TCP"),
+                    Err(_) => warn!(timeout = ?cfg.quic_timeout, "QUIC did not answer; trying HTTP/2 over TCP"),
+                }
+            }
+            let conn = h2::connect(&target, &roots, &cfg.token).await?;
+            info!(edge = %target.addr, transport = "h2", "agent link up");
+            h2::serve(conn).await
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = &mut shutdown => return Ok(()),
+        };
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff.reset();
+        }
+        let delay = match &result {
+            Err(LinkError::Unauthorized(_)) => Duration::from_secs(10),
+            _ => backoff.next_delay(relay_core::token::random_u64()),
+        };
+        match result {
+            Ok(()) => info!(retry_in = ?delay, "agent link closed"),
+            Err(e) => warn!(error = %e, retry_in = ?delay, "agent link failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The QUIC agent link.
+
+use std::sync::Arc;
+
+use relay_core::token::Secret;
+use relay_core::wire::{self, Frame, StatusCode};
+use tracing::{debug, Instrument as _};
+
+use crate::{LinkError, Target};
+
+fn other(e: impl std::fmt::Display) -> LinkError {
+    LinkError::Other(e.to_string())
+}
+
+/// Dials the edge and presents the token.
+pub(crate) async fn connect(target: &Target, roots: &Arc<rustls::RootCertStore>, token: &Secret) -> Result<quinn::Connection, LinkError> {
+    let tls = relay_core::tls::client_config((**roots).clone(), &[wire::LINK_ALPN]).map_err(other)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    let bind: std::net::SocketAddr = if target.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(other)?;
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(other)?;
+    endpoint.set_default_client_config(cfg);
+    let conn = endpoint.connect(target.addr, &target.host).map_err(other)?.await.map_err(other)?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(other)?;
+    send.write_all(&Frame::Hello { token: token.expose().to_owned() }.to_bytes()).await.map_err(other)?;
+    let _ = send.finish();
+    match wire::read_frame(&mut recv).await.map_err(other)? {
+        Frame::Status { code: StatusCode::Ok, .. } => Ok(conn),
+        Frame::Status { code: StatusCode::Unauthorized, message } => Err(LinkError::Unauthorized(message)),
+        other_frame => Err(LinkError::Other(format!("unexpected answer to HELLO: {other_frame:?}"))),
+    }
+}
+
+/// Same windows as the edge (both ends advertise their receive windows).
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16_384));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    t.receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
+    t.send_window(32 * 1024 * 1024);
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(std::time::Duration::from_secs(20)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// Serves streams until the link closes.
+pub(crate) async fn serve(conn: quinn::Connection) -> Result<(), LinkError> {
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(pair) => pair,
+            Err(quinn::ConnectionError::ApplicationClosed(c)) => return Err(LinkError::Other(format!("edge closed the link: {c}"))),
+            Err(e) => return Err(other(e)),
+        };
+        tokio::spawn(stream(send, recv));
+    }
+}
+
+async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let (port, session_id) = match wire::read_frame(&mut recv).await {
+        Ok(Frame::Open { port, session_id }) => (port, session_id),
+        Ok(f) => {
+            let msg = format!("expected OPEN, got {f:?}");
+            let _ = send.write_all(&Frame::Status { code: StatusCode::BadFrame, message: msg }.to_bytes()).await;
+            let _ = send.finish();
+            return;
+        }
+        Err(e) => {
+            let _ = send.write_all(&Frame::Status { code: StatusCode::BadFrame, message: e.to_string() }.to_bytes()).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let span = tracing::debug_span!("stream", stream = session_id, port, path = "envproxy");
+    async move {
+        let mut tcp = match crate::serve::connect_port(port).await {
+            Ok(s) => s,
+            Err((code, message)) => {
+                let _ = send.write_all(&Frame::Status { code, message }.to_bytes()).await;
+                let _ = send.finish();
+                return;
+            }
+        };
+        if send.write_all(&Frame::Status { code: StatusCode::Ok, message: String::new() }.to_bytes()).await.is_err() {
+            return;
+        }
+        let mut link = tokio::io::join(recv, send);
+        let size = relay_core::splice::BUF_SIZE;
+        match tokio::io::copy_bidirectional_with_sizes(&mut link, &mut tcp, size, size).await {
+            Ok((up, down)) => debug!(up, down, "stream done"),
+            Err(e) => debug!(error = %e, "stream ended with error"),
+        }
+    }
+    .instrument(span)
+    .await
+}

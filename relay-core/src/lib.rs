@@ -1,0 +1,26 @@
+//! The data path's pieces, free of I/O where possible.
+//!
+//! * [`wire`]: the agent-link frames (hello, stream open, status) — one module owns the format.
+//! * [`ticket`]: Ed25519 connection tickets, signed by the control plane, verified offline by edges.
+//! * [`token`]: API and agent tokens: generation and the hash we store.
+//! * [`tls`]: rustls configurations and the self-signed CA kept in a data directory.
+//! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
+//!
+//! This crate never imports the other perigee crates.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod splice;
+pub mod ticket;
+pub mod tls;
+pub mod token;
+pub mod wire;
+
+/// Unix time in seconds, from the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

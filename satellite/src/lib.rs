@@ -1,0 +1,155 @@
+//! The edge: TLS termination, client tunnels, agent links, metrics.
+//!
+//! An [`Edge`] owns the agent links of the workspaces homed on it and the tunnel endpoint that
+//! clients reach. It never binds sockets itself: callers hand it bound listeners
+//! ([`serve_http`], [`quic::serve`]) and a shutdown future, so tests run on port 0.
+//! It authorises tunnels offline with connection tickets; agents are authenticated through
+//! an [`AgentAuthenticator`] supplied by whoever embeds the edge.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use relay_core::ticket::Verifier;
+
+pub mod h2link;
+mod listener;
+pub mod links;
+pub mod metrics;
+pub mod quic;
+pub mod tunnel;
+
+pub use listener::{serve_http, PeerAddr};
+pub use links::{AgentLink, LinkInfo, Transport};
+pub use metrics::{DropReason, EdgeMetrics};
+
+/// Boxed future returned by [`AgentAuthenticator`].
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<AgentIdentity, AuthError>> + Send + 'a>>;
+
+/// Resolves an agent token to the workspace it belongs to.
+pub trait AgentAuthenticator: Send + Sync + 'static {
+    /// Checks `token`; called once per agent link, never per stream.
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
+}
+
+/// The workspace an authenticated agent serves.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// Workspace name, for logs.
+    pub workspace_name: String,
+}
+
+/// Why an agent was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token is unknown or revoked.
+    #[error("agent token not accepted")]
+    Rejected,
+    /// The authority could not be asked.
+    #[error("agent authentication unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One edge. Cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    verifier: RwLock<Verifier>,
+    agents: DashMap<String, Arc<AgentLink>>,
+    auth: Arc<dyn AgentAuthenticator>,
+    metrics: EdgeMetrics,
+    registry: prometheus::Registry,
+}
+
+impl Edge {
+    /// An edge trusting `verifier` for tickets and `auth` for agent tokens; its metrics are
+    /// registered in `registry` (served at `/metrics`).
+    pub fn new(verifier: Verifier, auth: Arc<dyn AgentAuthenticator>, registry: prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let metrics = EdgeMetrics::register(&registry)?;
+        Ok(Self {
+            inner: Arc::new(Inner { verifier: RwLock::new(verifier), agents: DashMap::new(), auth, metrics, registry }),
+        })
+    }
+
+    /// Replaces the trusted ticket keys (key rotation).
+    pub fn set_verifier(&self, verifier: Verifier) {
+        if let Ok(mut v) = self.inner.verifier.write() {
+            *v = verifier;
+        }
+    }
+
+    pub(crate) fn verifier(&self) -> Verifier {
+        self.inner.verifier.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The edge's metrics.
+    pub fn metrics(&self) -> &EdgeMetrics {
+        &self.inner.metrics
+    }
+
+    /// The registry holding the edge's metrics.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn authenticator(&self) -> &Arc<dyn AgentAuthenticator> {
+        &self.inner.auth
+    }
+
+    /// The connected agent link of a workspace, if any.
+    pub fn agent(&self, workspace_id: &str) -> Option<Arc<AgentLink>> {
+        self.inner.agents.get(workspace_id).map(|l| l.clone())
+    }
+
+    /// Whether and how a workspace's agent is connected.
+    pub fn agent_info(&self, workspace_id: &str) -> Option<LinkInfo> {
+        self.agent(workspace_id).map(|l| l.info())
+    }
+
+    /// Closes a workspace's agent link (workspace deleted or token revoked).
+    pub fn disconnect(&self, workspace_id: &str) {
+        if let Some((_, link)) = self.inner.agents.remove(workspace_id) {
+            link.close("workspace removed");
+        }
+    }
+
+    /// Registers a link, replacing (and closing) an older link of the same workspace.
+    pub(crate) fn register(&self, link: Arc<AgentLink>) {
+        let m = &self.inner.metrics;
+        m.links_open.with_label_values(&[link.transport().as_str()]).inc();
+        if let Some(old) = self.inner.agents.insert(link.workspace_id().to_owned(), link) {
+            old.close("replaced by a newer link");
+        }
+    }
+
+    /// Removes `link` if it is still the registered one.
+    pub(crate) fn unregister(&self, link: &AgentLink) {
+        self.inner.metrics.links_open.with_label_values(&[link.transport().as_str()]).dec();
+        self.inner.agents.remove_if(link.workspace_id(), |_, cur| cur.id() == link.id());
+    }
+
+    /// The edge's HTTP routes: `/healthz`, `/metrics`, the tunnel and the agent-link upgrade.
+    pub fn router(&self) -> axum::Router {
+        use axum::routing::{any, get};
+        axum::Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics::serve))
+            .route(tunnel::PATH, any(tunnel::handle))
+            .route(h2link::PATH, any(h2link::handle))
+            .with_state(self.clone())
+    }
+}
+
+/// A JSON error response `{"error": message, "code": code}`.
+pub(crate) fn error_response(status: http::StatusCode, code: &str, message: impl Into<String>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (status, axum::Json(serde_json::json!({ "error": message.into(), "code": code }))).into_response()
+}

@@ -1,0 +1,125 @@
+//! The QUIC side of agent links: endpoint construction and the accept loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relay_core::tls::Identity;
+use relay_core::wire::{self, Frame, StatusCode};
+use tracing::{info, warn, Instrument as _};
+
+use crate::links::{AgentLink, LinkConn};
+use crate::{DropReason, Edge};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Transport settings shared by both ends of an agent link: windows large enough for one
+/// stream to fill a fast path, and thousands of concurrent streams.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16_384));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
+    t.receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
+    t.send_window(32 * 1024 * 1024);
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(20)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// A server endpoint on a bound UDP socket, presenting `identity` with the link ALPN.
+pub fn endpoint(socket: std::net::UdpSocket, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
+    let tls = relay_core::tls::server_config(identity, &[wire::LINK_ALPN])?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    let ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(cfg), socket, Arc::new(quinn::TokioRuntime))?;
+    Ok(ep)
+}
+
+/// Accepts agent links on `endpoint` until `shutdown` resolves.
+pub async fn serve(edge: Edge, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let edge = edge.clone();
+                let span = tracing::info_span!("agent_link", client.addr = %incoming.remote_address(), transport = "quic");
+                tokio::spawn(async move { accept(edge, incoming).await }.instrument(span));
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    endpoint.close(0u32.into(), b"edge shutting down");
+}
+
+async fn accept(edge: Edge, incoming: quinn::Incoming) {
+    let start = Instant::now();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "QUIC handshake failed");
+            return;
+        }
+    };
+    let identity = match tokio::time::timeout(HELLO_TIMEOUT, hello(&edge, &conn)).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(reason)) => {
+            warn!(%reason, "agent link refused");
+            conn.close(2u32.into(), reason.as_bytes());
+            return;
+        }
+        Err(_) => {
+            edge.metrics().drop(DropReason::BadRequest);
+            conn.close(2u32.into(), b"no hello in time");
+            return;
+        }
+    };
+    edge.metrics().link_handshake_seconds.with_label_values(&["quic"]).observe(start.elapsed().as_secs_f64());
+    let link = Arc::new(AgentLink::new(identity.workspace_id.clone(), identity.workspace_name.clone(), LinkConn::Quic(conn.clone())));
+    info!(workspace = %identity.workspace_name, "agent link up");
+    edge.register(link.clone());
+    tokio::select! {
+        e = conn.closed() => info!(workspace = %identity.workspace_name, reason = %e, "agent link down"),
+        _ = link.closed() => {}
+    }
+    edge.unregister(&link);
+}
+
+/// Reads the agent's HELLO on the first bi-stream and answers it.
+async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIdentity, String> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+    let reply = |code, message: &str| Frame::Status { code, message: message.to_owned() }.to_bytes();
+    let token = match wire::read_frame(&mut recv).await {
+        Ok(Frame::Hello { token }) => token,
+        Ok(other) => {
+            edge.metrics().drop(DropReason::BadRequest);
+            let _ = send.write_all(&reply(StatusCode::BadFrame, "expected HELLO")).await;
+            return Err(format!("expected HELLO, got {other:?}"));
+        }
+        Err(e) => {
+            edge.metrics().drop(DropReason::BadRequest);
+            let _ = send.write_all(&reply(StatusCode::BadFrame, &e.to_string())).await;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+            return Err(e.to_string());
+        }
+    };
+    match edge.authenticator().authenticate(&token).await {
+        Ok(id) => {
+            send.write_all(&reply(StatusCode::Ok, "")).await.map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            Ok(id)
+        }
+        Err(e) => {
+            edge.metrics().drop(DropReason::AgentAuth);
+            let _ = send.write_all(&reply(StatusCode::Unauthorized, &e.to_string())).await;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+            Err(e.to_string())
+        }
+    }
+}

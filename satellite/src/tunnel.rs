@@ -1,0 +1,159 @@
+//! Client tunnels: `GET /api/v2/tunnel` upgraded to a WebSocket, spliced to an agent-link stream.
+//!
+//! Request headers: `Perigee-Ticket` (a connection ticket, never in the URL) and
+//! `Perigee-Port` (the workspace port). The edge checks the ticket offline, opens the link
+//! stream and waits for the agent to connect the port *before* answering `101`, so a client
+//! learns "nothing listens on that port" as a clear HTTP error rather than a dead socket.
+//! On the WebSocket, binary messages carry bytes; an empty binary message is a half-close.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use hyper_util::rt::TokioIo;
+use relay_core::ticket::TicketError;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, Instrument as _};
+
+use crate::links::{LinkRecv, LinkSend, OpenError};
+use crate::{error_response, DropReason, Edge, EdgeMetrics, PeerAddr};
+
+/// Path of the tunnel endpoint.
+pub const PATH: &str = "/api/v2/tunnel";
+/// Header naming the workspace port.
+pub const PORT_HEADER: &str = "perigee-port";
+
+/// WebSocket limits for tunnels (both ends).
+pub fn ws_config() -> WebSocketConfig {
+    let max = relay_core::splice::MAX_WS_MESSAGE;
+    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+}
+
+pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Response {
+    let start = Instant::now();
+    let m = edge.metrics();
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.to_string()).unwrap_or_default();
+    // Copy what we need out of the request now: the body type is not `Sync`, so no borrow of
+    // the request may live across an await.
+    let (key, port, ticket) = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let is_ws = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let key = header("sec-websocket-key").filter(|_| is_ws).map(str::to_owned);
+        let port = header(PORT_HEADER).and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0);
+        (key, port, header(relay_core::ticket::HEADER).map(str::to_owned))
+    };
+    let Some(key) = key else {
+        m.drop(DropReason::BadRequest);
+        return error_response(http::StatusCode::BAD_REQUEST, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let Some(port) = port else {
+        m.drop(DropReason::BadRequest);
+        return error_response(http::StatusCode::BAD_REQUEST, "bad_request", "missing or invalid Perigee-Port header (1-65535)");
+    };
+    let Some(ticket) = ticket else {
+        m.drop(DropReason::BadTicket);
+        return error_response(http::StatusCode::UNAUTHORIZED, "bad_ticket", "missing Perigee-Ticket header");
+    };
+    let claims = match edge.verifier().verify(&ticket, None, port, relay_core::unix_now()) {
+        Ok(c) => c,
+        Err(e) => {
+            let (reason, code) = match e {
+                TicketError::Expired(_) => (DropReason::ExpiredTicket, "expired_ticket"),
+                _ => (DropReason::BadTicket, "bad_ticket"),
+            };
+            m.drop(reason);
+            let status = if matches!(e, TicketError::PortNotGranted(_)) { http::StatusCode::FORBIDDEN } else { http::StatusCode::UNAUTHORIZED };
+            return error_response(status, code, e.to_string());
+        }
+    };
+    let Some(link) = edge.agent(&claims.ws) else {
+        m.drop(DropReason::NoAgent);
+        return error_response(
+            http::StatusCode::NOT_FOUND,
+            "no_agent",
+            "the workspace's agent is not connected (the workspace is stopped, deleted, or its agent is restarting)",
+        );
+    };
+    let session_id = relay_core::token::random_u64();
+    let span = tracing::info_span!("stream", workspace = %link.workspace_name(), session.id = %claims.sid, stream = session_id, port, path = "envproxy", client.addr = %peer);
+    let (tx, rx) = match link.open(port, session_id).instrument(span.clone()).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let (status, reason, code) = match e {
+                OpenError::Refused(_) => (http::StatusCode::BAD_GATEWAY, DropReason::PortRefused, "port_refused"),
+                OpenError::Failed { .. } => (http::StatusCode::BAD_GATEWAY, DropReason::PortRefused, "port_failed"),
+                OpenError::Link(_) | OpenError::Timeout(_) => (http::StatusCode::SERVICE_UNAVAILABLE, DropReason::LinkError, "link_error"),
+            };
+            m.drop(reason);
+            return error_response(status, code, e.to_string());
+        }
+    };
+    m.stream_setup_seconds.observe(start.elapsed().as_secs_f64());
+    m.streams_total.with_label_values(&["envproxy"]).inc();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let metrics = m.clone();
+    tokio::spawn(
+        async move {
+            let Ok(upgraded) = on_upgrade.await else { return };
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+            metrics.streams_open.inc();
+            let result = splice(ws, tx, rx, &metrics).await;
+            metrics.streams_open.dec();
+            if let Err(e) = result {
+                metrics.drop(DropReason::LinkError);
+                debug!(error = %e, "stream ended with error");
+            }
+        }
+        .instrument(span),
+    );
+    Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(axum::body::Body::empty())
+        .unwrap_or_default()
+}
+
+/// Moves bytes both ways until both sides have finished or either fails.
+pub(crate) async fn splice<S>(ws: WebSocketStream<S>, mut tx: LinkSend, mut rx: LinkRecv, m: &EdgeMetrics) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    let up = async move {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Binary(b))) if b.is_empty() => break,
+                Some(Ok(Message::Binary(b))) => {
+                    m.bytes_to_workspace.inc_by(b.len() as u64);
+                    tx.write(b).await?;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Text(_))) => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "text message on a tunnel"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        tx.finish();
+        Ok(())
+    };
+    let down = async move {
+        while let Some(b) = rx.read().await? {
+            m.bytes_to_client.inc_by(b.len() as u64);
+            sink.send(Message::Binary(b)).await.map_err(std::io::Error::other)?;
+        }
+        sink.send(Message::Binary(Bytes::new())).await.map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(sink)
+    };
+    let ((), mut sink) = tokio::try_join!(up, down)?;
+    let _ = sink.send(Message::Close(None)).await;
+    Ok(())
+}
