@@ -25,40 +25,70 @@ const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 const CONN_WINDOW: u32 = 32 * 1024 * 1024;
 
 /// Dials the edge over TCP (TLS for https), upgrades, and returns the raw connection.
-pub(crate) async fn connect(target: &Target, roots: &Arc<rustls::RootCertStore>, token: &Secret) -> Result<hyper::upgrade::Upgraded, LinkError> {
-    let tcp = tokio::net::TcpStream::connect(target.addr).await.map_err(other)?;
+pub(crate) async fn connect(
+    target: &Target,
+    roots: &Arc<rustls::RootCertStore>,
+    token: &Secret,
+) -> Result<hyper::upgrade::Upgraded, LinkError> {
+    let tcp = tokio::net::TcpStream::connect(target.addr)
+        .await
+        .map_err(other)?;
     let _ = tcp.set_nodelay(true);
     if target.tls {
-        let tls = relay_core::tls::client_config((**roots).clone(), &[b"http/1.1"]).map_err(other)?;
+        let tls =
+            relay_core::tls::client_config((**roots).clone(), &[b"http/1.1"]).map_err(other)?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(other)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp).await.map_err(other)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(other)?;
         upgrade(TokioIo::new(stream), target, token).await
     } else {
         upgrade(TokioIo::new(tcp), target, token).await
     }
 }
 
-async fn upgrade<T>(io: T, target: &Target, token: &Secret) -> Result<hyper::upgrade::Upgraded, LinkError>
+async fn upgrade<T>(
+    io: T,
+    target: &Target,
+    token: &Secret,
+) -> Result<hyper::upgrade::Upgraded, LinkError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(other)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(other)?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
     let req = http::Request::get("/api/v2/agent/link")
-        .header(http::header::HOST, format!("{}:{}", target.host, target.port))
+        .header(
+            http::header::HOST,
+            format!("{}:{}", target.host, target.port),
+        )
         .header(http::header::CONNECTION, "upgrade")
         .header(http::header::UPGRADE, wire::H2_UPGRADE_TOKEN)
-        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose()),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(other)?;
     let resp = sender.send_request(req).await.map_err(other)?;
     if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), 4096).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = http_body_util::Limited::new(resp.into_body(), 4096)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let msg = format!("{status}: {}", String::from_utf8_lossy(&body));
-        return Err(if status == http::StatusCode::UNAUTHORIZED { LinkError::Unauthorized(msg) } else { LinkError::Other(msg) });
+        return Err(if status == http::StatusCode::UNAUTHORIZED {
+            LinkError::Unauthorized(msg)
+        } else {
+            LinkError::Other(msg)
+        });
     }
     hyper::upgrade::on(resp).await.map_err(other)
 }
@@ -83,12 +113,19 @@ type Body = BoxBody<Bytes, Infallible>;
 fn refuse(code: StatusCode, message: String) -> http::Response<Body> {
     let mut resp = http::Response::new(Full::new(Bytes::from(message)).boxed());
     *resp.status_mut() = http::StatusCode::BAD_GATEWAY;
-    resp.headers_mut().insert("perigee-status", http::HeaderValue::from(u16::from(code as u8)));
+    resp.headers_mut().insert(
+        "perigee-status",
+        http::HeaderValue::from(u16::from(code as u8)),
+    );
     resp
 }
 
 async fn stream(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
-    let port = req.headers().get(wire::H2_PORT_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u16>().ok());
+    let port = req
+        .headers()
+        .get(wire::H2_PORT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u16>().ok());
     let Some(port) = port else {
         return Ok(refuse(StatusCode::BadFrame, "missing perigee-port".into()));
     };

@@ -60,26 +60,39 @@ pub(crate) struct Target {
 impl Target {
     async fn resolve(url: &str) -> Result<Self, LinkError> {
         let bad = |m: &str| LinkError::Url(url.to_owned(), m.to_owned());
-        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => return Err(bad("scheme must be http or https")),
         };
-        let host = uri.host().ok_or_else(|| bad("no host"))?.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = uri
+            .host()
+            .ok_or_else(|| bad("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| bad(&e.to_string()))?
             .next()
             .ok_or_else(|| bad("host has no address"))?;
-        Ok(Self { host, port, tls, addr })
+        Ok(Self {
+            host,
+            port,
+            tls,
+            addr,
+        })
     }
 }
 
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), LinkError> {
-    let roots = relay_core::tls::roots(cfg.ca_cert.as_deref()).map_err(|e| LinkError::Other(e.to_string()))?;
+    let roots = relay_core::tls::roots(cfg.ca_cert.as_deref())
+        .map_err(|e| LinkError::Other(e.to_string()))?;
     let roots = Arc::new(roots);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     tokio::pin!(shutdown);
@@ -88,14 +101,21 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         let attempt = async {
             let target = Target::resolve(&cfg.url).await?;
             if !cfg.disable_quic {
-                match tokio::time::timeout(cfg.quic_timeout, quic::connect(&target, &roots, &cfg.token)).await {
+                match tokio::time::timeout(
+                    cfg.quic_timeout,
+                    quic::connect(&target, &roots, &cfg.token),
+                )
+                .await
+                {
                     Ok(Ok(conn)) => {
                         info!(edge = %target.addr, transport = "quic", "agent link up");
                         return quic::serve(conn).await;
                     }
                     Ok(Err(LinkError::Unauthorized(m))) => return Err(LinkError::Unauthorized(m)),
                     Ok(Err(e)) => warn!(error = %e, "QUIC link failed; trying HTTP/2 over TCP"),
-                    Err(_) => warn!(timeout = ?cfg.quic_timeout, "QUIC did not answer; trying HTTP/2 over TCP"),
+                    Err(_) => {
+                        warn!(timeout = ?cfg.quic_timeout, "QUIC did not answer; trying HTTP/2 over TCP")
+                    }
                 }
             }
             let conn = h2::connect(&target, &roots, &cfg.token).await?;

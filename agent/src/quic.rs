@@ -13,22 +13,52 @@ fn other(e: impl std::fmt::Display) -> LinkError {
 }
 
 /// Dials the edge and presents the token.
-pub(crate) async fn connect(target: &Target, roots: &Arc<rustls::RootCertStore>, token: &Secret) -> Result<quinn::Connection, LinkError> {
-    let tls = relay_core::tls::client_config((**roots).clone(), &[wire::LINK_ALPN]).map_err(other)?;
+pub(crate) async fn connect(
+    target: &Target,
+    roots: &Arc<rustls::RootCertStore>,
+    token: &Secret,
+) -> Result<quinn::Connection, LinkError> {
+    let tls =
+        relay_core::tls::client_config((**roots).clone(), &[wire::LINK_ALPN]).map_err(other)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    let bind: std::net::SocketAddr = if target.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(other)?;
+    let bind: std::net::SocketAddr = if target.addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(other)?;
     let mut endpoint = quinn::Endpoint::client(bind).map_err(other)?;
     endpoint.set_default_client_config(cfg);
-    let conn = endpoint.connect(target.addr, &target.host).map_err(other)?.await.map_err(other)?;
+    let conn = endpoint
+        .connect(target.addr, &target.host)
+        .map_err(other)?
+        .await
+        .map_err(other)?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(other)?;
-    send.write_all(&Frame::Hello { token: token.expose().to_owned() }.to_bytes()).await.map_err(other)?;
+    send.write_all(
+        &Frame::Hello {
+            token: token.expose().to_owned(),
+        }
+        .to_bytes(),
+    )
+    .await
+    .map_err(other)?;
     let _ = send.finish();
     match wire::read_frame(&mut recv).await.map_err(other)? {
-        Frame::Status { code: StatusCode::Ok, .. } => Ok(conn),
-        Frame::Status { code: StatusCode::Unauthorized, message } => Err(LinkError::Unauthorized(message)),
-        other_frame => Err(LinkError::Other(format!("unexpected answer to HELLO: {other_frame:?}"))),
+        Frame::Status {
+            code: StatusCode::Ok,
+            ..
+        } => Ok(conn),
+        Frame::Status {
+            code: StatusCode::Unauthorized,
+            message,
+        } => Err(LinkError::Unauthorized(message)),
+        other_frame => Err(LinkError::Other(format!(
+            "unexpected answer to HELLO: {other_frame:?}"
+        ))),
     }
 }
 
@@ -52,7 +82,9 @@ pub(crate) async fn serve(conn: quinn::Connection) -> Result<(), LinkError> {
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(pair) => pair,
-            Err(quinn::ConnectionError::ApplicationClosed(c)) => return Err(LinkError::Other(format!("edge closed the link: {c}"))),
+            Err(quinn::ConnectionError::ApplicationClosed(c)) => {
+                return Err(LinkError::Other(format!("edge closed the link: {c}")))
+            }
             Err(e) => return Err(other(e)),
         };
         tokio::spawn(stream(send, recv));
@@ -64,12 +96,28 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         Ok(Frame::Open { port, session_id }) => (port, session_id),
         Ok(f) => {
             let msg = format!("expected OPEN, got {f:?}");
-            let _ = send.write_all(&Frame::Status { code: StatusCode::BadFrame, message: msg }.to_bytes()).await;
+            let _ = send
+                .write_all(
+                    &Frame::Status {
+                        code: StatusCode::BadFrame,
+                        message: msg,
+                    }
+                    .to_bytes(),
+                )
+                .await;
             let _ = send.finish();
             return;
         }
         Err(e) => {
-            let _ = send.write_all(&Frame::Status { code: StatusCode::BadFrame, message: e.to_string() }.to_bytes()).await;
+            let _ = send
+                .write_all(
+                    &Frame::Status {
+                        code: StatusCode::BadFrame,
+                        message: e.to_string(),
+                    }
+                    .to_bytes(),
+                )
+                .await;
             let _ = send.finish();
             return;
         }
@@ -79,12 +127,24 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         let mut tcp = match crate::serve::connect_port(port).await {
             Ok(s) => s,
             Err((code, message)) => {
-                let _ = send.write_all(&Frame::Status { code, message }.to_bytes()).await;
+                let _ = send
+                    .write_all(&Frame::Status { code, message }.to_bytes())
+                    .await;
                 let _ = send.finish();
                 return;
             }
         };
-        if send.write_all(&Frame::Status { code: StatusCode::Ok, message: String::new() }.to_bytes()).await.is_err() {
+        if send
+            .write_all(
+                &Frame::Status {
+                    code: StatusCode::Ok,
+                    message: String::new(),
+                }
+                .to_bytes(),
+            )
+            .await
+            .is_err()
+        {
             return;
         }
         let mut link = tokio::io::join(recv, send);

@@ -14,10 +14,17 @@ pub(crate) async fn connect_port(port: u16) -> Result<TcpStream, (StatusCode, St
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err((StatusCode::ConnectRefused, format!("nothing is listening on port {port}")))
-        }
-        Ok(Err(e)) => Err((StatusCode::ConnectFailed, format!("connect to port {port}: {e}"))),
-        Err(_) => Err((StatusCode::ConnectFailed, format!("connect to port {port} timed out"))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err((
+            StatusCode::ConnectRefused,
+            format!("nothing is listening on port {port}"),
+        )),
+        Ok(Err(e)) => Err((
+            StatusCode::ConnectFailed,
+            format!("connect to port {port}: {e}"),
+        )),
+        Err(_) => Err((
+            StatusCode::ConnectFailed,
+            format!("connect to port {port} timed out"),
+        )),
     }
 }

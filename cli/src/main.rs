@@ -1,1 +1,99 @@
-fn main() {}
+//! `perigee`: one binary, one subcommand per role.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+
+mod agent_cmd;
+mod client;
+mod dial;
+mod server;
+mod session;
+mod tunnel;
+mod workspaces;
+
+/// perigee: cloud development workspaces, reached through the edge nearest to you.
+///
+/// Quick start on one machine:
+///   perigee server                      # control plane + built-in edge, SQLite, local workspaces
+///   perigee login http://127.0.0.1:3000 --token "$(cat ~/.local/share/perigee/admin-token)"
+///   perigee create dev && perigee ls
+///   ssh -o ProxyCommand='perigee tunnel dev %p' user@dev
+#[derive(Parser)]
+#[command(
+    name = "perigee",
+    version,
+    verbatim_doc_comment,
+    propagate_version = true
+)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `debug` or `satellite=debug`.
+    #[arg(long, global = true, env = "PERIGEE_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the control plane with its built-in edge and the local provisioner.
+    Server(server::ServerArgs),
+    /// Run a workspace agent (started for you by provisioners).
+    Agent(agent_cmd::AgentArgs),
+    /// Log in to a deployment and remember the session.
+    Login(session::LoginArgs),
+    /// Create a workspace.
+    Create(workspaces::CreateArgs),
+    /// List your workspaces and whether their agents are connected.
+    Ls(workspaces::LsArgs),
+    /// Delete a workspace (its agent is stopped and its directory removed).
+    Delete(workspaces::DeleteArgs),
+    /// Join stdin/stdout to a workspace port (use as an OpenSSH ProxyCommand).
+    Tunnel(tunnel::TunnelArgs),
+    /// Forward local TCP ports to workspace ports.
+    PortForward(tunnel::PortForwardArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let is_daemon = matches!(cli.cmd, Cmd::Server(_) | Cmd::Agent(_));
+    let default = if is_daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Server(a) => server::run(a).await,
+            Cmd::Agent(a) => agent_cmd::run(a).await,
+            Cmd::Login(a) => session::login(a).await,
+            Cmd::Create(a) => workspaces::create(a).await,
+            Cmd::Ls(a) => workspaces::ls(a).await,
+            Cmd::Delete(a) => workspaces::delete(a).await,
+            Cmd::Tunnel(a) => tunnel::tunnel(a).await,
+            Cmd::PortForward(a) => tunnel::port_forward(a).await,
+        }
+    });
+    // Blocking stdin readers must not hold the process open once the work is done.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -14,12 +14,18 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `base` and never exceeding `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next delay, given a random number (pass `token::random_u64()`).
     pub fn next_delay(&mut self, random: u64) -> Duration {
-        let exp = self.base.saturating_mul(1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX));
+        let exp = self
+            .base
+            .saturating_mul(1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX));
         let ceiling = exp.min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;

@@ -85,7 +85,10 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).field("key", &"***").finish()
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .field("key", &"***")
+            .finish()
     }
 }
 
@@ -155,9 +158,18 @@ impl Verifier {
     }
 
     /// Checks a ticket's form, signature, lifetime, workspace and port at time `now`.
-    pub fn verify(&self, ticket: &str, workspace: Option<&str>, port: u16, now: u64) -> Result<Claims, TicketError> {
+    pub fn verify(
+        &self,
+        ticket: &str,
+        workspace: Option<&str>,
+        port: u16,
+        now: u64,
+    ) -> Result<Claims, TicketError> {
         let claims = self.verify_signature(ticket)?;
-        if claims.iat > now + CLOCK_SKEW_SECS || claims.exp < claims.iat || claims.exp - claims.iat > MAX_LIFETIME_SECS {
+        if claims.iat > now + CLOCK_SKEW_SECS
+            || claims.exp < claims.iat
+            || claims.exp - claims.iat > MAX_LIFETIME_SECS
+        {
             return Err(TicketError::BadLifetime);
         }
         if claims.exp + CLOCK_SKEW_SECS < now {
@@ -179,16 +191,28 @@ impl Verifier {
         if ticket.len() > MAX_TICKET_LEN {
             return Err(TicketError::TooLong(ticket.len()));
         }
-        let rest = ticket.strip_prefix(PREFIX).ok_or(TicketError::Malformed("unknown prefix"))?;
-        let (claims_b64, sig_b64) = rest.split_once('.').ok_or(TicketError::Malformed("missing signature"))?;
+        let rest = ticket
+            .strip_prefix(PREFIX)
+            .ok_or(TicketError::Malformed("unknown prefix"))?;
+        let (claims_b64, sig_b64) = rest
+            .split_once('.')
+            .ok_or(TicketError::Malformed("missing signature"))?;
         let signed = &ticket[..PREFIX.len() + claims_b64.len()];
-        let json = B64.decode(claims_b64).map_err(|_| TicketError::Malformed("claims are not base64url"))?;
-        let sig = B64.decode(sig_b64).map_err(|_| TicketError::Malformed("signature is not base64url"))?;
-        let claims: Claims = serde_json::from_slice(&json).map_err(|_| TicketError::Malformed("claims are not valid JSON"))?;
+        let json = B64
+            .decode(claims_b64)
+            .map_err(|_| TicketError::Malformed("claims are not base64url"))?;
+        let sig = B64
+            .decode(sig_b64)
+            .map_err(|_| TicketError::Malformed("signature is not base64url"))?;
+        let claims: Claims = serde_json::from_slice(&json)
+            .map_err(|_| TicketError::Malformed("claims are not valid JSON"))?;
         if claims.ports.len() > MAX_PORTS {
             return Err(TicketError::Malformed("too many ports"));
         }
-        let key = self.keys.get(&claims.kid).ok_or_else(|| TicketError::UnknownKey(claims.kid.clone()))?;
+        let key = self
+            .keys
+            .get(&claims.kid)
+            .ok_or_else(|| TicketError::UnknownKey(claims.kid.clone()))?;
         UnparsedPublicKey::new(&ED25519, key)
             .verify(signed.as_bytes(), &sig)
             .map_err(|_| TicketError::BadSignature)?;
@@ -201,7 +225,15 @@ mod tests {
     use super::*;
 
     fn claims(now: u64) -> Claims {
-        Claims { kid: String::new(), sub: "u1".into(), ws: "w1".into(), ports: vec![22], iat: now, exp: now + 60, sid: "s".into() }
+        Claims {
+            kid: String::new(),
+            sub: "u1".into(),
+            ws: "w1".into(),
+            ports: vec![22],
+            iat: now,
+            exp: now + 60,
+            sid: "s".into(),
+        }
     }
 
     #[test]
@@ -211,14 +243,26 @@ mod tests {
         let now = 1_000_000;
         let t = signer.sign(claims(now));
         assert_eq!(v.verify(&t, Some("w1"), 22, now).unwrap().sub, "u1");
-        assert_eq!(v.verify(&t, Some("w2"), 22, now), Err(TicketError::WrongWorkspace));
-        assert_eq!(v.verify(&t, Some("w1"), 80, now), Err(TicketError::PortNotGranted(80)));
-        assert_eq!(v.verify(&t, Some("w1"), 22, now + 1000), Err(TicketError::Expired(1000 - 60)));
+        assert_eq!(
+            v.verify(&t, Some("w2"), 22, now),
+            Err(TicketError::WrongWorkspace)
+        );
+        assert_eq!(
+            v.verify(&t, Some("w1"), 80, now),
+            Err(TicketError::PortNotGranted(80))
+        );
+        assert_eq!(
+            v.verify(&t, Some("w1"), 22, now + 1000),
+            Err(TicketError::Expired(1000 - 60))
+        );
 
         // A forged ticket: same claims, another key.
         let (other, _) = Signer::generate().unwrap();
         let mut forged = other.sign(claims(now));
-        assert!(matches!(v.verify(&forged, None, 22, now), Err(TicketError::UnknownKey(_))));
+        assert!(matches!(
+            v.verify(&forged, None, 22, now),
+            Err(TicketError::UnknownKey(_))
+        ));
         // Claims edited after signing.
         let mut c = claims(now);
         c.ports = vec![22, 80];
@@ -226,13 +270,25 @@ mod tests {
         let json = serde_json::to_vec(&c).unwrap();
         let sig = t.rsplit_once('.').unwrap().1;
         forged = format!("{PREFIX}{}.{sig}", B64.encode(json));
-        assert_eq!(v.verify(&forged, None, 80, now), Err(TicketError::BadSignature));
+        assert_eq!(
+            v.verify(&forged, None, 80, now),
+            Err(TicketError::BadSignature)
+        );
 
         let mut long = claims(now);
         long.exp = now + MAX_LIFETIME_SECS + 1;
-        assert_eq!(v.verify(&signer.sign(long), None, 22, now), Err(TicketError::BadLifetime));
-        assert!(matches!(v.verify("garbage", None, 22, now), Err(TicketError::Malformed(_))));
-        assert!(matches!(v.verify(&"x".repeat(5000), None, 22, now), Err(TicketError::TooLong(_))));
+        assert_eq!(
+            v.verify(&signer.sign(long), None, 22, now),
+            Err(TicketError::BadLifetime)
+        );
+        assert!(matches!(
+            v.verify("garbage", None, 22, now),
+            Err(TicketError::Malformed(_))
+        ));
+        assert!(matches!(
+            v.verify(&"x".repeat(5000), None, 22, now),
+            Err(TicketError::TooLong(_))
+        ));
     }
 
     #[test]

@@ -54,7 +54,10 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Self { chain: self.chain.clone(), key: self.key.clone_key() }
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
@@ -62,7 +65,10 @@ impl Identity {
     /// Reads a PEM certificate chain and key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let chain = read_certs(cert)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem { path: key.into(), what: format!("no private key: {e}") })?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+            path: key.into(),
+            what: format!("no private key: {e}"),
+        })?;
         Ok(Self { chain, key })
     }
 }
@@ -70,11 +76,20 @@ impl Identity {
 /// Reads every certificate of a PEM file (at least one).
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::Pem { path: path.into(), what: e.to_string() })?
+        .map_err(|e| TlsError::Pem {
+            path: path.into(),
+            what: e.to_string(),
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem { path: path.into(), what: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.into(),
+            what: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: path.into(), what: "no certificate in file".into() });
+        return Err(TlsError::Pem {
+            path: path.into(),
+            what: "no certificate in file".into(),
+        });
     }
     Ok(certs)
 }
@@ -91,7 +106,10 @@ impl LocalCa {
     /// Loads the CA from `dir`, creating it (mode 0600 key) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
         fn io(path: &Path) -> impl Fn(std::io::Error) -> TlsError + '_ {
-            move |source| TlsError::Io { path: path.to_path_buf(), source }
+            move |source| TlsError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let cert_path = dir.join("ca.pem");
@@ -99,14 +117,25 @@ impl LocalCa {
         let params = ca_params();
         if cert_path.exists() && key_path.exists() {
             let pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-            let key = KeyPair::from_pem(&pem).map_err(|e| TlsError::Pem { path: key_path.clone(), what: e.to_string() })?;
-            return Ok(Self { params, key, cert_path });
+            let key = KeyPair::from_pem(&pem).map_err(|e| TlsError::Pem {
+                path: key_path.clone(),
+                what: e.to_string(),
+            })?;
+            return Ok(Self {
+                params,
+                key,
+                cert_path,
+            });
         }
         let key = KeyPair::generate()?;
         let cert = params.clone().self_signed(&key)?;
         write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
         std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
-        Ok(Self { params, key, cert_path })
+        Ok(Self {
+            params,
+            key,
+            cert_path,
+        })
     }
 
     /// Issues a fresh leaf for the given DNS names and IP addresses.
@@ -115,21 +144,35 @@ impl LocalCa {
         // verifies against the stored ca.pem.
         let issuer = self.params.clone().self_signed(&self.key)?;
         let mut params = CertificateParams::new(names.to_vec())?;
-        params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "perigee".into()));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_else(|| "perigee".into()),
+        );
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer, &self.key)?;
-        let key_der = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| TlsError::Pem { path: PathBuf::new(), what: e.to_string() })?;
-        Ok(Identity { chain: vec![cert.der().clone(), issuer.der().clone()], key: key_der })
+        let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| TlsError::Pem {
+            path: PathBuf::new(),
+            what: e.to_string(),
+        })?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), issuer.der().clone()],
+            key: key_der,
+        })
     }
 }
 
 fn ca_params() -> CertificateParams {
     let mut p = CertificateParams::default();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    p.distinguished_name.push(DnType::CommonName, "perigee local CA");
-    p.distinguished_name.push(DnType::OrganizationName, "perigee");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.distinguished_name
+        .push(DnType::CommonName, "perigee local CA");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "perigee");
     p
 }
 
@@ -153,7 +196,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// A server configuration for `identity` offering the given ALPN protocols.
-pub fn server_config(identity: &Identity, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    identity: &Identity,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -165,17 +211,25 @@ pub fn server_config(identity: &Identity, alpn: &[&[u8]]) -> Result<rustls::Serv
 /// Root certificates: the public web roots plus an optional extra CA file (a self-signed
 /// deployment's `ca.pem`).
 pub fn roots(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(path) = extra_ca {
         for cert in read_certs(path)? {
-            roots.add(cert).map_err(|e| TlsError::Pem { path: path.into(), what: e.to_string() })?;
+            roots.add(cert).map_err(|e| TlsError::Pem {
+                path: path.into(),
+                what: e.to_string(),
+            })?;
         }
     }
     Ok(roots)
 }
 
 /// A client configuration trusting `roots` and offering the given ALPN protocols.
-pub fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots)
@@ -196,13 +250,28 @@ mod tests {
         let ca = LocalCa::load_or_create(&dir).unwrap();
         let pem1 = std::fs::read(&ca.cert_path).unwrap();
         let ca = LocalCa::load_or_create(&dir).unwrap();
-        assert_eq!(pem1, std::fs::read(&ca.cert_path).unwrap(), "CA must not be regenerated");
+        assert_eq!(
+            pem1,
+            std::fs::read(&ca.cert_path).unwrap(),
+            "CA must not be regenerated"
+        );
         let id = ca.issue(&["localhost".into(), "127.0.0.1".into()]).unwrap();
         let roots = roots(Some(&ca.cert_path)).unwrap();
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         verifier
-            .verify_server_cert(&id.chain[0], &id.chain[1..], &name, &[], rustls::pki_types::UnixTime::now())
+            .verify_server_cert(
+                &id.chain[0],
+                &id.chain[1..],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
             .expect("leaf verifies against the stored CA");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -169,14 +169,26 @@ impl Frame {
         }
         match ty {
             TYPE_HELLO => {
-                let Some(len) = be_u16(buf, 2) else { return Ok(None) };
+                let Some(len) = be_u16(buf, 2) else {
+                    return Ok(None);
+                };
                 let len = usize::from(len);
                 if len > MAX_TOKEN_LEN {
-                    return Err(WireError::TooLong { len, limit: MAX_TOKEN_LEN });
+                    return Err(WireError::TooLong {
+                        len,
+                        limit: MAX_TOKEN_LEN,
+                    });
                 }
-                let Some(bytes) = buf.get(4..4 + len) else { return Ok(None) };
+                let Some(bytes) = buf.get(4..4 + len) else {
+                    return Ok(None);
+                };
                 let token = std::str::from_utf8(bytes).map_err(|_| WireError::NotUtf8)?;
-                Ok(Some((Frame::Hello { token: token.to_owned() }, 4 + len)))
+                Ok(Some((
+                    Frame::Hello {
+                        token: token.to_owned(),
+                    },
+                    4 + len,
+                )))
             }
             TYPE_OPEN => {
                 let (Some(port), Some(sid)) = (be_u16(buf, 2), buf.get(4..12)) else {
@@ -184,7 +196,13 @@ impl Frame {
                 };
                 let mut id = [0u8; 8];
                 id.copy_from_slice(sid);
-                Ok(Some((Frame::Open { port, session_id: u64::from_be_bytes(id) }, 12)))
+                Ok(Some((
+                    Frame::Open {
+                        port,
+                        session_id: u64::from_be_bytes(id),
+                    },
+                    12,
+                )))
             }
             TYPE_STATUS => {
                 let (Some(&code), Some(len)) = (buf.get(2), be_u16(buf, 3)) else {
@@ -193,11 +211,22 @@ impl Frame {
                 let code = StatusCode::from_u8(code)?;
                 let len = usize::from(len);
                 if len > MAX_MESSAGE_LEN {
-                    return Err(WireError::TooLong { len, limit: MAX_MESSAGE_LEN });
+                    return Err(WireError::TooLong {
+                        len,
+                        limit: MAX_MESSAGE_LEN,
+                    });
                 }
-                let Some(bytes) = buf.get(5..5 + len) else { return Ok(None) };
+                let Some(bytes) = buf.get(5..5 + len) else {
+                    return Ok(None);
+                };
                 let message = std::str::from_utf8(bytes).map_err(|_| WireError::NotUtf8)?;
-                Ok(Some((Frame::Status { code, message: message.to_owned() }, 5 + len)))
+                Ok(Some((
+                    Frame::Status {
+                        code,
+                        message: message.to_owned(),
+                    },
+                    5 + len,
+                )))
             }
             other => Err(WireError::UnknownType(other)),
         }
@@ -240,7 +269,10 @@ where
         _ => 0,
     };
     if head[0] != VERSION || need_more == 0 {
-        return Err(Frame::decode(&buf).err().unwrap_or(WireError::UnknownType(head[1])).into());
+        return Err(Frame::decode(&buf)
+            .err()
+            .unwrap_or(WireError::UnknownType(head[1]))
+            .into());
     }
     let mut more = vec![0u8; need_more];
     r.read_exact(&mut more).await?;
@@ -251,14 +283,23 @@ where
         _ => 0,
     };
     if body_len > MAX_MESSAGE_LEN.max(MAX_TOKEN_LEN) {
-        return Err(Frame::decode(&buf).err().unwrap_or(WireError::TooLong { len: body_len, limit: MAX_MESSAGE_LEN }).into());
+        return Err(Frame::decode(&buf)
+            .err()
+            .unwrap_or(WireError::TooLong {
+                len: body_len,
+                limit: MAX_MESSAGE_LEN,
+            })
+            .into());
     }
     let mut body = vec![0u8; body_len];
     r.read_exact(&mut body).await?;
     buf.extend_from_slice(&body);
     match Frame::decode(&buf)? {
         Some((frame, _)) => Ok(frame),
-        None => Err(ReadFrameError::Wire(WireError::TooLong { len: buf.len(), limit: MAX_FRAME_LEN })),
+        None => Err(ReadFrameError::Wire(WireError::TooLong {
+            len: buf.len(),
+            limit: MAX_FRAME_LEN,
+        })),
     }
 }
 
@@ -280,9 +321,17 @@ mod tests {
     #[test]
     fn round_trips_every_frame() {
         for f in [
-            Frame::Hello { token: "abc".into() },
-            Frame::Open { port: 22, session_id: u64::MAX },
-            Frame::Status { code: StatusCode::ConnectRefused, message: "nothing on 22".into() },
+            Frame::Hello {
+                token: "abc".into(),
+            },
+            Frame::Open {
+                port: 22,
+                session_id: u64::MAX,
+            },
+            Frame::Status {
+                code: StatusCode::ConnectRefused,
+                message: "nothing on 22".into(),
+            },
         ] {
             let b = f.to_bytes();
             assert_eq!(Frame::decode(&b), Ok(Some((f.clone(), b.len()))));
@@ -296,20 +345,42 @@ mod tests {
     fn rejects_bad_input() {
         assert_eq!(Frame::decode(&[9, 1]), Err(WireError::BadVersion(9)));
         assert_eq!(Frame::decode(&[1, 77]), Err(WireError::UnknownType(77)));
-        assert_eq!(Frame::decode(&[1, 1, 0xff, 0xff]), Err(WireError::TooLong { len: 65535, limit: MAX_TOKEN_LEN }));
-        assert_eq!(Frame::decode(&[1, 3, 200, 0, 0]), Err(WireError::UnknownStatus(200)));
+        assert_eq!(
+            Frame::decode(&[1, 1, 0xff, 0xff]),
+            Err(WireError::TooLong {
+                len: 65535,
+                limit: MAX_TOKEN_LEN
+            })
+        );
+        assert_eq!(
+            Frame::decode(&[1, 3, 200, 0, 0]),
+            Err(WireError::UnknownStatus(200))
+        );
         assert_eq!(Frame::decode(&[1, 1, 0, 1, 0xff]), Err(WireError::NotUtf8));
     }
 
     #[tokio::test]
     async fn read_frame_stops_at_the_frame_end() {
-        let mut bytes = Frame::Open { port: 80, session_id: 7 }.to_bytes();
+        let mut bytes = Frame::Open {
+            port: 80,
+            session_id: 7,
+        }
+        .to_bytes();
         bytes.extend_from_slice(b"payload");
         let mut r = &bytes[..];
         let f = read_frame(&mut r).await.unwrap();
-        assert_eq!(f, Frame::Open { port: 80, session_id: 7 });
+        assert_eq!(
+            f,
+            Frame::Open {
+                port: 80,
+                session_id: 7
+            }
+        );
         assert_eq!(r, b"payload");
         let mut bad: &[u8] = &[1, 1, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut bad).await, Err(ReadFrameError::Wire(WireError::TooLong { .. }))));
+        assert!(matches!(
+            read_frame(&mut bad).await,
+            Err(ReadFrameError::Wire(WireError::TooLong { .. }))
+        ));
     }
 }

@@ -30,35 +30,48 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
     let start = Instant::now();
     let (upgrade_ok, token) = {
         let upgrade_ok = req
-        .headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(relay_core::wire::H2_UPGRADE_TOKEN));
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+            .headers()
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(relay_core::wire::H2_UPGRADE_TOKEN));
+        let token = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
         (upgrade_ok, token)
     };
     if !upgrade_ok {
         edge.metrics().drop(DropReason::BadRequest);
-        return error_response(http::StatusCode::BAD_REQUEST, "bad_request", format!("expected `Upgrade: {}`", relay_core::wire::H2_UPGRADE_TOKEN));
+        return error_response(
+            http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected `Upgrade: {}`", relay_core::wire::H2_UPGRADE_TOKEN),
+        );
     }
     let Some(token) = token else {
         edge.metrics().drop(DropReason::AgentAuth);
-        return error_response(http::StatusCode::UNAUTHORIZED, "unauthorized", "missing agent token");
+        return error_response(
+            http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing agent token",
+        );
     };
     let identity = match edge.authenticator().authenticate(&token).await {
         Ok(id) => id,
         Err(e) => {
             edge.metrics().drop(DropReason::AgentAuth);
-            return error_response(http::StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+            return error_response(
+                http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                e.to_string(),
+            );
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let span = tracing::info_span!("agent_link", workspace = %identity.workspace_name, transport = "h2");
+    let span =
+        tracing::info_span!("agent_link", workspace = %identity.workspace_name, transport = "h2");
     tokio::spawn(
         async move {
             let upgraded = match on_upgrade.await {
@@ -84,8 +97,15 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                     return;
                 }
             };
-            edge.metrics().link_handshake_seconds.with_label_values(&["h2"]).observe(start.elapsed().as_secs_f64());
-            let link = Arc::new(AgentLink::new(identity.workspace_id.clone(), identity.workspace_name.clone(), LinkConn::H2(sender)));
+            edge.metrics()
+                .link_handshake_seconds
+                .with_label_values(&["h2"])
+                .observe(start.elapsed().as_secs_f64());
+            let link = Arc::new(AgentLink::new(
+                identity.workspace_id.clone(),
+                identity.workspace_name.clone(),
+                LinkConn::H2(sender),
+            ));
             info!("agent link up");
             edge.register(link.clone());
             tokio::select! {

@@ -16,18 +16,19 @@ use dashmap::DashMap;
 use relay_core::ticket::Verifier;
 
 pub mod h2link;
-mod listener;
 pub mod links;
+mod listener;
 pub mod metrics;
 pub mod quic;
 pub mod tunnel;
 
-pub use listener::{serve_http, PeerAddr};
 pub use links::{AgentLink, LinkInfo, Transport};
+pub use listener::{serve_http, PeerAddr};
 pub use metrics::{DropReason, EdgeMetrics};
 
 /// Boxed future returned by [`AgentAuthenticator`].
-pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<AgentIdentity, AuthError>> + Send + 'a>>;
+pub type AuthFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<AgentIdentity, AuthError>> + Send + 'a>>;
 
 /// Resolves an agent token to the workspace it belongs to.
 pub trait AgentAuthenticator: Send + Sync + 'static {
@@ -72,10 +73,20 @@ struct Inner {
 impl Edge {
     /// An edge trusting `verifier` for tickets and `auth` for agent tokens; its metrics are
     /// registered in `registry` (served at `/metrics`).
-    pub fn new(verifier: Verifier, auth: Arc<dyn AgentAuthenticator>, registry: prometheus::Registry) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        verifier: Verifier,
+        auth: Arc<dyn AgentAuthenticator>,
+        registry: prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
         let metrics = EdgeMetrics::register(&registry)?;
         Ok(Self {
-            inner: Arc::new(Inner { verifier: RwLock::new(verifier), agents: DashMap::new(), auth, metrics, registry }),
+            inner: Arc::new(Inner {
+                verifier: RwLock::new(verifier),
+                agents: DashMap::new(),
+                auth,
+                metrics,
+                registry,
+            }),
         })
     }
 
@@ -87,7 +98,11 @@ impl Edge {
     }
 
     pub(crate) fn verifier(&self) -> Verifier {
-        self.inner.verifier.read().map(|v| v.clone()).unwrap_or_default()
+        self.inner
+            .verifier
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// The edge's metrics.
@@ -124,16 +139,28 @@ impl Edge {
     /// Registers a link, replacing (and closing) an older link of the same workspace.
     pub(crate) fn register(&self, link: Arc<AgentLink>) {
         let m = &self.inner.metrics;
-        m.links_open.with_label_values(&[link.transport().as_str()]).inc();
-        if let Some(old) = self.inner.agents.insert(link.workspace_id().to_owned(), link) {
+        m.links_open
+            .with_label_values(&[link.transport().as_str()])
+            .inc();
+        if let Some(old) = self
+            .inner
+            .agents
+            .insert(link.workspace_id().to_owned(), link)
+        {
             old.close("replaced by a newer link");
         }
     }
 
     /// Removes `link` if it is still the registered one.
     pub(crate) fn unregister(&self, link: &AgentLink) {
-        self.inner.metrics.links_open.with_label_values(&[link.transport().as_str()]).dec();
-        self.inner.agents.remove_if(link.workspace_id(), |_, cur| cur.id() == link.id());
+        self.inner
+            .metrics
+            .links_open
+            .with_label_values(&[link.transport().as_str()])
+            .dec();
+        self.inner
+            .agents
+            .remove_if(link.workspace_id(), |_, cur| cur.id() == link.id());
     }
 
     /// The edge's HTTP routes: `/healthz`, `/metrics`, the tunnel and the agent-link upgrade.
@@ -149,7 +176,15 @@ impl Edge {
 }
 
 /// A JSON error response `{"error": message, "code": code}`.
-pub(crate) fn error_response(status: http::StatusCode, code: &str, message: impl Into<String>) -> axum::response::Response {
+pub(crate) fn error_response(
+    status: http::StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    (status, axum::Json(serde_json::json!({ "error": message.into(), "code": code }))).into_response()
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into(), "code": code })),
+    )
+        .into_response()
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use relay_core::wire::{self, Frame, StatusCode};
 use relay_core::splice::ChannelBody;
+use relay_core::wire::{self, Frame, StatusCode};
 use tokio::sync::mpsc;
 
 /// How an agent link is carried.
@@ -114,7 +114,10 @@ impl AgentLink {
 
     /// Summary for status displays.
     pub fn info(&self) -> LinkInfo {
-        LinkInfo { transport: self.transport(), uptime: self.since.elapsed() }
+        LinkInfo {
+            transport: self.transport(),
+            uptime: self.since.elapsed(),
+        }
     }
 
     /// Closes the link; the agent will reconnect unless its token was revoked.
@@ -132,20 +135,39 @@ impl AgentLink {
     }
 
     /// Opens a stream to `127.0.0.1:port` in the workspace.
-    pub async fn open(&self, port: u16, session_id: u64) -> Result<(LinkSend, LinkRecv), OpenError> {
+    pub async fn open(
+        &self,
+        port: u16,
+        session_id: u64,
+    ) -> Result<(LinkSend, LinkRecv), OpenError> {
         match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(port, session_id)).await {
             Ok(r) => r,
             Err(_) => Err(OpenError::Timeout(OPEN_TIMEOUT)),
         }
     }
 
-    async fn open_inner(&self, port: u16, session_id: u64) -> Result<(LinkSend, LinkRecv), OpenError> {
+    async fn open_inner(
+        &self,
+        port: u16,
+        session_id: u64,
+    ) -> Result<(LinkSend, LinkRecv), OpenError> {
         match &self.conn {
             LinkConn::Quic(conn) => {
-                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| OpenError::Link(e.to_string()))?;
-                send.write_all(&Frame::Open { port, session_id }.to_bytes()).await.map_err(|e| OpenError::Link(e.to_string()))?;
-                match wire::read_frame(&mut recv).await.map_err(|e| OpenError::Link(e.to_string()))? {
-                    Frame::Status { code: StatusCode::Ok, .. } => Ok((LinkSend::Quic(send), LinkRecv::Quic(recv))),
+                let (mut send, mut recv) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| OpenError::Link(e.to_string()))?;
+                send.write_all(&Frame::Open { port, session_id }.to_bytes())
+                    .await
+                    .map_err(|e| OpenError::Link(e.to_string()))?;
+                match wire::read_frame(&mut recv)
+                    .await
+                    .map_err(|e| OpenError::Link(e.to_string()))?
+                {
+                    Frame::Status {
+                        code: StatusCode::Ok,
+                        ..
+                    } => Ok((LinkSend::Quic(send), LinkRecv::Quic(recv))),
                     Frame::Status { code, message } => Err(status_error(port, code, message)),
                     other => Err(OpenError::Link(format!("unexpected frame {other:?}"))),
                 }
@@ -158,8 +180,14 @@ impl AgentLink {
                     .header(wire::H2_SESSION_HEADER, session_id)
                     .body(body)
                     .map_err(|e| OpenError::Link(e.to_string()))?;
-                sender.ready().await.map_err(|e| OpenError::Link(e.to_string()))?;
-                let resp = sender.send_request(req).await.map_err(|e| OpenError::Link(e.to_string()))?;
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| OpenError::Link(e.to_string()))?;
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| OpenError::Link(e.to_string()))?;
                 if resp.status() == http::StatusCode::OK {
                     return Ok((LinkSend::H2(tx), LinkRecv::H2(resp.into_body())));
                 }
@@ -174,7 +202,11 @@ impl AgentLink {
                     Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
                     Err(_) => String::new(),
                 };
-                let code = if code == StatusCode::ConnectRefused as u8 { StatusCode::ConnectRefused } else { StatusCode::ConnectFailed };
+                let code = if code == StatusCode::ConnectRefused as u8 {
+                    StatusCode::ConnectRefused
+                } else {
+                    StatusCode::ConnectFailed
+                };
                 Err(status_error(port, code, message))
             }
         }
@@ -201,7 +233,9 @@ impl LinkSend {
     pub async fn write(&mut self, b: Bytes) -> std::io::Result<()> {
         match self {
             Self::Quic(s) => s.write_chunk(b).await.map_err(std::io::Error::other),
-            Self::H2(tx) => tx.send(b).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "agent stream closed")),
+            Self::H2(tx) => tx.send(b).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "agent stream closed")
+            }),
         }
     }
 

@@ -55,15 +55,25 @@ pub async fn serve_http(
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
             let result = match acceptor {
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                    Ok(Ok(tls)) => builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await,
-                    Ok(Err(e)) => {
-                        debug!(client.addr = %addr, error = %e, "TLS handshake failed");
-                        return;
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            debug!(client.addr = %addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Err(_) => return,
-                },
-                None => builder.serve_connection_with_upgrades(TokioIo::new(sock), svc).await,
+                }
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(sock), svc)
+                        .await
+                }
             };
             if let Err(e) = result {
                 debug!(client.addr = %addr, error = %e, "connection ended with error");

@@ -1,7 +1,10 @@
 //! Edge metrics, registered in a caller's registry (never global).
 
 use axum::extract::State;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 use crate::Edge;
 
@@ -60,29 +63,54 @@ pub struct EdgeMetrics {
     pub drops: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 impl EdgeMetrics {
     /// Creates and registers the metrics.
     pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        let bytes = IntCounterVec::new(Opts::new("perigee_edge_bytes_total", "Bytes carried through tunnels"), &["direction"])?;
+        let bytes = IntCounterVec::new(
+            Opts::new("perigee_edge_bytes_total", "Bytes carried through tunnels"),
+            &["direction"],
+        )?;
         r.register(Box::new(bytes.clone()))?;
-        let streams_total = IntCounterVec::new(Opts::new("perigee_edge_streams_total", "Tunnel streams opened"), &["path"])?;
+        let streams_total = IntCounterVec::new(
+            Opts::new("perigee_edge_streams_total", "Tunnel streams opened"),
+            &["path"],
+        )?;
         r.register(Box::new(streams_total.clone()))?;
         let streams_open = IntGauge::new("perigee_edge_streams_open", "Tunnel streams open now")?;
         r.register(Box::new(streams_open.clone()))?;
-        let links_open = IntGaugeVec::new(Opts::new("perigee_edge_agent_links_open", "Agent links open now"), &["transport"])?;
+        let links_open = IntGaugeVec::new(
+            Opts::new("perigee_edge_agent_links_open", "Agent links open now"),
+            &["transport"],
+        )?;
         r.register(Box::new(links_open.clone()))?;
         let link_handshake_seconds = HistogramVec::new(
-            HistogramOpts::new("perigee_edge_link_handshake_seconds", "Agent link handshake duration").buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "perigee_edge_link_handshake_seconds",
+                "Agent link handshake duration",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["transport"],
         )?;
         r.register(Box::new(link_handshake_seconds.clone()))?;
         let stream_setup_seconds = Histogram::with_opts(
-            HistogramOpts::new("perigee_edge_stream_setup_seconds", "Tunnel request to workspace port connected").buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "perigee_edge_stream_setup_seconds",
+                "Tunnel request to workspace port connected",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
         r.register(Box::new(stream_setup_seconds.clone()))?;
-        let drops = IntCounterVec::new(Opts::new("perigee_edge_drops_total", "Requests refused or cut, by reason"), &["reason"])?;
+        let drops = IntCounterVec::new(
+            Opts::new(
+                "perigee_edge_drops_total",
+                "Requests refused or cut, by reason",
+            ),
+            &["reason"],
+        )?;
         r.register(Box::new(drops.clone()))?;
         Ok(Self {
             bytes_to_workspace: bytes.with_label_values(&["to_workspace"]),

@@ -30,12 +30,20 @@ pub fn transport_config() -> quinn::TransportConfig {
 }
 
 /// A server endpoint on a bound UDP socket, presenting `identity` with the link ALPN.
-pub fn endpoint(socket: std::net::UdpSocket, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    identity: &Identity,
+) -> anyhow::Result<quinn::Endpoint> {
     let tls = relay_core::tls::server_config(identity, &[wire::LINK_ALPN])?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    let ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(cfg), socket, Arc::new(quinn::TokioRuntime))?;
+    let ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     Ok(ep)
 }
 
@@ -78,8 +86,15 @@ async fn accept(edge: Edge, incoming: quinn::Incoming) {
             return;
         }
     };
-    edge.metrics().link_handshake_seconds.with_label_values(&["quic"]).observe(start.elapsed().as_secs_f64());
-    let link = Arc::new(AgentLink::new(identity.workspace_id.clone(), identity.workspace_name.clone(), LinkConn::Quic(conn.clone())));
+    edge.metrics()
+        .link_handshake_seconds
+        .with_label_values(&["quic"])
+        .observe(start.elapsed().as_secs_f64());
+    let link = Arc::new(AgentLink::new(
+        identity.workspace_id.clone(),
+        identity.workspace_name.clone(),
+        LinkConn::Quic(conn.clone()),
+    ));
     info!(workspace = %identity.workspace_name, "agent link up");
     edge.register(link.clone());
     tokio::select! {
@@ -92,17 +107,27 @@ async fn accept(edge: Edge, incoming: quinn::Incoming) {
 /// Reads the agent's HELLO on the first bi-stream and answers it.
 async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIdentity, String> {
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-    let reply = |code, message: &str| Frame::Status { code, message: message.to_owned() }.to_bytes();
+    let reply = |code, message: &str| {
+        Frame::Status {
+            code,
+            message: message.to_owned(),
+        }
+        .to_bytes()
+    };
     let token = match wire::read_frame(&mut recv).await {
         Ok(Frame::Hello { token }) => token,
         Ok(other) => {
             edge.metrics().drop(DropReason::BadRequest);
-            let _ = send.write_all(&reply(StatusCode::BadFrame, "expected HELLO")).await;
+            let _ = send
+                .write_all(&reply(StatusCode::BadFrame, "expected HELLO"))
+                .await;
             return Err(format!("expected HELLO, got {other:?}"));
         }
         Err(e) => {
             edge.metrics().drop(DropReason::BadRequest);
-            let _ = send.write_all(&reply(StatusCode::BadFrame, &e.to_string())).await;
+            let _ = send
+                .write_all(&reply(StatusCode::BadFrame, &e.to_string()))
+                .await;
             let _ = send.finish();
             let _ = send.stopped().await;
             return Err(e.to_string());
@@ -110,13 +135,17 @@ async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIden
     };
     match edge.authenticator().authenticate(&token).await {
         Ok(id) => {
-            send.write_all(&reply(StatusCode::Ok, "")).await.map_err(|e| e.to_string())?;
+            send.write_all(&reply(StatusCode::Ok, ""))
+                .await
+                .map_err(|e| e.to_string())?;
             let _ = send.finish();
             Ok(id)
         }
         Err(e) => {
             edge.metrics().drop(DropReason::AgentAuth);
-            let _ = send.write_all(&reply(StatusCode::Unauthorized, &e.to_string())).await;
+            let _ = send
+                .write_all(&reply(StatusCode::Unauthorized, &e.to_string()))
+                .await;
             let _ = send.finish();
             let _ = send.stopped().await;
             Err(e.to_string())

@@ -30,36 +30,65 @@ pub const PORT_HEADER: &str = "perigee-port";
 /// WebSocket limits for tunnels (both ends).
 pub fn ws_config() -> WebSocketConfig {
     let max = relay_core::splice::MAX_WS_MESSAGE;
-    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }
 
 pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Response {
     let start = Instant::now();
     let m = edge.metrics();
-    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.to_string()).unwrap_or_default();
+    let peer = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.to_string())
+        .unwrap_or_default();
     // Copy what we need out of the request now: the body type is not `Sync`, so no borrow of
     // the request may live across an await.
     let (key, port, ticket) = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let is_ws = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let key = header("sec-websocket-key").filter(|_| is_ws).map(str::to_owned);
-        let port = header(PORT_HEADER).and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0);
-        (key, port, header(relay_core::ticket::HEADER).map(str::to_owned))
+        let key = header("sec-websocket-key")
+            .filter(|_| is_ws)
+            .map(str::to_owned);
+        let port = header(PORT_HEADER)
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        (
+            key,
+            port,
+            header(relay_core::ticket::HEADER).map(str::to_owned),
+        )
     };
     let Some(key) = key else {
         m.drop(DropReason::BadRequest);
-        return error_response(http::StatusCode::BAD_REQUEST, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)");
+        return error_response(
+            http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)",
+        );
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let Some(port) = port else {
         m.drop(DropReason::BadRequest);
-        return error_response(http::StatusCode::BAD_REQUEST, "bad_request", "missing or invalid Perigee-Port header (1-65535)");
+        return error_response(
+            http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing or invalid Perigee-Port header (1-65535)",
+        );
     };
     let Some(ticket) = ticket else {
         m.drop(DropReason::BadTicket);
-        return error_response(http::StatusCode::UNAUTHORIZED, "bad_ticket", "missing Perigee-Ticket header");
+        return error_response(
+            http::StatusCode::UNAUTHORIZED,
+            "bad_ticket",
+            "missing Perigee-Ticket header",
+        );
     };
-    let claims = match edge.verifier().verify(&ticket, None, port, relay_core::unix_now()) {
+    let claims = match edge
+        .verifier()
+        .verify(&ticket, None, port, relay_core::unix_now())
+    {
         Ok(c) => c,
         Err(e) => {
             let (reason, code) = match e {
@@ -67,7 +96,11 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                 _ => (DropReason::BadTicket, "bad_ticket"),
             };
             m.drop(reason);
-            let status = if matches!(e, TicketError::PortNotGranted(_)) { http::StatusCode::FORBIDDEN } else { http::StatusCode::UNAUTHORIZED };
+            let status = if matches!(e, TicketError::PortNotGranted(_)) {
+                http::StatusCode::FORBIDDEN
+            } else {
+                http::StatusCode::UNAUTHORIZED
+            };
             return error_response(status, code, e.to_string());
         }
     };
@@ -85,22 +118,42 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         Ok(pair) => pair,
         Err(e) => {
             let (status, reason, code) = match e {
-                OpenError::Refused(_) => (http::StatusCode::BAD_GATEWAY, DropReason::PortRefused, "port_refused"),
-                OpenError::Failed { .. } => (http::StatusCode::BAD_GATEWAY, DropReason::PortRefused, "port_failed"),
-                OpenError::Link(_) | OpenError::Timeout(_) => (http::StatusCode::SERVICE_UNAVAILABLE, DropReason::LinkError, "link_error"),
+                OpenError::Refused(_) => (
+                    http::StatusCode::BAD_GATEWAY,
+                    DropReason::PortRefused,
+                    "port_refused",
+                ),
+                OpenError::Failed { .. } => (
+                    http::StatusCode::BAD_GATEWAY,
+                    DropReason::PortRefused,
+                    "port_failed",
+                ),
+                OpenError::Link(_) | OpenError::Timeout(_) => (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    DropReason::LinkError,
+                    "link_error",
+                ),
             };
             m.drop(reason);
             return error_response(status, code, e.to_string());
         }
     };
-    m.stream_setup_seconds.observe(start.elapsed().as_secs_f64());
+    m.stream_setup_seconds
+        .observe(start.elapsed().as_secs_f64());
     m.streams_total.with_label_values(&["envproxy"]).inc();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let metrics = m.clone();
     tokio::spawn(
         async move {
-            let Ok(upgraded) = on_upgrade.await else { return };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config()),
+            )
+            .await;
             metrics.streams_open.inc();
             let result = splice(ws, tx, rx, &metrics).await;
             metrics.streams_open.dec();
@@ -121,7 +174,12 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
 }
 
 /// Moves bytes both ways until both sides have finished or either fails.
-pub(crate) async fn splice<S>(ws: WebSocketStream<S>, mut tx: LinkSend, mut rx: LinkRecv, m: &EdgeMetrics) -> std::io::Result<()>
+pub(crate) async fn splice<S>(
+    ws: WebSocketStream<S>,
+    mut tx: LinkSend,
+    mut rx: LinkRecv,
+    m: &EdgeMetrics,
+) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -136,7 +194,10 @@ where
                 }
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(Message::Text(_))) => {
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "text message on a tunnel"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "text message on a tunnel",
+                    ));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(std::io::Error::other(e)),
@@ -148,9 +209,13 @@ where
     let down = async move {
         while let Some(b) = rx.read().await? {
             m.bytes_to_client.inc_by(b.len() as u64);
-            sink.send(Message::Binary(b)).await.map_err(std::io::Error::other)?;
+            sink.send(Message::Binary(b))
+                .await
+                .map_err(std::io::Error::other)?;
         }
-        sink.send(Message::Binary(Bytes::new())).await.map_err(std::io::Error::other)?;
+        sink.send(Message::Binary(Bytes::new()))
+            .await
+            .map_err(std::io::Error::other)?;
         Ok::<_, std::io::Error>(sink)
     };
     let ((), mut sink) = tokio::try_join!(up, down)?;

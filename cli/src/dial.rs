@@ -1,0 +1,167 @@
+//! Opening a tunnel WebSocket to an edge: TCP (through an HTTP CONNECT proxy when
+//! `HTTPS_PROXY`/`HTTP_PROXY` say so), TLS, upgrade with the ticket in a header.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::WebSocketStream;
+
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: http::Uri = url.parse().with_context(|| format!("edge URL {url:?}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => anyhow::bail!("edge URL {url:?} must be http:// or https://"),
+        };
+        let host = uri
+            .host()
+            .context("edge URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Self { tls, host, port })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The proxy to use for `t`, from the usual environment variables.
+fn proxy_for(t: &Target) -> Option<String> {
+    let get = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| std::env::var(k.to_lowercase()).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let proxy = if t.tls {
+        get("HTTPS_PROXY").or_else(|| get("ALL_PROXY"))
+    } else {
+        get("HTTP_PROXY").or_else(|| get("ALL_PROXY"))
+    }?;
+    if let Some(no) = get("NO_PROXY") {
+        for rule in no.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let rule = rule.trim_start_matches('.');
+            if rule == "*" || t.host == rule || t.host.ends_with(&format!(".{rule}")) {
+                return None;
+            }
+        }
+    }
+    Some(proxy)
+}
+
+async fn connect_tcp(t: &Target) -> anyhow::Result<TcpStream> {
+    let Some(proxy) = proxy_for(t) else {
+        let s = TcpStream::connect((t.host.as_str(), t.port))
+            .await
+            .with_context(|| format!("connecting to {}", t.authority()))?;
+        let _ = s.set_nodelay(true);
+        return Ok(s);
+    };
+    let p = Target::parse(&proxy)
+        .or_else(|_| Target::parse(&format!("http://{proxy}")))
+        .with_context(|| format!("proxy {proxy:?}"))?;
+    let mut s = TcpStream::connect((p.host.as_str(), p.port))
+        .await
+        .with_context(|| format!("connecting to proxy {}", p.authority()))?;
+    let _ = s.set_nodelay(true);
+    let req = format!(
+        "CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n",
+        a = t.authority()
+    );
+    s.write_all(req.as_bytes()).await?;
+    // Read the proxy's answer byte by byte up to the blank line, so no tunnel bytes are lost.
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(head.len() < 8192, "proxy answer to CONNECT is too long");
+        let b = s
+            .read_u8()
+            .await
+            .context("proxy closed the connection during CONNECT")?;
+        head.push(b);
+    }
+    let status_line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'));
+    anyhow::ensure!(
+        ok,
+        "proxy {} refused CONNECT {}: {status_line}",
+        p.authority(),
+        t.authority()
+    );
+    Ok(s)
+}
+
+/// Opens a tunnel to `port` of the workspace named by `ticket`.
+pub(crate) async fn open(
+    edge_url: &str,
+    ticket: &str,
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+) -> anyhow::Result<Ws> {
+    let t = Target::parse(edge_url)?;
+    let tcp = connect_tcp(&t).await?;
+    let io: Box<dyn Io> = if t.tls {
+        let name = rustls::pki_types::ServerName::try_from(t.host.clone())?;
+        let s = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .with_context(|| {
+                format!(
+                    "TLS with {} (self-signed server? set PERIGEE_CA_CERT)",
+                    t.authority()
+                )
+            })?;
+        Box::new(s)
+    } else {
+        Box::new(tcp)
+    };
+    let scheme = if t.tls { "wss" } else { "ws" };
+    let mut req =
+        format!("{scheme}://{}{}", t.authority(), satellite::tunnel::PATH).into_client_request()?;
+    req.headers_mut()
+        .insert(relay_core::ticket::HEADER, ticket.parse()?);
+    req.headers_mut()
+        .insert(satellite::tunnel::PORT_HEADER, port.into());
+    match tokio_tungstenite::client_async_with_config(req, io, Some(satellite::tunnel::ws_config()))
+        .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().unwrap_or_default();
+            let msg = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+            anyhow::bail!("{msg} (HTTP {})", resp.status().as_u16())
+        }
+        Err(e) => Err(e).context("opening the tunnel"),
+    }
+}

@@ -1,0 +1,293 @@
+//! `perigee server`: control plane, built-in edge and local provisioner in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use provider::{ControlPlane, EdgeHooks, LocalProvisioner, LocalProvisionerConfig, Store};
+use relay_core::tls::{Identity, LocalCa};
+use satellite::{AgentAuthenticator, AgentIdentity, AuthError, AuthFuture, Edge};
+use tracing::info;
+
+/// Arguments of `perigee server`.
+#[derive(clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Where the database, TLS material and local workspaces live
+    /// [default: $XDG_DATA_HOME/perigee or ~/.local/share/perigee].
+    #[arg(long, env = "PERIGEE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TCP address for HTTPS/HTTP (API, tunnels, agent links over HTTP/2); the same UDP port
+    /// carries QUIC agent links. Port 0 picks a free port (printed when ready).
+    #[arg(long, env = "PERIGEE_ADDRESS", default_value = "127.0.0.1:3000")]
+    address: String,
+    /// The URL users reach this server at [default: derived from --address].
+    #[arg(long, env = "PERIGEE_ACCESS_URL")]
+    access_url: Option<String>,
+    /// Serve HTTPS with a certificate from a local CA kept in <data-dir>/tls (clients trust
+    /// it with PERIGEE_CA_CERT=<data-dir>/tls/ca.pem).
+    #[arg(long, env = "PERIGEE_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, env = "PERIGEE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "PERIGEE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Words put before the agent command when starting local agents, e.g.
+    /// `ip netns exec ws1` or `systemd-run --user --scope`.
+    #[arg(long, env = "PERIGEE_AGENT_EXEC_PREFIX")]
+    agent_exec_prefix: Option<String>,
+}
+
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(d).join("perigee"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/perigee"))
+}
+
+pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
+    // Parse and check everything before binding anything.
+    let data_dir = match a.data_dir.clone() {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let requested: SocketAddr = a.address.parse().with_context(|| {
+        format!(
+            "--address {:?} is not HOST:PORT (e.g. 127.0.0.1:3000)",
+            a.address
+        )
+    })?;
+    let exec_prefix: Vec<String> = a
+        .agent_exec_prefix
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let tls_on = a.tls_self_signed || a.tls_cert.is_some();
+    if let Some(url) = &a.access_url {
+        let ok = url.starts_with("https://") || url.starts_with("http://");
+        anyhow::ensure!(
+            ok,
+            "--access-url {url:?} must start with http:// or https://"
+        );
+    }
+    create_private_dir(&data_dir)?;
+
+    let store = Store::open_sqlite(&data_dir.join("perigee.db"))
+        .await
+        .context("opening the database")?;
+    store.ensure_built_in_provider().await?;
+    let signer = Arc::new(store.signing_key().await?);
+    let ca = LocalCa::load_or_create(&data_dir.join("tls"))?;
+
+    let (tcp, udp) = bind_pair(requested).await?;
+    let bound = tcp.local_addr()?;
+    let scheme = if tls_on { "https" } else { "http" };
+    let access_url = a
+        .access_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
+    let access_host = access_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()));
+
+    // One identity for HTTPS and QUIC: the operator's certificate, or a leaf of the local CA
+    // naming every way this server is reached. QUIC always needs one.
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        bound.ip().to_string(),
+    ];
+    names.extend(access_host);
+    names.dedup();
+    let identity = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
+        _ => ca.issue(&names)?,
+    };
+    let http_tls = if tls_on {
+        Some(Arc::new(relay_core::tls::server_config(
+            &identity,
+            &[b"h2", b"http/1.1"],
+        )?))
+    } else {
+        None
+    };
+
+    let registry = prometheus::Registry::new();
+    let verifier = relay_core::ticket::Verifier::new([signer.public_key()]);
+    let edge = Edge::new(verifier, Arc::new(StoreAuth(store.clone())), registry)?;
+
+    // Local agents dial the built-in edge on the bound address; with an operator certificate
+    // they use the access URL so that the name matches.
+    let agent_url = if a.tls_cert.is_some() {
+        access_url.clone()
+    } else {
+        format!("{scheme}://{bound}")
+    };
+    let provisioner = Arc::new(LocalProvisioner::new(LocalProvisionerConfig {
+        root: data_dir.join("workspaces"),
+        exe: std::env::current_exe().context("locating the perigee binary")?,
+        agent_url,
+        ca_cert: if a.tls_cert.is_some() {
+            None
+        } else {
+            Some(ca.cert_path.clone())
+        },
+        exec_prefix,
+    }));
+    let cp = ControlPlane::new(
+        store.clone(),
+        signer,
+        provisioner,
+        Arc::new(EdgeHooksImpl(edge.clone())),
+        access_url.clone(),
+    );
+    first_admin(
+        &store,
+        &data_dir,
+        &access_url,
+        tls_on.then_some(ca.cert_path.as_path()),
+    )
+    .await?;
+    cp.resume_workspaces().await?;
+
+    let router = edge.router().merge(cp.router());
+    let endpoint = satellite::quic::endpoint(udp, &identity)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http_task = tokio::spawn(satellite::serve_http(
+        tcp,
+        http_tls,
+        router,
+        wait(stop_rx.clone()),
+    ));
+    let quic_task = tokio::spawn(satellite::quic::serve(
+        edge.clone(),
+        endpoint,
+        wait(stop_rx),
+    ));
+    info!(%access_url, address = %bound, "perigee server ready");
+    // Readiness line on stdout for scripts and tests (the port is real even with :0).
+    println!("perigee server ready: {access_url} (listening on {bound}, tcp and udp)");
+    shutdown_signal().await;
+    info!("shutting down; local workspace agents keep running and are adopted on the next start");
+    stop_tx.send_replace(true);
+    let _ = tokio::join!(http_task, quic_task);
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing {}", dir.display()))?;
+    Ok(())
+}
+
+/// Binds TCP and UDP on the same port (retrying other ports when port 0 was asked for).
+async fn bind_pair(
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::UdpSocket)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding TCP {addr}"))?;
+        let bound = tcp.local_addr()?;
+        match std::net::UdpSocket::bind(bound) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("binding UDP {bound} for QUIC")),
+        }
+    }
+    Err(last_err
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no free port pair")))
+}
+
+async fn first_admin(
+    store: &Store,
+    data_dir: &Path,
+    access_url: &str,
+    ca: Option<&Path>,
+) -> anyhow::Result<()> {
+    if store.user_count().await? > 0 {
+        return Ok(());
+    }
+    let admin = store.create_user("admin", "admin").await?;
+    let token = store.create_api_token(&admin.id, "first admin").await?;
+    let path = data_dir.join("admin-token");
+    relay_core::tls::write_private(&path, format!("{}\n", token.expose()).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let ca_env = ca
+        .map(|p| format!("PERIGEE_CA_CERT={} ", p.display()))
+        .unwrap_or_default();
+    eprintln!(
+        "\nperigee: created the first admin user \"admin\".\n\
+         Their API token is in {} (readable by you only). Log in with:\n\n  \
+         {ca_env}perigee login {access_url} --token \"$(cat {})\"\n",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+struct StoreAuth(Store);
+
+impl AgentAuthenticator for StoreAuth {
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            match self.0.workspace_by_agent_token(token).await {
+                Ok(Some(ws)) => Ok(AgentIdentity {
+                    workspace_id: ws.id,
+                    workspace_name: ws.name,
+                }),
+                Ok(None) => Err(AuthError::Rejected),
+                Err(e) => Err(AuthError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+struct EdgeHooksImpl(Edge);
+
+impl EdgeHooks for EdgeHooksImpl {
+    fn agent_status(&self, workspace_id: &str) -> Option<provider::AgentStatus> {
+        self.0
+            .agent_info(workspace_id)
+            .map(|i| provider::AgentStatus {
+                transport: i.transport.as_str().to_owned(),
+                uptime_secs: i.uptime.as_secs(),
+            })
+    }
+
+    fn disconnect(&self, workspace_id: &str) {
+        self.0.disconnect(workspace_id);
+    }
+}

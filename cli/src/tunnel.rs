@@ -1,0 +1,222 @@
+//! `perigee tunnel` and `perigee port-forward`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::Client;
+use crate::dial::{self, Ws};
+
+#[derive(clap::Args)]
+pub(crate) struct TunnelArgs {
+    /// Workspace name.
+    workspace: String,
+    /// Port inside the workspace (e.g. 22 for its SSH server).
+    port: u16,
+    /// Print the path taken and setup timings to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct PortForwardArgs {
+    /// Workspace name.
+    workspace: String,
+    /// Forward `[ADDRESS:]LOCAL:REMOTE` (repeatable; LOCAL 0 picks a free port; ADDRESS
+    /// defaults to 127.0.0.1).
+    #[arg(long = "tcp", value_name = "[ADDRESS:]LOCAL:REMOTE", required = true)]
+    tcp: Vec<String>,
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    anyhow::ensure!(ok, "invalid workspace name {name:?}");
+    Ok(())
+}
+
+/// A ticket for one port, reused until shortly before it expires.
+struct Tickets {
+    client: Client,
+    workspace: String,
+    port: u16,
+    cached: tokio::sync::Mutex<Option<(String, u64, String)>>,
+}
+
+impl Tickets {
+    async fn get(&self) -> anyhow::Result<(String, String)> {
+        let mut cached = self.cached.lock().await;
+        if let Some((t, exp, edge)) = cached.as_ref() {
+            if *exp > relay_core::unix_now() + 30 {
+                return Ok((t.clone(), edge.clone()));
+            }
+        }
+        let v = self
+            .client
+            .post(
+                &format!("/api/v2/workspaces/{}/ticket", self.workspace),
+                &json!({ "ports": [self.port] }),
+            )
+            .await?;
+        let ticket = v["ticket"]
+            .as_str()
+            .context("no ticket in answer")?
+            .to_owned();
+        let exp = v["expires_at"].as_u64().unwrap_or(0);
+        let edge = v["edge_url"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.client.base.clone());
+        *cached = Some((ticket.clone(), exp, edge.clone()));
+        Ok((ticket, edge))
+    }
+}
+
+pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
+    check_name(&a.workspace)?;
+    let start = Instant::now();
+    let tls = Arc::new(crate::client::tls_config(&[b"http/1.1"])?);
+    let tickets = Tickets {
+        client: Client::from_session()?,
+        workspace: a.workspace.clone(),
+        port: a.port,
+        cached: Default::default(),
+    };
+    let (ticket, edge) = tickets.get().await?;
+    let t_ticket = start.elapsed();
+    let ws = dial::open(&edge, &ticket, a.port, &tls).await?;
+    if a.verbose {
+        eprintln!(
+            "perigee: {}:{} path=envproxy edge={edge} (ticket {:.1} ms, tunnel {:.1} ms)",
+            a.workspace,
+            a.port,
+            t_ticket.as_secs_f64() * 1e3,
+            (start.elapsed() - t_ticket).as_secs_f64() * 1e3
+        );
+    }
+    splice(ws, tokio::io::stdin(), tokio::io::stdout())
+        .await
+        .context("tunnel")
+}
+
+fn parse_spec(spec: &str) -> anyhow::Result<(SocketAddr, u16)> {
+    let (local, remote) = spec
+        .rsplit_once(':')
+        .with_context(|| format!("--tcp {spec:?}: expected [ADDRESS:]LOCAL:REMOTE"))?;
+    let remote: u16 = remote
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .with_context(|| format!("--tcp {spec:?}: remote port must be 1-65535"))?;
+    let local: SocketAddr = match local.parse::<u16>() {
+        Ok(p) => SocketAddr::from(([127, 0, 0, 1], p)),
+        Err(_) => local
+            .parse()
+            .with_context(|| format!("--tcp {spec:?}: local part must be PORT or ADDRESS:PORT"))?,
+    };
+    Ok((local, remote))
+}
+
+pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
+    check_name(&a.workspace)?;
+    let tls = Arc::new(crate::client::tls_config(&[b"http/1.1"])?);
+    let specs = a
+        .tcp
+        .iter()
+        .map(|s| parse_spec(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tasks = Vec::new();
+    for (local, remote) in specs {
+        let listener = tokio::net::TcpListener::bind(local)
+            .await
+            .with_context(|| format!("listening on {local}"))?;
+        let bound = listener.local_addr()?;
+        let tickets = Arc::new(Tickets {
+            client: Client::from_session()?,
+            workspace: a.workspace.clone(),
+            port: remote,
+            cached: Default::default(),
+        });
+        // Fail fast on a bad workspace or token rather than on the first connection.
+        tickets.get().await?;
+        println!("Forwarding {bound} -> {}:{remote}", a.workspace);
+        let tls = tls.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((sock, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = sock.set_nodelay(true);
+                let (tickets, tls) = (tickets.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let result = async {
+                        let (ticket, edge) = tickets.get().await?;
+                        let ws = dial::open(&edge, &ticket, remote, &tls).await?;
+                        let (rd, wr) = sock.into_split();
+                        splice(ws, rd, wr).await?;
+                        anyhow::Ok(())
+                    }
+                    .await;
+                    if let Err(e) = result {
+                        eprintln!("perigee: connection from {peer} to port {remote}: {e:#}");
+                    }
+                });
+            }
+        }));
+    }
+    crate::server::shutdown_signal().await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Moves bytes between a tunnel and a local reader/writer until both directions end.
+/// An empty binary message is a half-close (see `relay_core::splice::WS_EOF`).
+pub(crate) async fn splice<R, W>(ws: Ws, mut rd: R, mut wr: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    let up = async {
+        let mut buf = BytesMut::with_capacity(relay_core::splice::BUF_SIZE);
+        loop {
+            buf.reserve(relay_core::splice::BUF_SIZE);
+            let n = rd.read_buf(&mut buf).await?;
+            if n == 0 {
+                sink.send(Message::Binary(Bytes::new())).await?;
+                return anyhow::Ok(sink);
+            }
+            sink.send(Message::Binary(buf.split().freeze())).await?;
+        }
+    };
+    let down = async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Binary(b))) if b.is_empty() => break,
+                Some(Ok(Message::Binary(b))) => {
+                    wr.write_all(&b).await?;
+                    wr.flush().await?;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow::Error::from(e).context("edge connection")),
+            }
+        }
+        wr.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let (mut sink, ()) = tokio::try_join!(up, down)?;
+    let _ = sink.send(Message::Close(None)).await;
+    Ok(())
+}

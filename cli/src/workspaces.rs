@@ -1,0 +1,112 @@
+//! `perigee create`, `ls`, `delete`.
+
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+#[derive(clap::Args)]
+pub(crate) struct CreateArgs {
+    /// Workspace name (lowercase letters, digits, hyphens).
+    name: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct LsArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct DeleteArgs {
+    /// Workspace name.
+    name: String,
+}
+
+pub(crate) async fn create(a: CreateArgs) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    let ws = c
+        .post("/api/v2/workspaces", &json!({ "name": a.name }))
+        .await?;
+    eprintln!(
+        "Created workspace {}. Connect with: perigee tunnel {} PORT",
+        ws["name"].as_str().unwrap_or("?"),
+        a.name
+    );
+    Ok(())
+}
+
+pub(crate) async fn ls(a: LsArgs) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    let list = c.get("/api/v2/workspaces").await?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Output::Table => print_table(&list),
+    }
+    Ok(())
+}
+
+fn print_table(list: &Value) {
+    let rows: Vec<[String; 4]> = list
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|w| {
+                    let agent = match w["agent"]["transport"].as_str() {
+                        Some(t) => format!("connected ({t})"),
+                        None => "disconnected".into(),
+                    };
+                    let s = |k: &str| w[k].as_str().unwrap_or("").to_owned();
+                    [s("name"), s("status"), agent, s("provider")]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let header = ["NAME", "STATUS", "AGENT", "PROVIDER"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w = [width(0), width(1), width(2), width(3)];
+    println!(
+        "{:w0$}  {:w1$}  {:w2$}  {}",
+        header[0],
+        header[1],
+        header[2],
+        header[3],
+        w0 = w[0],
+        w1 = w[1],
+        w2 = w[2]
+    );
+    for r in &rows {
+        println!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2]
+        );
+    }
+    if rows.is_empty() {
+        eprintln!("No workspaces yet. Create one with: perigee create NAME");
+    }
+}
+
+pub(crate) async fn delete(a: DeleteArgs) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    c.delete(&format!("/api/v2/workspaces/{}", a.name)).await?;
+    eprintln!("Deleted workspace {}.", a.name);
+    Ok(())
+}

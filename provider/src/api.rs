@@ -1,0 +1,244 @@
+//! REST API v2. Authentication: `Authorization: Bearer <API token>` (never a query parameter).
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::request::Parts;
+use relay_core::ticket::{Claims, MAX_PORTS};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{User, Workspace};
+use crate::{AgentStatus, ApiError, ControlPlane};
+
+/// Lifetime of connection tickets (the format allows at most 5 minutes).
+pub const TICKET_LIFETIME_SECS: u64 = 240;
+
+pub(crate) fn router(cp: ControlPlane) -> Router {
+    Router::new()
+        .route("/api/v2/buildinfo", get(buildinfo))
+        .route("/api/v2/users/me", get(me))
+        .route("/api/v2/users/me/tokens", post(create_token))
+        .route(
+            "/api/v2/workspaces",
+            get(list_workspaces).post(create_workspace),
+        )
+        .route(
+            "/api/v2/workspaces/{name}",
+            get(show_workspace).delete(delete_workspace),
+        )
+        .route("/api/v2/workspaces/{name}/ticket", post(create_ticket))
+        .with_state(cp)
+}
+
+/// The caller, from the `Authorization` header.
+pub struct Caller(pub User);
+
+impl FromRequestParts<ControlPlane> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return Err(ApiError::unauthorized(
+                "missing API token: send `Authorization: Bearer <token>` (run `perigee login`)",
+            ));
+        };
+        match cp.store.user_by_token(token.trim()).await? {
+            Some(user) => Ok(Caller(user)),
+            None => Err(ApiError::unauthorized(
+                "API token not recognised (revoked, or for another deployment)",
+            )),
+        }
+    }
+}
+
+async fn buildinfo() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn me(Caller(user): Caller) -> Json<User> {
+    Json(user)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    name: String,
+}
+
+async fn create_token(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Json(req): Json<TokenRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if req.name.is_empty() || req.name.len() > 64 {
+        return Err(ApiError::bad_request("token name must be 1-64 characters"));
+    }
+    let secret = cp.store.create_api_token(&user.id, &req.name).await?;
+    Ok(Json(serde_json::json!({ "token": secret.expose() })))
+}
+
+/// A workspace as the API shows it.
+#[derive(Serialize)]
+pub struct WorkspaceView {
+    #[serde(flatten)]
+    ws: Workspace,
+    /// Whether the agent is connected to its edge.
+    agent_connected: bool,
+    /// The agent link, when connected.
+    agent: Option<AgentStatus>,
+    /// Local provisioner: the agent's process id.
+    agent_pid: Option<u32>,
+}
+
+fn view(cp: &ControlPlane, ws: Workspace) -> WorkspaceView {
+    let agent = cp.hooks.agent_status(&ws.id);
+    let agent_pid = cp.provisioner.agent_pid(&ws.id);
+    WorkspaceView {
+        agent_connected: agent.is_some(),
+        agent,
+        agent_pid,
+        ws,
+    }
+}
+
+async fn list_workspaces(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+) -> Result<Json<Vec<WorkspaceView>>, ApiError> {
+    let list = cp.store.workspaces_of(&user.id).await?;
+    Ok(Json(list.into_iter().map(|ws| view(&cp, ws)).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWorkspace {
+    name: String,
+}
+
+/// Workspace names are DNS labels (they appear in dev URL host names).
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid workspace name {name:?}: use 1-32 lowercase letters, digits and single hyphens, not at either end"
+        )))
+    }
+}
+
+async fn create_workspace(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Json(req): Json<CreateWorkspace>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    validate_name(&req.name)?;
+    if cp
+        .store
+        .workspace_by_name(&user.id, &req.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict(format!(
+            "you already have a workspace named {:?}",
+            req.name
+        )));
+    }
+    let (ws, agent_token) = cp.store.create_workspace(&user, &req.name).await?;
+    if let Err(e) = cp.provisioner.create(&ws.id, &ws.name, &agent_token).await {
+        let _ = cp.store.delete_workspace(&ws.id).await;
+        return Err(e);
+    }
+    Ok(Json(view(&cp, ws)))
+}
+
+async fn find(cp: &ControlPlane, user: &User, name: &str) -> Result<Workspace, ApiError> {
+    cp.store
+        .workspace_by_name(&user.id, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no workspace named {name:?} (see `perigee ls`)"))
+        })
+}
+
+async fn show_workspace(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    let ws = find(&cp, &user, &name).await?;
+    Ok(Json(view(&cp, ws)))
+}
+
+async fn delete_workspace(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ws = find(&cp, &user, &name).await?;
+    // Revoke first (the agent token stops working), then cut the link, then clean up.
+    cp.store.delete_workspace(&ws.id).await?;
+    cp.hooks.disconnect(&ws.id);
+    cp.provisioner.delete(&ws.id).await?;
+    Ok(Json(serde_json::json!({ "deleted": ws.name })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketRequest {
+    ports: Vec<u16>,
+}
+
+/// A signed connection ticket and where to use it.
+#[derive(Serialize)]
+pub struct TicketResponse {
+    /// The ticket (send it in the `Perigee-Ticket` header).
+    pub ticket: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: u64,
+    /// Workspace id.
+    pub workspace_id: String,
+    /// The edge to open tunnels on.
+    pub edge_url: String,
+}
+
+async fn create_ticket(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Path(name): Path<String>,
+    Json(req): Json<TicketRequest>,
+) -> Result<Json<TicketResponse>, ApiError> {
+    if req.ports.is_empty() || req.ports.len() > MAX_PORTS || req.ports.contains(&0) {
+        return Err(ApiError::bad_request(format!(
+            "ports must list 1-{MAX_PORTS} ports, each 1-65535"
+        )));
+    }
+    let ws = find(&cp, &user, &name).await?;
+    let now = relay_core::unix_now();
+    let exp = now + TICKET_LIFETIME_SECS;
+    let claims = Claims {
+        kid: String::new(),
+        sub: user.id.clone(),
+        ws: ws.id.clone(),
+        ports: req.ports,
+        iat: now,
+        exp,
+        sid: relay_core::token::random_id(),
+    };
+    Ok(Json(TicketResponse {
+        ticket: cp.signer.sign(claims),
+        expires_at: exp,
+        workspace_id: ws.id,
+        edge_url: cp.access_url.clone(),
+    }))
+}

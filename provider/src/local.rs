@@ -1,0 +1,240 @@
+//! The local provisioner: a workspace is a directory under the data directory plus a
+//! `perigee agent` process holding that workspace's agent token.
+//!
+//! Agents outlive a restart of the server (as pods outlive a control-plane restart): each
+//! agent's PID is kept in `agent.pid`, and a restarted server adopts a live agent instead of
+//! starting a second one. A dead agent is restarted with backoff.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use relay_core::backoff::Backoff;
+use relay_core::token::Secret;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::ApiError;
+
+/// How the local provisioner starts agents.
+#[derive(Debug, Clone)]
+pub struct LocalProvisionerConfig {
+    /// Directory holding one sub-directory per workspace.
+    pub root: PathBuf,
+    /// The `perigee` binary.
+    pub exe: PathBuf,
+    /// URL the agents dial (the built-in edge).
+    pub agent_url: String,
+    /// CA certificate the agents trust (self-signed deployments).
+    pub ca_cert: Option<PathBuf>,
+    /// Command words put before the agent command (e.g. `ip netns exec NS`).
+    pub exec_prefix: Vec<String>,
+}
+
+/// Supervises the agents of local workspaces.
+pub struct LocalProvisioner {
+    cfg: LocalProvisionerConfig,
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+const TOKEN_FILE: &str = "agent-token";
+const PID_FILE: &str = "agent.pid";
+const LOG_FILE: &str = "agent.log";
+
+impl LocalProvisioner {
+    /// A provisioner with the given settings.
+    pub fn new(cfg: LocalProvisionerConfig) -> Self {
+        Self {
+            cfg,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory of a workspace.
+    pub fn dir(&self, workspace_id: &str) -> PathBuf {
+        self.cfg.root.join(workspace_id)
+    }
+
+    /// Creates the workspace directory, stores the agent token (mode 0600) and starts the agent.
+    pub async fn create(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        agent_token: &Secret,
+    ) -> Result<(), ApiError> {
+        let dir = self.dir(workspace_id);
+        std::fs::create_dir_all(dir.join("home")).map_err(ApiError::internal)?;
+        relay_core::tls::write_private(&dir.join(TOKEN_FILE), agent_token.expose().as_bytes())
+            .map_err(ApiError::internal)?;
+        self.start(workspace_id, name).await
+    }
+
+    /// Starts supervising a workspace's agent (adopting a live one).
+    pub async fn start(&self, workspace_id: &str, name: &str) -> Result<(), ApiError> {
+        let dir = self.dir(workspace_id);
+        if !dir.join(TOKEN_FILE).exists() {
+            return Err(ApiError::internal(format!(
+                "workspace {name}: {} is missing",
+                dir.join(TOKEN_FILE).display()
+            )));
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Ok(mut running) = self.running.lock() {
+            if running.contains_key(workspace_id) {
+                return Ok(());
+            }
+            running.insert(workspace_id.to_owned(), stop_tx);
+        }
+        let sup = Supervisor {
+            cfg: self.cfg.clone(),
+            dir,
+            workspace_id: workspace_id.to_owned(),
+            name: name.to_owned(),
+        };
+        tokio::spawn(sup.run(stop_rx));
+        Ok(())
+    }
+
+    /// Stops the agent and removes the workspace directory.
+    pub async fn delete(&self, workspace_id: &str) -> Result<(), ApiError> {
+        let stop = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut r| r.remove(workspace_id));
+        if let Some(stop) = stop {
+            stop.send_replace(true);
+        }
+        let dir = self.dir(workspace_id);
+        if let Some(pid) = live_agent_pid(&dir, workspace_id) {
+            terminate(pid).await;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ApiError::internal(format!("remove {}: {e}", dir.display()))),
+        }
+    }
+
+    /// The PID of a workspace's agent, if it is alive.
+    pub fn agent_pid(&self, workspace_id: &str) -> Option<u32> {
+        live_agent_pid(&self.dir(workspace_id), workspace_id)
+    }
+}
+
+struct Supervisor {
+    cfg: LocalProvisionerConfig,
+    dir: PathBuf,
+    workspace_id: String,
+    name: String,
+}
+
+impl Supervisor {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            let started = Instant::now();
+            if let Some(pid) = live_agent_pid(&self.dir, &self.workspace_id) {
+                info!(workspace = %self.name, pid, "adopting running agent");
+                // Not our child: watch /proc until it goes away.
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    if live_agent_pid(&self.dir, &self.workspace_id) != Some(pid) {
+                        break;
+                    }
+                }
+            } else {
+                match self.spawn() {
+                    Ok(mut child) => {
+                        let pid = child.id().unwrap_or(0);
+                        let _ = std::fs::write(self.dir.join(PID_FILE), pid.to_string());
+                        info!(workspace = %self.name, pid, "agent started");
+                        tokio::select! {
+                            status = child.wait() => warn!(workspace = %self.name, pid, ?status, "agent exited"),
+                            _ = stop.changed() => {
+                                let _ = child.start_kill();
+                                let _ = child.wait().await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => warn!(workspace = %self.name, error = %e, "could not start agent"),
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay(relay_core::token::random_u64());
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
+        let mut words: Vec<String> = self.cfg.exec_prefix.clone();
+        words.push(self.cfg.exe.display().to_string());
+        words.push("agent".into());
+        let mut cmd = tokio::process::Command::new(&words[0]);
+        cmd.args(&words[1..])
+            .current_dir(self.dir.join("home"))
+            .env("PERIGEE_AGENT_URL", &self.cfg.agent_url)
+            .env("PERIGEE_AGENT_TOKEN_FILE", self.dir.join(TOKEN_FILE))
+            .env("PERIGEE_AGENT_WORKSPACE_ID", &self.workspace_id)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: a Ctrl-C aimed at the server does not kill workspaces.
+            .process_group(0);
+        if let Some(ca) = &self.cfg.ca_cert {
+            cmd.env("PERIGEE_CA_CERT", ca);
+        }
+        cmd.spawn()
+    }
+}
+
+/// The PID in `agent.pid` if that process is alive and is this workspace's agent.
+fn live_agent_pid(dir: &Path, workspace_id: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // The environment is readable for our own processes; it guards against PID reuse.
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let needle = format!("PERIGEE_AGENT_WORKSPACE_ID={workspace_id}");
+    let is_ours = env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    (is_ours && !zombie).then_some(pid)
+}
+
+/// Sends SIGTERM, then SIGKILL after a grace period.
+async fn terminate(pid: u32) {
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    };
+    signal("-TERM");
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+    }
+    signal("-KILL");
+}

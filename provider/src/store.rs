@@ -1,0 +1,377 @@
+//! Persistence: SQLite in the data directory, migrations embedded from `migrations/`.
+
+use std::path::Path;
+use std::str::FromStr as _;
+
+use relay_core::token;
+use relay_core::unix_now;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row as _, SqlitePool};
+
+/// Embedded migrations, applied in order; a version is never edited once released.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Name of the built-in provider.
+pub const BUILT_IN_PROVIDER: &str = "built-in";
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// `admin` or `member`.
+    pub role: String,
+}
+
+/// A workspace row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Workspace {
+    /// Id.
+    pub id: String,
+    /// Name, unique per owner.
+    pub name: String,
+    /// Owner's user id.
+    pub owner_id: String,
+    /// Owner's user name.
+    pub owner: String,
+    /// Provider name.
+    pub provider: String,
+    /// `running` or `stopped`.
+    pub status: String,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+}
+
+/// The database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQL failure.
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration {version}: {source}")]
+    Migration {
+        /// Version.
+        version: i64,
+        /// Cause.
+        source: sqlx::Error,
+    },
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let wrap = |source| StoreError::Migration {
+                version: *version,
+                source,
+            };
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(wrap)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(wrap)?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the built-in provider if missing; returns its id.
+    pub async fn ensure_built_in_provider(&self) -> Result<String, sqlx::Error> {
+        if let Some(id) =
+            sqlx::query_scalar::<_, String>("SELECT id FROM providers WHERE built_in = 1")
+                .fetch_optional(&self.pool)
+                .await?
+        {
+            return Ok(id);
+        }
+        let id = token::random_id();
+        sqlx::query("INSERT INTO providers (id, name, built_in, is_default, status, created_at) VALUES (?, ?, 1, 1, 'ready', ?)")
+            .bind(&id)
+            .bind(BUILT_IN_PROVIDER)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// Number of users.
+    pub async fn user_count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Creates a user.
+    pub async fn create_user(&self, username: &str, role: &str) -> Result<User, sqlx::Error> {
+        let id = token::random_id();
+        sqlx::query("INSERT INTO users (id, username, role, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&id)
+            .bind(username)
+            .bind(role)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(User {
+            id,
+            username: username.to_owned(),
+            role: role.to_owned(),
+        })
+    }
+
+    /// Creates an API token for a user; the secret is returned once and only its hash kept.
+    pub async fn create_api_token(
+        &self,
+        user_id: &str,
+        name: &str,
+    ) -> Result<token::Secret, sqlx::Error> {
+        let secret = token::generate(token::API_PREFIX);
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token::random_id())
+        .bind(user_id)
+        .bind(name)
+        .bind(token::hash(secret.expose()))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(secret)
+    }
+
+    /// The user holding an API token.
+    pub async fn user_by_token(&self, secret: &str) -> Result<Option<User>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+        )
+        .bind(token::hash(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(User {
+                id: r.try_get(0)?,
+                username: r.try_get(1)?,
+                role: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The ticket-signing key, generated and stored on first use.
+    pub async fn signing_key(&self) -> Result<relay_core::ticket::Signer, anyhow::Error> {
+        let row: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT pkcs8 FROM signing_keys ORDER BY created_at DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(pkcs8) = row {
+            return Ok(relay_core::ticket::Signer::from_pkcs8(&pkcs8)?);
+        }
+        let (signer, pkcs8) = relay_core::ticket::Signer::generate()?;
+        sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES (?, ?, ?)")
+            .bind(signer.kid())
+            .bind(pkcs8)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(signer)
+    }
+
+    /// Creates a workspace on the built-in provider with a fresh agent token.
+    pub async fn create_workspace(
+        &self,
+        owner: &User,
+        name: &str,
+    ) -> Result<(Workspace, token::Secret), sqlx::Error> {
+        let provider_id = self.ensure_built_in_provider().await?;
+        let id = token::random_id();
+        let agent_token = token::generate(token::AGENT_PREFIX);
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, owner_id, provider_id, status, agent_token_hash, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(&owner.id)
+        .bind(&provider_id)
+        .bind(token::hash(agent_token.expose()))
+        .bind(created_at)
+        .execute(&self.pool)
+        .await?;
+        let ws = Workspace {
+            id,
+            name: name.to_owned(),
+            owner_id: owner.id.clone(),
+            owner: owner.username.clone(),
+            provider: BUILT_IN_PROVIDER.to_owned(),
+            status: "running".into(),
+            created_at,
+        };
+        Ok((ws, agent_token))
+    }
+
+    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at \
+        FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN providers p ON p.id = w.provider_id";
+
+    fn ws_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace, sqlx::Error> {
+        Ok(Workspace {
+            id: r.try_get(0)?,
+            name: r.try_get(1)?,
+            owner_id: r.try_get(2)?,
+            owner: r.try_get(3)?,
+            provider: r.try_get(4)?,
+            status: r.try_get(5)?,
+            created_at: r.try_get(6)?,
+        })
+    }
+
+    /// A user's workspaces, by name.
+    pub async fn workspaces_of(&self, owner_id: &str) -> Result<Vec<Workspace>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "{} WHERE w.owner_id = ? ORDER BY w.name",
+            Self::WS_SELECT
+        ))
+        .bind(owner_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::ws_from_row).collect()
+    }
+
+    /// Every workspace.
+    pub async fn all_workspaces(&self) -> Result<Vec<Workspace>, sqlx::Error> {
+        let rows = sqlx::query(Self::WS_SELECT).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::ws_from_row).collect()
+    }
+
+    /// One of a user's workspaces by name.
+    pub async fn workspace_by_name(
+        &self,
+        owner_id: &str,
+        name: &str,
+    ) -> Result<Option<Workspace>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "{} WHERE w.owner_id = ? AND w.name = ?",
+            Self::WS_SELECT
+        ))
+        .bind(owner_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::ws_from_row).transpose()
+    }
+
+    /// The workspace an agent token belongs to.
+    pub async fn workspace_by_agent_token(
+        &self,
+        secret: &str,
+    ) -> Result<Option<Workspace>, sqlx::Error> {
+        let row = sqlx::query(&format!("{} WHERE w.agent_token_hash = ?", Self::WS_SELECT))
+            .bind(token::hash(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::ws_from_row).transpose()
+    }
+
+    /// Deletes a workspace row.
+    pub async fn delete_workspace(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn now() -> i64 {
+    i64::try_from(unix_now()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_are_stored_hashed_and_workspaces_unique_per_owner() {
+        let dir = std::env::temp_dir().join(format!("perigee-store-{}", token::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open_sqlite(&dir.join("db.sqlite")).await.unwrap();
+        // Migrating twice is harmless.
+        store.migrate().await.unwrap();
+        let user = store.create_user("ada", "admin").await.unwrap();
+        let secret = store.create_api_token(&user.id, "cli").await.unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT hash FROM api_tokens")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, vec![token::hash(secret.expose())]);
+        assert!(!stored[0].contains(secret.expose()));
+        assert_eq!(
+            store
+                .user_by_token(secret.expose())
+                .await
+                .unwrap()
+                .unwrap()
+                .username,
+            "ada"
+        );
+        assert!(store.user_by_token("pgt_wrong").await.unwrap().is_none());
+
+        let (ws, agent) = store.create_workspace(&user, "dev").await.unwrap();
+        assert!(store.create_workspace(&user, "dev").await.is_err());
+        assert_eq!(
+            store
+                .workspace_by_agent_token(agent.expose())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            ws.id
+        );
+        store.delete_workspace(&ws.id).await.unwrap();
+        assert!(store
+            .workspace_by_agent_token(agent.expose())
+            .await
+            .unwrap()
+            .is_none());
+        let k1 = store.signing_key().await.unwrap();
+        let k2 = store.signing_key().await.unwrap();
+        assert_eq!(k1.kid(), k2.kid());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
