@@ -123,6 +123,7 @@ async fn connect_tcp(t: &Target) -> anyhow::Result<TcpStream> {
 pub(crate) async fn open(
     edge_url: &str,
     ticket: &str,
+    workspace_id: &str,
     port: u16,
     tls: &Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Ws> {
@@ -150,6 +151,7 @@ pub(crate) async fn open(
         .insert(relay_core::ticket::HEADER, ticket.parse()?);
     req.headers_mut()
         .insert(satellite::tunnel::PORT_HEADER, port.into());
+    req.headers_mut().insert(satellite::tunnel::WORKSPACE_HEADER, workspace_id.parse()?);
     match tokio_tungstenite::client_async_with_config(req, io, Some(satellite::tunnel::ws_config()))
         .await
     {

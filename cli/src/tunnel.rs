@@ -44,40 +44,45 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Clone)]
+struct Ticket {
+    ticket: String,
+    expires_at: u64,
+    edge_url: String,
+    workspace_id: String,
+}
+
 /// A ticket for one port, reused until shortly before it expires.
 struct Tickets {
     client: Client,
     workspace: String,
     port: u16,
-    cached: tokio::sync::Mutex<Option<(String, u64, String)>>,
+    cached: tokio::sync::Mutex<Option<Ticket>>,
 }
 
 impl Tickets {
-    async fn get(&self) -> anyhow::Result<(String, String)> {
+    async fn get(&self) -> anyhow::Result<Ticket> {
         let mut cached = self.cached.lock().await;
-        if let Some((t, exp, edge)) = cached.as_ref() {
-            if *exp > relay_core::unix_now() + 30 {
-                return Ok((t.clone(), edge.clone()));
+        if let Some(t) = cached.as_ref() {
+            if t.expires_at > relay_core::unix_now() + 30 {
+                return Ok(t.clone());
             }
         }
-        let v = self
-            .client
-            .post(
-                &format!("/api/v2/workspaces/{}/ticket", self.workspace),
-                &json!({ "ports": [self.port] }),
-            )
-            .await?;
-        let ticket = v["ticket"]
-            .as_str()
-            .context("no ticket in answer")?
-            .to_owned();
-        let exp = v["expires_at"].as_u64().unwrap_or(0);
-        let edge = v["edge_url"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| self.client.base.clone());
-        *cached = Some((ticket.clone(), exp, edge.clone()));
-        Ok((ticket, edge))
+        let v = self.client.post(&format!("/api/v2/workspaces/{}/ticket", self.workspace), &json!({ "ports": [self.port] })).await?;
+        let t = Ticket {
+            ticket: v["ticket"].as_str().context("no ticket in answer")?.to_owned(),
+            expires_at: v["expires_at"].as_u64().unwrap_or(0),
+            edge_url: v["edge_url"].as_str().map(str::to_owned).unwrap_or_else(|| self.client.base.clone()),
+            workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
+        };
+        *cached = Some(t.clone());
+        Ok(t)
+    }
+
+    async fn dial(&self, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<(Ws, Ticket)> {
+        let t = self.get().await?;
+        let ws = dial::open(&t.edge_url, &t.ticket, &t.workspace_id, self.port, tls).await?;
+        Ok((ws, t))
     }
 }
 
@@ -91,9 +96,10 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         port: a.port,
         cached: Default::default(),
     };
-    let (ticket, edge) = tickets.get().await?;
+    tickets.get().await?;
     let t_ticket = start.elapsed();
-    let ws = dial::open(&edge, &ticket, a.port, &tls).await?;
+    let (ws, t) = tickets.dial(&tls).await?;
+    let edge = t.edge_url;
     if a.verbose {
         eprintln!(
             "perigee: {}:{} path=envproxy edge={edge} (ticket {:.1} ms, tunnel {:.1} ms)",
@@ -159,8 +165,7 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                 let (tickets, tls) = (tickets.clone(), tls.clone());
                 tokio::spawn(async move {
                     let result = async {
-                        let (ticket, edge) = tickets.get().await?;
-                        let ws = dial::open(&edge, &ticket, remote, &tls).await?;
+                        let (ws, _) = tickets.dial(&tls).await?;
                         let (rd, wr) = sock.into_split();
                         splice(ws, rd, wr).await?;
                         anyhow::Ok(())

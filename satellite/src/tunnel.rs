@@ -26,6 +26,9 @@ use crate::{error_response, DropReason, Edge, EdgeMetrics, PeerAddr};
 pub const PATH: &str = "/api/v2/tunnel";
 /// Header naming the workspace port.
 pub const PORT_HEADER: &str = "perigee-port";
+/// Optional header naming the workspace id the client means; refused when the ticket is for
+/// another workspace.
+pub const WORKSPACE_HEADER: &str = "perigee-workspace";
 
 /// WebSocket limits for tunnels (both ends).
 pub fn ws_config() -> WebSocketConfig {
@@ -45,7 +48,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .unwrap_or_default();
     // Copy what we need out of the request now: the body type is not `Sync`, so no borrow of
     // the request may live across an await.
-    let (key, port, ticket) = {
+    let (key, port, ticket, workspace) = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let is_ws = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let key = header("sec-websocket-key")
@@ -54,11 +57,8 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         let port = header(PORT_HEADER)
             .and_then(|p| p.parse::<u16>().ok())
             .filter(|p| *p != 0);
-        (
-            key,
-            port,
-            header(relay_core::ticket::HEADER).map(str::to_owned),
-        )
+        let workspace = header(WORKSPACE_HEADER).map(str::to_owned);
+        (key, port, header(relay_core::ticket::HEADER).map(str::to_owned), workspace)
     };
     let Some(key) = key else {
         m.drop(DropReason::BadRequest);
@@ -87,7 +87,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
     };
     let claims = match edge
         .verifier()
-        .verify(&ticket, None, port, relay_core::unix_now())
+        .verify(&ticket, workspace.as_deref(), port, relay_core::unix_now())
     {
         Ok(c) => c,
         Err(e) => {
@@ -96,7 +96,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                 _ => (DropReason::BadTicket, "bad_ticket"),
             };
             m.drop(reason);
-            let status = if matches!(e, TicketError::PortNotGranted(_)) {
+            let status = if matches!(e, TicketError::PortNotGranted(_) | TicketError::WrongWorkspace) {
                 http::StatusCode::FORBIDDEN
             } else {
                 http::StatusCode::UNAUTHORIZED

@@ -1,0 +1,248 @@
+//! Starting servers and running CLI commands against them.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_perigee");
+
+/// A fresh directory under the target dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join(format!("e2e-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `perigee server` with TLS from its own local CA.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    /// Words run before `perigee` for CLI commands (e.g. `ip netns exec NS`).
+    pub prefix: Vec<String>,
+    _tmp: Option<TempDir>,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        let tmp = TempDir::new("srv");
+        let dir = tmp.0.clone();
+        let mut s = Self::start_in(&dir, "127.0.0.1:0", &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server whose data lives in `dir`, listening on `address`, with the command
+    /// prefixed by `prefix` (which is also used for CLI calls).
+    pub fn start_in(dir: &Path, address: &str, prefix: &[&str]) -> Self {
+        let mut words: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        words.push(BIN.into());
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..])
+            .args(["server", "--tls-self-signed", "--address", address, "--data-dir"])
+            .arg(dir.join("data"))
+            .env("PERIGEE_LOG", "info,satellite=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("server-{}.log", now_ms()))).expect("log file"));
+        if !prefix.is_empty() {
+            cmd.env("PERIGEE_AGENT_EXEC_PREFIX", prefix.join(" "));
+        }
+        let mut child = cmd.spawn().expect("spawn perigee server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("perigee server ready: ") {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not become ready; logs in {}", dir.display());
+            }
+        };
+        let url = line.split_whitespace().next().expect("url").to_owned();
+        let addr = url.trim_start_matches("https://").parse().expect("addr");
+        Self { child: Some(child), url, addr, dir: dir.to_path_buf(), prefix: words[..words.len() - 1].to_vec(), _tmp: None }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin-token")).expect("admin-token").trim().to_owned()
+    }
+
+    /// A `perigee` command with this server's session in the environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut words = self.prefix.clone();
+        words.push(BIN.into());
+        let mut c = Command::new(&words[0]);
+        c.args(&words[1..]).args(args);
+        self.session_env(&mut c);
+        c
+    }
+
+    pub fn session_env(&self, c: &mut Command) {
+        c.env("PERIGEE_URL", &self.url)
+            .env("PERIGEE_TOKEN", self.token())
+            .env("PERIGEE_CA_CERT", self.data().join("tls/ca.pem"))
+            .env("PERIGEE_CONFIG_DIR", self.dir.join("config"))
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy");
+    }
+
+    /// Runs a CLI command, returning its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().expect("run perigee")
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "perigee {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn workspace(&self, name: &str) -> serde_json::Value {
+        let list: serde_json::Value = serde_json::from_str(&self.ok(&["ls", "-o", "json"])).expect("ls json");
+        list.as_array().and_then(|a| a.iter().find(|w| w["name"] == name).cloned()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until the workspace's agent is connected; returns (pid, transport).
+    pub fn wait_agent(&self, name: &str, timeout: Duration, not_pid: Option<u64>) -> (u64, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let w = self.workspace(name);
+            if let (Some(pid), Some(t)) = (w["agent_pid"].as_u64(), w["agent"]["transport"].as_str()) {
+                if Some(pid) != not_pid {
+                    return (pid, t.to_owned());
+                }
+            }
+            assert!(Instant::now() < deadline, "agent of {name} not connected within {timeout:?}: {w}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The PIDs of every local agent this server started.
+    pub fn agent_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.data().join("workspaces")) {
+            for e in rd.flatten() {
+                if let Ok(s) = std::fs::read_to_string(e.path().join("agent.pid")) {
+                    pids.extend(s.trim().parse::<u32>().ok());
+                }
+            }
+        }
+        pids
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL), leaving its agents running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "-TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        for pid in self.agent_pids() {
+            signal(pid, "-KILL");
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+/// A TCP echo server on loopback, on a thread per connection; returns its port.
+pub fn echo_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().expect("clone");
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// Sends `data` through `perigee tunnel` and returns what came back.
+pub fn tunnel_roundtrip(server: &Server, ws: &str, port: u16, data: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = server
+        .cmd(&["tunnel", ws, &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tunnel");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("tunnel output");
+    let _ = writer.join();
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: real `perigee` processes, real OpenSSH, network namespaces.
+//!
+//! Each test starts its own server on port 0 in its own directory; readiness comes from the
+//! server's stdout line, never from sleeping.
+
+#![allow(unreachable_pub, clippy::unwrap_used)]
+
+mod bad_input;
+mod forward;
+mod harness;
+mod netns;
+mod restart;
+mod ssh;

@@ -1,0 +1,75 @@
+//! UDP blocked for the agent: the link falls back to HTTP/2 over TLS/TCP.
+//!
+//! Everything runs inside a network namespace this test creates, whose nftables ruleset
+//! drops every UDP packet; the namespace is deleted afterwards.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{Server, TempDir};
+
+struct Netns(String);
+
+impl Netns {
+    fn create() -> Self {
+        let name = format!("pg-e2e-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip (iproute2)");
+            assert!(st.success(), "ip {args:?} failed (this test needs root)");
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        ip(&["netns", "add", &name]);
+        let ns = Self(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        let rules = "table inet perigee_test {\n chain out { type filter hook output priority 0; meta l4proto udp drop; }\n chain in { type filter hook input priority 0; meta l4proto udp drop; }\n}\n";
+        let mut nft = Command::new("ip").args(["netns", "exec", &ns.0, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().expect("nft (apt install nftables)");
+        {
+            use std::io::Write as _;
+            nft.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("rules");
+        }
+        assert!(nft.wait().expect("nft").success(), "nft ruleset failed");
+        ns
+    }
+
+    fn exec(&self) -> Vec<&str> {
+        vec!["ip", "netns", "exec", &self.0]
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn agent_link_falls_back_to_http2_when_udp_is_blocked() {
+    let ns = Netns::create();
+    let tmp = TempDir::new("netns");
+    let prefix = ns.exec();
+    let server = Server::start_in(&tmp.0, "127.0.0.1:0", &prefix);
+
+    // An echo service inside the namespace, as the workspace's port 7.
+    let echo_src = "import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',7));s.listen(16)\ndef h(c):\n  while True:\n    d=c.recv(65536)\n    if not d: break\n    c.sendall(d)\n  c.close()\nprint('ready',flush=True)\nwhile True:\n  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()\n";
+    let mut echo = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", echo_src])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 echo");
+    {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(echo.stdout.take().expect("stdout")).read_line(&mut line).expect("echo ready");
+        assert_eq!(line.trim(), "ready");
+    }
+
+    server.ok(&["create", "nat"]);
+    let (_, transport) = server.wait_agent("nat", Duration::from_secs(30), None);
+    assert_eq!(transport, "h2", "with UDP dropped the agent link must use HTTP/2");
+    let data = crate::harness::pseudo_random(3, 4 * 1024 * 1024);
+    let out = crate::harness::tunnel_roundtrip(&server, "nat", 7, &data);
+    assert!(out.stdout == data, "echo over the HTTP/2 link differs ({} of {} bytes): {}", out.stdout.len(), data.len(), String::from_utf8_lossy(&out.stderr));
+    let _ = echo.kill();
+    let _ = echo.wait();
+    drop(server);
+}
