@@ -151,7 +151,8 @@ pub(crate) async fn open(
         .insert(relay_core::ticket::HEADER, ticket.parse()?);
     req.headers_mut()
         .insert(satellite::tunnel::PORT_HEADER, port.into());
-    req.headers_mut().insert(satellite::tunnel::WORKSPACE_HEADER, workspace_id.parse()?);
+    req.headers_mut()
+        .insert(satellite::tunnel::WORKSPACE_HEADER, workspace_id.parse()?);
     match tokio_tungstenite::client_async_with_config(req, io, Some(satellite::tunnel::ws_config()))
         .await
     {

@@ -68,11 +68,23 @@ impl Tickets {
                 return Ok(t.clone());
             }
         }
-        let v = self.client.post(&format!("/api/v2/workspaces/{}/ticket", self.workspace), &json!({ "ports": [self.port] })).await?;
+        let v = self
+            .client
+            .post(
+                &format!("/api/v2/workspaces/{}/ticket", self.workspace),
+                &json!({ "ports": [self.port] }),
+            )
+            .await?;
         let t = Ticket {
-            ticket: v["ticket"].as_str().context("no ticket in answer")?.to_owned(),
+            ticket: v["ticket"]
+                .as_str()
+                .context("no ticket in answer")?
+                .to_owned(),
             expires_at: v["expires_at"].as_u64().unwrap_or(0),
-            edge_url: v["edge_url"].as_str().map(str::to_owned).unwrap_or_else(|| self.client.base.clone()),
+            edge_url: v["edge_url"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| self.client.base.clone()),
             workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
         };
         *cached = Some(t.clone());

@@ -58,7 +58,12 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             .and_then(|p| p.parse::<u16>().ok())
             .filter(|p| *p != 0);
         let workspace = header(WORKSPACE_HEADER).map(str::to_owned);
-        (key, port, header(relay_core::ticket::HEADER).map(str::to_owned), workspace)
+        (
+            key,
+            port,
+            header(relay_core::ticket::HEADER).map(str::to_owned),
+            workspace,
+        )
     };
     let Some(key) = key else {
         m.drop(DropReason::BadRequest);
@@ -85,25 +90,29 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             "missing Perigee-Ticket header",
         );
     };
-    let claims = match edge
-        .verifier()
-        .verify(&ticket, workspace.as_deref(), port, relay_core::unix_now())
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let (reason, code) = match e {
-                TicketError::Expired(_) => (DropReason::ExpiredTicket, "expired_ticket"),
-                _ => (DropReason::BadTicket, "bad_ticket"),
-            };
-            m.drop(reason);
-            let status = if matches!(e, TicketError::PortNotGranted(_) | TicketError::WrongWorkspace) {
-                http::StatusCode::FORBIDDEN
-            } else {
-                http::StatusCode::UNAUTHORIZED
-            };
-            return error_response(status, code, e.to_string());
-        }
-    };
+    let claims =
+        match edge
+            .verifier()
+            .verify(&ticket, workspace.as_deref(), port, relay_core::unix_now())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let (reason, code) = match e {
+                    TicketError::Expired(_) => (DropReason::ExpiredTicket, "expired_ticket"),
+                    _ => (DropReason::BadTicket, "bad_ticket"),
+                };
+                m.drop(reason);
+                let status = if matches!(
+                    e,
+                    TicketError::PortNotGranted(_) | TicketError::WrongWorkspace
+                ) {
+                    http::StatusCode::FORBIDDEN
+                } else {
+                    http::StatusCode::UNAUTHORIZED
+                };
+                return error_response(status, code, e.to_string());
+            }
+        };
     let Some(link) = edge.agent(&claims.ws) else {
         m.drop(DropReason::NoAgent);
         return error_response(

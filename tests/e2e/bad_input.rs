@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{echo_server, tunnel_roundtrip, Server};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 fn tls(server: &Server, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).expect("roots");
@@ -19,33 +20,61 @@ fn tls(server: &Server, alpn: &[&[u8]]) -> rustls::ClientConfig {
 }
 
 /// Opens a raw tunnel WebSocket; on refusal returns the HTTP status and body.
-async fn ws_open(server: &Server, ticket: &str, workspace: Option<&str>, port: u16) -> Result<Ws, (u16, String)> {
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+async fn ws_open(
+    server: &Server,
+    ticket: &str,
+    workspace: Option<&str>,
+    port: u16,
+) -> Result<Ws, (u16, String)> {
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls(server, &[b"http/1.1"]))).connect(name, tcp).await.expect("tls");
-    let mut req = format!("wss://{}/api/v2/tunnel", server.addr).into_client_request().expect("req");
-    req.headers_mut().insert("perigee-ticket", ticket.parse().expect("header"));
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls(server, &[b"http/1.1"])))
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let mut req = format!("wss://{}/api/v2/tunnel", server.addr)
+        .into_client_request()
+        .expect("req");
+    req.headers_mut()
+        .insert("perigee-ticket", ticket.parse().expect("header"));
     req.headers_mut().insert("perigee-port", port.into());
     if let Some(ws) = workspace {
-        req.headers_mut().insert("perigee-workspace", ws.parse().expect("header"));
+        req.headers_mut()
+            .insert("perigee-workspace", ws.parse().expect("header"));
     }
     match tokio_tungstenite::client_async(req, tls).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            Err((resp.status().as_u16(), String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned()))
-        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err((
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        )),
         Err(e) => panic!("unexpected tunnel error: {e}"),
     }
 }
 
 fn claims(ws: &str, port: u16, iat: u64, exp: u64) -> Claims {
-    Claims { kid: String::new(), sub: "test".into(), ws: ws.into(), ports: vec![port], iat, exp, sid: "t".into() }
+    Claims {
+        kid: String::new(),
+        sub: "test".into(),
+        ws: ws.into(),
+        ports: vec![port],
+        iat,
+        exp,
+        sid: "t".into(),
+    }
 }
 
 /// Echoes one message through an open tunnel.
 async fn echo_once(ws: &mut Ws, msg: &[u8]) -> Vec<u8> {
-    ws.send(Message::Binary(msg.to_vec().into())).await.expect("send");
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("echo in time") {
+    ws.send(Message::Binary(msg.to_vec().into()))
+        .await
+        .expect("send");
+    match tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("echo in time")
+    {
         Some(Ok(Message::Binary(b))) => b.to_vec(),
         other => panic!("expected echo, got {other:?}"),
     }
@@ -67,7 +96,10 @@ async fn is_cut(ws: &mut Ws) -> bool {
 fn bad_input_gets_a_clear_error_and_no_panic() {
     let mut server = Server::start();
     let echo = echo_server();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
     server.ok(&["create", "a"]);
     server.ok(&["create", "b"]);
     server.wait_agent("a", Duration::from_secs(20), None);
@@ -79,21 +111,32 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     let out = tunnel_roundtrip(&server, "a", closed_port, b"x");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("nothing is listening on port {closed_port}")), "{err}");
+    assert!(
+        err.contains(&format!("nothing is listening on port {closed_port}")),
+        "{err}"
+    );
     let out = tunnel_roundtrip(&server, "nope", echo, b"x");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no workspace named \"nope\""), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no workspace named \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = server.run(&["create", "Bad_Name"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid workspace name"));
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let store = provider::Store::open_sqlite(&server.data().join("perigee.db")).await.expect("db");
+        let store = provider::Store::open_sqlite(&server.data().join("perigee.db"))
+            .await
+            .expect("db");
         let signer = store.signing_key().await.expect("signing key");
         let now = relay_core::unix_now();
 
         // The good ticket works.
         let good = signer.sign(claims(&id_a, echo, now, now + 60));
-        let mut ws = ws_open(&server, &good, Some(&id_a), echo).await.expect("good ticket");
+        let mut ws = ws_open(&server, &good, Some(&id_a), echo)
+            .await
+            .expect("good ticket");
         assert_eq!(echo_once(&mut ws, b"ping").await, b"ping");
 
         // Forged (unknown key), tampered, expired, wrong workspace, wrong port, garbage, huge.
@@ -106,7 +149,10 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         let last = tampered.pop().expect("char");
         tampered.push(if last == 'A' { 'B' } else { 'A' });
         let (s, b) = refused(ws_open(&server, &tampered, None, echo).await);
-        assert!(s == 401 && (b.contains("signature") || b.contains("malformed")), "{s} {b}");
+        assert!(
+            s == 401 && (b.contains("signature") || b.contains("malformed")),
+            "{s} {b}"
+        );
         let expired = signer.sign(claims(&id_a, echo, now - 400, now - 310));
         let (s, b) = refused(ws_open(&server, &expired, None, echo).await);
         assert!(s == 401 && b.contains("expired"), "{s} {b}");
@@ -123,25 +169,50 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
 
         // A tunnel to a deleted workspace, with a ticket issued before the delete.
         let out = server.run(&["delete", "b"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (s, b) = refused(ws_open(&server, &for_b, Some(&id_b), echo).await);
         assert!(s == 404 && b.contains("not connected"), "{s} {b}");
 
         // Malformed WebSocket input: a text message, an oversized message. Each cuts only
         // its own tunnel.
-        let mut t = ws_open(&server, &good, Some(&id_a), echo).await.expect("tunnel");
-        t.send(Message::Text("not bytes".into())).await.expect("send text");
+        let mut t = ws_open(&server, &good, Some(&id_a), echo)
+            .await
+            .expect("tunnel");
+        t.send(Message::Text("not bytes".into()))
+            .await
+            .expect("send text");
         assert!(is_cut(&mut t).await, "a text message must end the tunnel");
-        let mut t = ws_open(&server, &good, Some(&id_a), echo).await.expect("tunnel");
-        let _ = t.send(Message::Binary(vec![0u8; 2 * 1024 * 1024].into())).await;
-        assert!(is_cut(&mut t).await, "an oversized message must end the tunnel");
-        assert_eq!(echo_once(&mut ws, b"still-alive").await, b"still-alive", "other tunnels are unaffected");
+        let mut t = ws_open(&server, &good, Some(&id_a), echo)
+            .await
+            .expect("tunnel");
+        let _ = t
+            .send(Message::Binary(vec![0u8; 2 * 1024 * 1024].into()))
+            .await;
+        assert!(
+            is_cut(&mut t).await,
+            "an oversized message must end the tunnel"
+        );
+        assert_eq!(
+            echo_once(&mut ws, b"still-alive").await,
+            b"still-alive",
+            "other tunnels are unaffected"
+        );
 
         // Malformed and oversized agent-link frames over QUIC, and a bad agent token.
         for (bytes, expect) in [
             (vec![9u8, 9, 9, 9], StatusCode::BadFrame),
             (vec![1u8, 1, 0xff, 0xff, 0, 0], StatusCode::BadFrame),
-            (Frame::Hello { token: "pga_forged".into() }.to_bytes(), StatusCode::Unauthorized),
+            (
+                Frame::Hello {
+                    token: "pga_forged".into(),
+                }
+                .to_bytes(),
+                StatusCode::Unauthorized,
+            ),
         ] {
             let code = quic_hello(&server, &bytes).await;
             assert_eq!(code, Some(expect), "frame {bytes:?}");
@@ -150,19 +221,45 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         // Garbage on the TCP port.
         {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let mut s = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
-            let _ = s.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 0, 0, 0, 0]).await;
+            let mut s = tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("tcp");
+            let _ = s
+                .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 0, 0, 0, 0])
+                .await;
             let mut buf = [0u8; 64];
             let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
         }
 
         // Still serving, and the refusals are counted by reason.
-        let mut t = ws_open(&server, &good, Some(&id_a), echo).await.expect("tunnel after abuse");
+        let mut t = ws_open(&server, &good, Some(&id_a), echo)
+            .await
+            .expect("tunnel after abuse");
         assert_eq!(echo_once(&mut t, b"ok").await, b"ok");
-        let http = reqwest::Client::builder().use_preconfigured_tls(tls(&server, &[b"http/1.1"])).build().expect("client");
-        let metrics = http.get(format!("{}/metrics", server.url)).send().await.expect("metrics").text().await.expect("text");
-        for reason in ["bad_ticket", "expired_ticket", "no_agent", "port_refused", "agent_auth", "bad_request"] {
-            assert!(metrics.contains(&format!("perigee_edge_drops_total{{reason=\"{reason}\"}}")), "no {reason} drop counted:\n{metrics}");
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls(&server, &[b"http/1.1"]))
+            .build()
+            .expect("client");
+        let metrics = http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        for reason in [
+            "bad_ticket",
+            "expired_ticket",
+            "no_agent",
+            "port_refused",
+            "agent_auth",
+            "bad_request",
+        ] {
+            assert!(
+                metrics.contains(&format!("perigee_edge_drops_total{{reason=\"{reason}\"}}")),
+                "no {reason} drop counted:\n{metrics}"
+            );
         }
     });
     assert!(server.is_running(), "the server survived");
@@ -175,11 +272,20 @@ async fn quic_hello(server: &Server, hello: &[u8]) -> Option<StatusCode> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic tls");
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep.connect(server.addr, "127.0.0.1").expect("connect").await.expect("handshake");
+    let conn = ep
+        .connect(server.addr, "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     send.write_all(hello).await.expect("write");
     let _ = send.finish();
-    let answer = tokio::time::timeout(Duration::from_secs(10), relay_core::wire::read_frame(&mut recv)).await.expect("answer in time");
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        relay_core::wire::read_frame(&mut recv),
+    )
+    .await
+    .expect("answer in time");
     match answer {
         Ok(Frame::Status { code, .. }) => Some(code),
         _ => None,

@@ -31,7 +31,9 @@ fn port_forward_carries_100_concurrent_connections_of_1mb() {
     let stdout = child.stdout.take().expect("stdout");
     let _guard = Killer(child);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("forward line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("forward line");
     // "Forwarding 127.0.0.1:PORT -> fw:ECHO"
     let local = line.split_whitespace().nth(1).expect("address").to_owned();
 
@@ -43,7 +45,9 @@ fn port_forward_carries_100_concurrent_connections_of_1mb() {
             tasks.push(tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
                 let data = pseudo_random(i + 1, 1024 * 1024);
-                let s = tokio::net::TcpStream::connect(&local).await.expect("connect forward");
+                let s = tokio::net::TcpStream::connect(&local)
+                    .await
+                    .expect("connect forward");
                 let (mut r, mut w) = s.into_split();
                 let expected = data.clone();
                 let writer = tokio::spawn(async move {
@@ -62,6 +66,8 @@ fn port_forward_carries_100_concurrent_connections_of_1mb() {
                 t.await.expect("connection task");
             }
         };
-        tokio::time::timeout(Duration::from_secs(180), all).await.expect("100 connections finish in bounded time");
+        tokio::time::timeout(Duration::from_secs(180), all)
+            .await
+            .expect("100 connections finish in bounded time");
     });
 }

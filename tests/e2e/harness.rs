@@ -16,7 +16,11 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = base.join(format!("e2e-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = base.join(format!(
+            "e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         Self(dir)
@@ -56,12 +60,21 @@ impl Server {
         words.push(BIN.into());
         let mut cmd = Command::new(&words[0]);
         cmd.args(&words[1..])
-            .args(["server", "--tls-self-signed", "--address", address, "--data-dir"])
+            .args([
+                "server",
+                "--tls-self-signed",
+                "--address",
+                address,
+                "--data-dir",
+            ])
             .arg(dir.join("data"))
             .env("PERIGEE_LOG", "info,satellite=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join(format!("server-{}.log", now_ms()))).expect("log file"));
+            .stderr(
+                std::fs::File::create(dir.join(format!("server-{}.log", now_ms())))
+                    .expect("log file"),
+            );
         if !prefix.is_empty() {
             cmd.env("PERIGEE_AGENT_EXEC_PREFIX", prefix.join(" "));
         }
@@ -84,7 +97,14 @@ impl Server {
         };
         let url = line.split_whitespace().next().expect("url").to_owned();
         let addr = url.trim_start_matches("https://").parse().expect("addr");
-        Self { child: Some(child), url, addr, dir: dir.to_path_buf(), prefix: words[..words.len() - 1].to_vec(), _tmp: None }
+        Self {
+            child: Some(child),
+            url,
+            addr,
+            dir: dir.to_path_buf(),
+            prefix: words[..words.len() - 1].to_vec(),
+            _tmp: None,
+        }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -92,7 +112,10 @@ impl Server {
     }
 
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data().join("admin-token")).expect("admin-token").trim().to_owned()
+        std::fs::read_to_string(self.data().join("admin-token"))
+            .expect("admin-token")
+            .trim()
+            .to_owned()
     }
 
     /// A `perigee` command with this server's session in the environment.
@@ -116,19 +139,29 @@ impl Server {
 
     /// Runs a CLI command, returning its output.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("run perigee")
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run perigee")
     }
 
     /// Runs a CLI command that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "perigee {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "perigee {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn workspace(&self, name: &str) -> serde_json::Value {
-        let list: serde_json::Value = serde_json::from_str(&self.ok(&["ls", "-o", "json"])).expect("ls json");
-        list.as_array().and_then(|a| a.iter().find(|w| w["name"] == name).cloned()).unwrap_or(serde_json::Value::Null)
+        let list: serde_json::Value =
+            serde_json::from_str(&self.ok(&["ls", "-o", "json"])).expect("ls json");
+        list.as_array()
+            .and_then(|a| a.iter().find(|w| w["name"] == name).cloned())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// Waits until the workspace's agent is connected; returns (pid, transport).
@@ -136,12 +169,17 @@ impl Server {
         let deadline = Instant::now() + timeout;
         loop {
             let w = self.workspace(name);
-            if let (Some(pid), Some(t)) = (w["agent_pid"].as_u64(), w["agent"]["transport"].as_str()) {
+            if let (Some(pid), Some(t)) =
+                (w["agent_pid"].as_u64(), w["agent"]["transport"].as_str())
+            {
                 if Some(pid) != not_pid {
                     return (pid, t.to_owned());
                 }
             }
-            assert!(Instant::now() < deadline, "agent of {name} not connected within {timeout:?}: {w}");
+            assert!(
+                Instant::now() < deadline,
+                "agent of {name} not connected within {timeout:?}: {w}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -176,7 +214,9 @@ impl Server {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -190,11 +230,17 @@ impl Drop for Server {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn now_ms() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// A TCP echo server on loopback, on a thread per connection; returns its port.

@@ -14,18 +14,32 @@ impl Netns {
     fn create() -> Self {
         let name = format!("pg-e2e-{}", std::process::id());
         let ip = |args: &[&str]| {
-            let st = Command::new("ip").args(args).status().expect("ip (iproute2)");
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip (iproute2)");
             assert!(st.success(), "ip {args:?} failed (this test needs root)");
         };
-        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         let ns = Self(name);
         ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
         let rules = "table inet perigee_test {\n chain out { type filter hook output priority 0; meta l4proto udp drop; }\n chain in { type filter hook input priority 0; meta l4proto udp drop; }\n}\n";
-        let mut nft = Command::new("ip").args(["netns", "exec", &ns.0, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().expect("nft (apt install nftables)");
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (apt install nftables)");
         {
             use std::io::Write as _;
-            nft.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("rules");
+            nft.stdin
+                .take()
+                .expect("stdin")
+                .write_all(rules.as_bytes())
+                .expect("rules");
         }
         assert!(nft.wait().expect("nft").success(), "nft ruleset failed");
         ns
@@ -59,16 +73,27 @@ fn agent_link_falls_back_to_http2_when_udp_is_blocked() {
     {
         use std::io::BufRead as _;
         let mut line = String::new();
-        std::io::BufReader::new(echo.stdout.take().expect("stdout")).read_line(&mut line).expect("echo ready");
+        std::io::BufReader::new(echo.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("echo ready");
         assert_eq!(line.trim(), "ready");
     }
 
     server.ok(&["create", "nat"]);
     let (_, transport) = server.wait_agent("nat", Duration::from_secs(30), None);
-    assert_eq!(transport, "h2", "with UDP dropped the agent link must use HTTP/2");
+    assert_eq!(
+        transport, "h2",
+        "with UDP dropped the agent link must use HTTP/2"
+    );
     let data = crate::harness::pseudo_random(3, 4 * 1024 * 1024);
     let out = crate::harness::tunnel_roundtrip(&server, "nat", 7, &data);
-    assert!(out.stdout == data, "echo over the HTTP/2 link differs ({} of {} bytes): {}", out.stdout.len(), data.len(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stdout == data,
+        "echo over the HTTP/2 link differs ({} of {} bytes): {}",
+        out.stdout.len(),
+        data.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = echo.kill();
     let _ = echo.wait();
     drop(server);

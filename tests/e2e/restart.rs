@@ -11,7 +11,12 @@ fn killed_agent_is_restarted_and_serves_within_2s_and_survives_a_server_restart(
     server.ok(&["create", "rs"]);
     let (pid, _) = server.wait_agent("rs", Duration::from_secs(20), None);
     let out = tunnel_roundtrip(&server, "rs", echo, b"before");
-    assert_eq!(out.stdout, b"before", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        b"before",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Kill the agent: the provisioner restarts it and a new tunnel works within 2 s.
     let killed = Instant::now();
@@ -21,10 +26,17 @@ fn killed_agent_is_restarted_and_serves_within_2s_and_survives_a_server_restart(
         if out.stdout == b"after-kill" {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < Duration::from_secs(10), "no tunnel after agent kill: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no tunnel after agent kill: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     eprintln!("tunnel worked again {worked_after:?} after killing agent {pid}");
-    assert!(worked_after <= Duration::from_secs(2), "tunnel worked only {worked_after:?} after the agent was killed");
+    assert!(
+        worked_after <= Duration::from_secs(2),
+        "tunnel worked only {worked_after:?} after the agent was killed"
+    );
     let (new_pid, _) = server.wait_agent("rs", Duration::from_secs(5), Some(pid));
     assert_ne!(new_pid, pid);
 
@@ -37,10 +49,21 @@ fn killed_agent_is_restarted_and_serves_within_2s_and_survives_a_server_restart(
     let server2 = Server::start_in(&dir, &addr.to_string(), &[]);
     let restarted = Instant::now();
     let (pid_after, _) = server2.wait_agent("rs", Duration::from_secs(30), None);
-    eprintln!("agent {pid_after} reconnected {:?} after the server restarted", restarted.elapsed());
-    assert_eq!(pid_after, new_pid, "the running agent reconnected (not a new one started)");
+    eprintln!(
+        "agent {pid_after} reconnected {:?} after the server restarted",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        pid_after, new_pid,
+        "the running agent reconnected (not a new one started)"
+    );
     let out = tunnel_roundtrip(&server2, "rs", echo, b"after-restart");
-    assert_eq!(out.stdout, b"after-restart", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        b"after-restart",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(server2);
     drop(server);
 }

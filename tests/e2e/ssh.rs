@@ -19,20 +19,28 @@ impl Drop for Sshd {
 }
 
 fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(path).status().expect("ssh-keygen");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
     assert!(st.success());
 }
 
 fn free_port() -> u16 {
     // sshd cannot report a port-0 choice, so pick one the kernel just handed out.
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Starts sshd on loopback accepting `client_key.pub`.
 fn start_sshd(dir: &Path) -> Sshd {
     keygen(&dir.join("host_key"));
     keygen(&dir.join("client_key"));
-    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).expect("authorized_keys");
+    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
+        .expect("authorized_keys");
     let _ = std::fs::create_dir_all("/run/sshd");
     let port = free_port();
     let config = format!(
@@ -42,7 +50,10 @@ fn start_sshd(dir: &Path) -> Sshd {
         d = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).expect("sshd_config");
-    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists()).expect("sshd installed (apt install openssh-server)");
+    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("sshd installed (apt install openssh-server)");
     let child = Command::new(sshd)
         .args(["-D", "-e", "-f"])
         .arg(dir.join("sshd_config"))
@@ -52,7 +63,11 @@ fn start_sshd(dir: &Path) -> Sshd {
     // Readiness: the port accepts connections.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not start; see {}", dir.join("sshd.log").display());
+        assert!(
+            Instant::now() < deadline,
+            "sshd did not start; see {}",
+            dir.join("sshd.log").display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Sshd { child, port }
@@ -88,8 +103,15 @@ fn user() -> String {
 }
 
 fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_owned()
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]
@@ -103,10 +125,17 @@ fn openssh_command_and_scp_50mb_through_the_tunnel() {
 
     // A command over ssh with perigee as the ProxyCommand.
     let mut c = Command::new("ssh");
-    c.args(ssh_opts(&server, dir, sshd.port)).args(["-p", &sshd.port.to_string()]).arg(format!("{}@ws", user())).arg("echo perigee-$((40+2))");
+    c.args(ssh_opts(&server, dir, sshd.port))
+        .args(["-p", &sshd.port.to_string()])
+        .arg(format!("{}@ws", user()))
+        .arg("echo perigee-$((40+2))");
     server.session_env(&mut c);
     let out = c.output().expect("ssh");
-    assert!(out.status.success(), "ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ssh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "perigee-42");
 
     // scp of 50 MB of random data arrives intact.
@@ -121,7 +150,14 @@ fn openssh_command_and_scp_50mb_through_the_tunnel() {
         .stdin(Stdio::null());
     server.session_env(&mut c);
     let out = c.output().expect("scp");
-    assert!(out.status.success(), "scp failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scp failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(sha256(&src), sha256(&dst));
-    assert_eq!(std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0), 50 * 1024 * 1024);
+    assert_eq!(
+        std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0),
+        50 * 1024 * 1024
+    );
 }
