@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use relay_core::splice::ChannelBody;
 use relay_core::token::Secret;
 use relay_core::wire::{self, StatusCode};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tracing::debug;
 
 use crate::{LinkError, Target};
@@ -155,16 +155,9 @@ async fn stream(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
     });
     let (tx, resp_body) = ChannelBody::new();
     tokio::spawn(async move {
-        let mut buf = bytes::BytesMut::with_capacity(relay_core::splice::BUF_SIZE);
-        loop {
-            buf.reserve(relay_core::splice::BUF_SIZE);
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if tx.send(buf.split().freeze()).await.is_err() {
-                        break;
-                    }
-                }
+        while let Ok(Some(chunk)) = crate::serve::read_chunk(&mut rd).await {
+            if tx.send(chunk).await.is_err() {
+                break;
             }
         }
     });

@@ -124,7 +124,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     };
     let span = tracing::debug_span!("stream", stream = session_id, port, path = "envproxy");
     async move {
-        let mut tcp = match crate::serve::connect_port(port).await {
+        let tcp = match crate::serve::connect_port(port).await {
             Ok(s) => s,
             Err((code, message)) => {
                 let _ = send
@@ -147,10 +147,31 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         {
             return;
         }
-        let mut link = tokio::io::join(recv, send);
-        let size = relay_core::splice::BUF_SIZE;
-        match tokio::io::copy_bidirectional_with_sizes(&mut link, &mut tcp, size, size).await {
-            Ok((up, down)) => debug!(up, down, "stream done"),
+        let (mut rd, mut wr) = tcp.into_split();
+        let up = async {
+            // Workspace → edge: hand owned chunks to quinn (no copy into a send buffer).
+            while let Some(chunk) = crate::serve::read_chunk(&mut rd).await? {
+                send.write_chunk(chunk)
+                    .await
+                    .map_err(std::io::Error::other)?;
+            }
+            let _ = send.finish();
+            std::io::Result::Ok(())
+        };
+        let down = async {
+            // Edge → workspace: quinn's own buffers, written straight to the socket.
+            use tokio::io::AsyncWriteExt as _;
+            while let Some(c) = recv
+                .read_chunk(relay_core::splice::BUF_SIZE, true)
+                .await
+                .map_err(std::io::Error::other)?
+            {
+                wr.write_all(&c.bytes).await?;
+            }
+            wr.shutdown().await
+        };
+        match tokio::try_join!(up, down) {
+            Ok(_) => debug!("stream done"),
             Err(e) => debug!(error = %e, "stream ended with error"),
         }
     }

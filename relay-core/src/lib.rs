@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod splice;
 pub mod ticket;
 pub mod tls;

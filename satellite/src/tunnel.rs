@@ -30,12 +30,19 @@ pub const PORT_HEADER: &str = "perigee-port";
 /// another workspace.
 pub const WORKSPACE_HEADER: &str = "perigee-workspace";
 
-/// WebSocket limits for tunnels (both ends).
+/// WebSocket limits for tunnels (clients use this; the edge uses [`edge_ws_config`]).
 pub fn ws_config() -> WebSocketConfig {
     let max = relay_core::splice::MAX_WS_MESSAGE;
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+}
+
+/// The edge's WebSocket settings: the same limits with a small read buffer. tungstenite
+/// allocates and zero-fills the whole read buffer per connection (128 KiB by default), which
+/// would dominate an idle tunnel's memory; it grows on demand for large messages.
+pub fn edge_ws_config() -> WebSocketConfig {
+    ws_config().read_buffer_size(8 * 1024).write_buffer_size(0)
 }
 
 pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Response {
@@ -160,7 +167,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
-                Some(ws_config()),
+                Some(edge_ws_config()),
             )
             .await;
             metrics.streams_open.inc();
