@@ -20,10 +20,6 @@ fn other(e: impl std::fmt::Display) -> LinkError {
     LinkError::Other(e.to_string())
 }
 
-/// Windows as on the edge: 4 MiB per stream, 32 MiB per link.
-const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-const CONN_WINDOW: u32 = 32 * 1024 * 1024;
-
 /// Dials the edge over TCP (TLS for https), upgrades, and returns the raw connection.
 pub(crate) async fn connect(
     target: &Target,
@@ -96,10 +92,10 @@ where
 /// Serves the edge's streams as the HTTP/2 server until the link closes.
 pub(crate) async fn serve(conn: hyper::upgrade::Upgraded) -> Result<(), LinkError> {
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
+        .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
+        .initial_connection_window_size(relay_core::link::CONN_WINDOW)
         .max_frame_size(256 * 1024)
-        .max_concurrent_streams(16_384)
+        .max_concurrent_streams(relay_core::link::MAX_STREAMS)
         .timer(TokioTimer::new())
         .keep_alive_interval(std::time::Duration::from_secs(10))
         .keep_alive_timeout(std::time::Duration::from_secs(20))

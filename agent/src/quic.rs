@@ -22,7 +22,7 @@ pub(crate) async fn connect(
         relay_core::tls::client_config((**roots).clone(), &[wire::LINK_ALPN]).map_err(other)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(relay_core::link::quic_transport()));
     let bind: std::net::SocketAddr = if target.addr.is_ipv6() {
         "[::]:0"
     } else {
@@ -60,21 +60,6 @@ pub(crate) async fn connect(
             "unexpected answer to HELLO: {other_frame:?}"
         ))),
     }
-}
-
-/// Same windows as the edge (both ends advertise their receive windows).
-fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16_384));
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    t.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
-    t.receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
-    t.send_window(32 * 1024 * 1024);
-    t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(std::time::Duration::from_secs(20)) {
-        t.max_idle_timeout(Some(idle));
-    }
-    t
 }
 
 /// Serves streams until the link closes.

@@ -79,46 +79,43 @@ pub fn rss(pid: u32) -> u64 {
 
 /// Waits until `addr` answers an echo (a relay is ready only when the whole path is).
 pub fn wait_echo(addr: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let ok = (|| -> anyhow::Result<()> {
-            let mut s = TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"r")?;
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b)?;
-            Ok(())
-        })();
-        if ok.is_ok() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{addr} not ready: {:?}",
-            ok.err()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(addr, timeout, |s| {
+        s.write_all(b"r")?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        Ok(())
+    })
 }
 
 /// Waits until `addr` reaches the sink end to end (one byte sent, count 1 returned).
 pub fn wait_sink(addr: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(addr, timeout, |s| {
+        s.write_all(b"r")?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut n = [0u8; 8];
+        s.read_exact(&mut n)?;
+        anyhow::ensure!(
+            u64::from_be_bytes(n) == 1,
+            "sink counted {}",
+            u64::from_be_bytes(n)
+        );
+        Ok(())
+    })
+}
+
+fn wait_until(
+    addr: &str,
+    timeout: Duration,
+    probe: impl Fn(&mut TcpStream) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let ok = (|| -> anyhow::Result<()> {
-            let mut s = TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"r")?;
-            s.shutdown(std::net::Shutdown::Write)?;
-            let mut n = [0u8; 8];
-            s.read_exact(&mut n)?;
-            anyhow::ensure!(
-                u64::from_be_bytes(n) == 1,
-                "sink counted {}",
-                u64::from_be_bytes(n)
-            );
-            Ok(())
-        })();
+        let ok = TcpStream::connect(addr)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                probe(&mut s)
+            });
         if ok.is_ok() {
             return Ok(());
         }

@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     measure("direct TCP", &direct(echo), &direct(sink), &[], &mut rows)?;
 
     // perigee: edge + agent, entered by a client speaking the tunnel protocol itself.
-    let mut pg = Perigee::start(&work.join("perigee"), &a.perigee)?;
+    let mut pg = Perigee::start(&work.join("perigee"), &a.perigee, &[])?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -132,6 +132,28 @@ fn main() -> anyhow::Result<()> {
         mem_per_conn: None,
     });
     eprintln!("measured perigee edge+agent");
+
+    // The same with the agent on its HTTP/2-over-TLS fallback link (UDP blocked).
+    if !a.latency_only {
+        let h2 = Perigee::start(
+            &work.join("perigee-h2"),
+            &a.perigee,
+            &[("PERIGEE_AGENT_DISABLE_QUIC", "1")],
+        )?;
+        let (ticket, ws_id) =
+            rt.block_on(wsclient::ticket(&h2.addr, &h2.ca, &h2.token, &[echo, sink]))?;
+        let c = wsclient::Client::new(&h2.addr, &h2.ca, ticket, ws_id)?;
+        let mbps = Some(rt.block_on(wsclient::throughput(&c, sink, dur))? / 1e6);
+        let lat = rt.block_on(wsclient::pingpong(&c, echo, a.samples))?;
+        rows.push(Row {
+            name: "perigee edge+agent, HTTP/2 link (UDP blocked)".into(),
+            mbps,
+            p50: quantile(&lat, 0.5),
+            p99: quantile(&lat, 0.99),
+            mem_per_conn: None,
+        });
+        eprintln!("measured perigee edge+agent over HTTP/2");
+    }
 
     // perigee as users run it: `perigee port-forward` in front.
     let fwd = pg.port_forward(&[echo, sink])?;

@@ -150,7 +150,8 @@ pub struct Perigee {
 }
 
 impl Perigee {
-    pub fn start(dir: &Path, bin: &Path) -> anyhow::Result<Self> {
+    /// Starts a server; `agent_env` is inherited by its local agents (e.g. to force HTTP/2).
+    pub fn start(dir: &Path, bin: &Path, agent_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let data = dir.join("data");
         let mut server = Command::new(bin)
@@ -163,6 +164,7 @@ impl Perigee {
             ])
             .arg(&data)
             .env("PERIGEE_LOG", "warn")
+            .envs(agent_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("server.log"))?)

@@ -30,7 +30,7 @@ pub(crate) struct AgentArgs {
     #[arg(long, env = "PERIGEE_AGENT_QUIC_TIMEOUT_MS", default_value_t = 1500)]
     quic_timeout_ms: u64,
     /// Never try QUIC; use HTTP/2 over TCP.
-    #[arg(long, env = "PERIGEE_AGENT_DISABLE_QUIC")]
+    #[arg(long, env = "PERIGEE_AGENT_DISABLE_QUIC", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     disable_quic: bool,
 }
 

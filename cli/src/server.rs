@@ -26,7 +26,7 @@ pub(crate) struct ServerArgs {
     access_url: Option<String>,
     /// Serve HTTPS with a certificate from a local CA kept in <data-dir>/tls (clients trust
     /// it with PERIGEE_CA_CERT=<data-dir>/tls/ca.pem).
-    #[arg(long, env = "PERIGEE_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, env = "PERIGEE_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"], value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     tls_self_signed: bool,
     /// PEM certificate chain for HTTPS.
     #[arg(long, env = "PERIGEE_TLS_CERT", requires = "tls_key")]

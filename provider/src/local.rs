@@ -142,7 +142,7 @@ impl Supervisor {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = stop.changed() => return,
+                        _ = stopped(&mut stop) => return,
                     }
                     if live_agent_pid(&self.dir, &self.workspace_id) != Some(pid) {
                         break;
@@ -156,7 +156,7 @@ impl Supervisor {
                         info!(workspace = %self.name, pid, "agent started");
                         tokio::select! {
                             status = child.wait() => warn!(workspace = %self.name, pid, ?status, "agent exited"),
-                            _ = stop.changed() => {
+                            _ = stopped(&mut stop) => {
                                 let _ = child.start_kill();
                                 let _ = child.wait().await;
                                 return;
@@ -172,7 +172,7 @@ impl Supervisor {
             let delay = backoff.next_delay(relay_core::token::random_u64());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = stop.changed() => return,
+                _ = stopped(&mut stop) => return,
             }
         }
     }
@@ -200,6 +200,14 @@ impl Supervisor {
             cmd.env("PERIGEE_CA_CERT", ca);
         }
         cmd.spawn()
+    }
+}
+
+/// Resolves only when the workspace is explicitly stopped. A dropped sender (the server
+/// shutting down) must not count: agents outlive the server by design.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

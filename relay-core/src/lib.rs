@@ -13,6 +13,7 @@
 pub mod backoff;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod link;
 pub mod splice;
 pub mod ticket;
 pub mod tls;

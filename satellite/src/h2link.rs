@@ -21,11 +21,6 @@ use crate::{error_response, DropReason, Edge};
 /// Path of the upgrade request.
 pub const PATH: &str = "/api/v2/agent/link";
 
-/// HTTP/2 windows: 4 MiB per stream, 32 MiB per link, as on QUIC.
-pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-/// See [`STREAM_WINDOW`].
-pub const CONN_WINDOW: u32 = 32 * 1024 * 1024;
-
 pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Response {
     let start = Instant::now();
     let (upgrade_ok, token) = {
@@ -82,8 +77,8 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                 }
             };
             let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .initial_stream_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONN_WINDOW)
+                .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
+                .initial_connection_window_size(relay_core::link::CONN_WINDOW)
                 .max_frame_size(256 * 1024)
                 .keep_alive_interval(std::time::Duration::from_secs(10))
                 .keep_alive_timeout(std::time::Duration::from_secs(20))

@@ -29,8 +29,8 @@ pub async fn serve_http(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
-        .initial_stream_window_size(crate::h2link::STREAM_WINDOW)
-        .initial_connection_window_size(crate::h2link::CONN_WINDOW);
+        .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
+        .initial_connection_window_size(relay_core::link::CONN_WINDOW);
     tokio::pin!(shutdown);
     loop {
         let (sock, addr) = tokio::select! {

@@ -13,22 +13,6 @@ use crate::{DropReason, Edge};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Transport settings shared by both ends of an agent link: windows large enough for one
-/// stream to fill a fast path, and thousands of concurrent streams.
-pub fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16_384));
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    t.stream_receive_window(quinn::VarInt::from_u32(4 * 1024 * 1024));
-    t.receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
-    t.send_window(32 * 1024 * 1024);
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(20)) {
-        t.max_idle_timeout(Some(idle));
-    }
-    t
-}
-
 /// A server endpoint on a bound UDP socket, presenting `identity` with the link ALPN.
 pub fn endpoint(
     socket: std::net::UdpSocket,
@@ -37,7 +21,7 @@ pub fn endpoint(
     let tls = relay_core::tls::server_config(identity, &[wire::LINK_ALPN])?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(relay_core::link::quic_transport()));
     let ep = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(cfg),

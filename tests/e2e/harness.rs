@@ -262,20 +262,24 @@ pub fn echo_server() -> u16 {
 
 /// Sends `data` through `perigee tunnel` and returns what came back.
 pub fn tunnel_roundtrip(server: &Server, ws: &str, port: u16, data: &[u8]) -> Output {
+    run_with_stdin(server.cmd(&["tunnel", ws, &port.to_string()]), data)
+}
+
+/// Runs a command with `data` on stdin (written from another thread), collecting its output.
+pub fn run_with_stdin(mut cmd: Command, data: &[u8]) -> Output {
     use std::io::Write as _;
-    let mut child = server
-        .cmd(&["tunnel", ws, &port.to_string()])
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tunnel");
+        .expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     let data = data.to_vec();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let out = child.wait_with_output().expect("tunnel output");
+    let out = child.wait_with_output().expect("output");
     let _ = writer.join();
     out
 }

@@ -9,5 +9,6 @@ mod bad_input;
 mod forward;
 mod harness;
 mod netns;
+mod proxy;
 mod restart;
 mod ssh;

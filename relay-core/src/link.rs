@@ -1,0 +1,31 @@
+//! Agent-link settings both ends must agree on (each end advertises its own receive
+//! windows, so a mismatch silently caps throughput in one direction).
+
+use std::time::Duration;
+
+/// Flow-control window per stream (QUIC and HTTP/2): enough for one stream to fill a fast
+/// path at loopback round-trip times.
+pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+/// Flow-control window per link.
+pub const CONN_WINDOW: u32 = 32 * 1024 * 1024;
+/// Most concurrent tunnel streams on one link.
+pub const MAX_STREAMS: u32 = 16_384;
+/// Keep-alive interval: short enough to keep NAT bindings open.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A link silent for this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The QUIC transport settings of an agent link (same on edge and agent).
+pub fn quic_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(CONN_WINDOW));
+    t.send_window(u64::from(CONN_WINDOW));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
