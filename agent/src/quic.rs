@@ -30,7 +30,15 @@ pub(crate) async fn connect(
     }
     .parse()
     .map_err(other)?;
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(other)?;
+    let socket = std::net::UdpSocket::bind(bind).map_err(other)?;
+    relay_core::link::tune_udp_socket(&socket);
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(other)?;
     endpoint.set_default_client_config(cfg);
     let conn = endpoint
         .connect(target.addr, &target.host)

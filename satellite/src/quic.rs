@@ -18,6 +18,7 @@ pub fn endpoint(
     socket: std::net::UdpSocket,
     identity: &Identity,
 ) -> anyhow::Result<quinn::Endpoint> {
+    relay_core::link::tune_udp_socket(&socket);
     let tls = relay_core::tls::server_config(identity, &[wire::LINK_ALPN])?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
