@@ -15,6 +15,18 @@ pub fn wire(data: &[u8]) {
     }
 }
 
+/// WebSocket frame headers: decode, check limits, and re-encode unmasked headers.
+pub fn wsframe(data: &[u8]) {
+    use crate::wsframe::{Header, Opcode, MAX_FRAME_PAYLOAD, MAX_HEADER_LEN};
+    if let Ok(Some((h, used))) = Header::decode(data) {
+        assert!(used <= MAX_HEADER_LEN && used <= data.len());
+        assert!(h.len <= MAX_FRAME_PAYLOAD);
+        if matches!(h.opcode, Opcode::Close | Opcode::Ping | Opcode::Pong) {
+            assert!(h.len <= 125 && h.fin);
+        }
+    }
+}
+
 fn sample_claims() -> Claims {
     Claims {
         kid: String::new(),
@@ -112,6 +124,17 @@ mod tests {
             vec![],
         ];
         mutate_all(&seeds, wire, 20_000);
+    }
+
+    #[test]
+    fn wsframe_decoder_survives_mutation() {
+        let seeds = vec![
+            vec![0x82, 0x85, 1, 2, 3, 4],
+            vec![0x82, 0xfe, 0x01, 0x00, 9, 9, 9, 9],
+            vec![0x02, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4],
+            vec![0x88, 0x80, 0, 0, 0, 0],
+        ];
+        mutate_all(&seeds, wsframe, 20_000);
     }
 
     #[test]

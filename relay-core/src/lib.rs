@@ -19,6 +19,7 @@ pub mod ticket;
 pub mod tls;
 pub mod token;
 pub mod wire;
+pub mod wsframe;
 
 /// Unix time in seconds, from the system clock.
 pub fn unix_now() -> u64 {

@@ -4,8 +4,9 @@
 /// largest TLS/QUIC write that still coalesces into GSO batches.
 pub const BUF_SIZE: usize = 64 * 1024;
 
-/// Largest WebSocket message an edge or CLI accepts (a peer that sends more is cut off).
-pub const MAX_WS_MESSAGE: usize = 256 * 1024;
+/// Largest WebSocket message a tunnel client accepts (the edge sends at most one link
+/// chunk per frame; an HTTP/2 link can deliver up to 256 KiB at once).
+pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
 
 /// An empty binary WebSocket message means "no more data in this direction" (TCP half-close),
 /// since WebSocket has no half-close of its own. A `Close` frame ends both directions.

@@ -21,6 +21,7 @@ mod listener;
 pub mod metrics;
 pub mod quic;
 pub mod tunnel;
+mod wsrelay;
 
 pub use links::{AgentLink, LinkInfo, Transport};
 pub use listener::{serve_http, PeerAddr};

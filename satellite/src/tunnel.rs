@@ -10,17 +10,13 @@ use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
-use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
 use relay_core::ticket::TicketError;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, Instrument as _};
 
-use crate::links::{LinkRecv, LinkSend, OpenError};
-use crate::{error_response, DropReason, Edge, EdgeMetrics, PeerAddr};
+use crate::links::OpenError;
+use crate::{error_response, DropReason, Edge, PeerAddr};
 
 /// Path of the tunnel endpoint.
 pub const PATH: &str = "/api/v2/tunnel";
@@ -30,19 +26,12 @@ pub const PORT_HEADER: &str = "perigee-port";
 /// another workspace.
 pub const WORKSPACE_HEADER: &str = "perigee-workspace";
 
-/// WebSocket limits for tunnels (clients use this; the edge uses [`edge_ws_config`]).
+/// WebSocket limits for tunnel clients (the edge streams frames itself: `wsrelay`).
 pub fn ws_config() -> WebSocketConfig {
     let max = relay_core::splice::MAX_WS_MESSAGE;
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-}
-
-/// The edge's WebSocket settings: the same limits with a small read buffer. tungstenite
-/// allocates and zero-fills the whole read buffer per connection (128 KiB by default), which
-/// would dominate an idle tunnel's memory; it grows on demand for large messages.
-pub fn edge_ws_config() -> WebSocketConfig {
-    ws_config().read_buffer_size(8 * 1024).write_buffer_size(0)
 }
 
 pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Response {
@@ -164,14 +153,8 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(edge_ws_config()),
-            )
-            .await;
             metrics.streams_open.inc();
-            let result = splice(ws, tx, rx, &metrics).await;
+            let result = crate::wsrelay::relay(TokioIo::new(upgraded), tx, rx, &metrics).await;
             metrics.streams_open.dec();
             if let Err(e) = result {
                 metrics.drop(DropReason::LinkError);
@@ -187,54 +170,4 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .header("sec-websocket-accept", accept)
         .body(axum::body::Body::empty())
         .unwrap_or_default()
-}
-
-/// Moves bytes both ways until both sides have finished or either fails.
-pub(crate) async fn splice<S>(
-    ws: WebSocketStream<S>,
-    mut tx: LinkSend,
-    mut rx: LinkRecv,
-    m: &EdgeMetrics,
-) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut sink, mut stream) = ws.split();
-    let up = async move {
-        loop {
-            match stream.next().await {
-                Some(Ok(Message::Binary(b))) if b.is_empty() => break,
-                Some(Ok(Message::Binary(b))) => {
-                    m.bytes_to_workspace.inc_by(b.len() as u64);
-                    tx.write(b).await?;
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(Message::Text(_))) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "text message on a tunnel",
-                    ));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-            }
-        }
-        tx.finish();
-        Ok(())
-    };
-    let down = async move {
-        while let Some(b) = rx.read().await? {
-            m.bytes_to_client.inc_by(b.len() as u64);
-            sink.send(Message::Binary(b))
-                .await
-                .map_err(std::io::Error::other)?;
-        }
-        sink.send(Message::Binary(Bytes::new()))
-            .await
-            .map_err(std::io::Error::other)?;
-        Ok::<_, std::io::Error>(sink)
-    };
-    let ((), mut sink) = tokio::try_join!(up, down)?;
-    let _ = sink.send(Message::Close(None)).await;
-    Ok(())
 }
