@@ -7,15 +7,14 @@
 //! per tunnel (`POST /stream`, headers `perigee-port`, `perigee-session`) with HTTP/2's own
 //! per-stream and per-connection flow control.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
 use hyper_util::rt::TokioExecutor;
-use tracing::{info, warn, Instrument as _};
+use tracing::{warn, Instrument as _};
 
-use crate::links::{AgentLink, LinkConn};
+use crate::links::LinkConn;
 use crate::{error_response, DropReason, Edge};
 
 /// Path of the upgrade request.
@@ -92,22 +91,14 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                     return;
                 }
             };
-            edge.metrics()
-                .link_handshake_seconds
-                .with_label_values(&["h2"])
-                .observe(start.elapsed().as_secs_f64());
-            let link = Arc::new(AgentLink::new(
-                identity.workspace_id.clone(),
-                identity.workspace_name.clone(),
-                LinkConn::H2(sender),
-            ));
-            info!("agent link up");
-            edge.register(link.clone());
-            tokio::select! {
-                r = conn => info!(result = ?r.err(), "agent link down"),
-                _ = link.closed() => {}
-            }
-            edge.unregister(&link);
+            let ended = async move {
+                match conn.await {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                }
+            };
+            edge.hold_link(&identity, LinkConn::H2(sender), start, ended)
+                .await;
         }
         .instrument(span),
     );

@@ -137,8 +137,38 @@ impl Edge {
         }
     }
 
+    /// Holds an authenticated link for its lifetime: records the handshake time, registers
+    /// it (replacing an older link of the same workspace), waits until the transport ends
+    /// (`ended`) or the link is closed by the edge, then unregisters it.
+    pub(crate) async fn hold_link(
+        &self,
+        identity: &AgentIdentity,
+        conn: links::LinkConn,
+        handshake_started: std::time::Instant,
+        ended: impl Future<Output = String>,
+    ) {
+        let link = Arc::new(AgentLink::new(
+            identity.workspace_id.clone(),
+            identity.workspace_name.clone(),
+            conn,
+        ));
+        let transport = link.transport().as_str();
+        self.inner
+            .metrics
+            .link_handshake_seconds
+            .with_label_values(&[transport])
+            .observe(handshake_started.elapsed().as_secs_f64());
+        tracing::info!(workspace = %identity.workspace_name, transport, "agent link up");
+        self.register(link.clone());
+        tokio::select! {
+            reason = ended => tracing::info!(workspace = %identity.workspace_name, %reason, "agent link down"),
+            _ = link.closed() => {}
+        }
+        self.unregister(&link);
+    }
+
     /// Registers a link, replacing (and closing) an older link of the same workspace.
-    pub(crate) fn register(&self, link: Arc<AgentLink>) {
+    fn register(&self, link: Arc<AgentLink>) {
         let m = &self.inner.metrics;
         m.links_open
             .with_label_values(&[link.transport().as_str()])
@@ -153,7 +183,7 @@ impl Edge {
     }
 
     /// Removes `link` if it is still the registered one.
-    pub(crate) fn unregister(&self, link: &AgentLink) {
+    fn unregister(&self, link: &AgentLink) {
         self.inner
             .metrics
             .links_open

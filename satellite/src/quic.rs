@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use relay_core::tls::Identity;
 use relay_core::wire::{self, Frame, StatusCode};
-use tracing::{info, warn, Instrument as _};
+use tracing::{warn, Instrument as _};
 
-use crate::links::{AgentLink, LinkConn};
+use crate::links::LinkConn;
 use crate::{DropReason, Edge};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,22 +71,10 @@ async fn accept(edge: Edge, incoming: quinn::Incoming) {
             return;
         }
     };
-    edge.metrics()
-        .link_handshake_seconds
-        .with_label_values(&["quic"])
-        .observe(start.elapsed().as_secs_f64());
-    let link = Arc::new(AgentLink::new(
-        identity.workspace_id.clone(),
-        identity.workspace_name.clone(),
-        LinkConn::Quic(conn.clone()),
-    ));
-    info!(workspace = %identity.workspace_name, "agent link up");
-    edge.register(link.clone());
-    tokio::select! {
-        e = conn.closed() => info!(workspace = %identity.workspace_name, reason = %e, "agent link down"),
-        _ = link.closed() => {}
-    }
-    edge.unregister(&link);
+    let closed = conn.clone();
+    let ended = async move { closed.closed().await.to_string() };
+    edge.hold_link(&identity, LinkConn::Quic(conn), start, ended)
+        .await;
 }
 
 /// Reads the agent's HELLO on the first bi-stream and answers it.
