@@ -1,6 +1,7 @@
 //! The HTTP/2 agent link, for networks that block UDP (see `satellite::h2link` for the roles).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -90,7 +91,11 @@ where
 }
 
 /// Serves the edge's streams as the HTTP/2 server until the link closes.
-pub(crate) async fn serve(conn: hyper::upgrade::Upgraded) -> Result<(), LinkError> {
+/// `active` counts the streams open on this link.
+pub(crate) async fn serve(
+    conn: hyper::upgrade::Upgraded,
+    active: Arc<AtomicUsize>,
+) -> Result<(), LinkError> {
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
         .initial_connection_window_size(relay_core::link::CONN_WINDOW)
@@ -99,7 +104,10 @@ pub(crate) async fn serve(conn: hyper::upgrade::Upgraded) -> Result<(), LinkErro
         .timer(TokioTimer::new())
         .keep_alive_interval(std::time::Duration::from_secs(10))
         .keep_alive_timeout(std::time::Duration::from_secs(20))
-        .serve_connection(conn, hyper::service::service_fn(stream))
+        .serve_connection(
+            conn,
+            hyper::service::service_fn(move |req| stream(req, active.clone())),
+        )
         .await
         .map_err(other)
 }
@@ -116,7 +124,19 @@ fn refuse(code: StatusCode, message: String) -> http::Response<Body> {
     resp
 }
 
-async fn stream(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
+/// Counts a stream as open until both of its directions are done.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn stream(
+    req: http::Request<Incoming>,
+    active: Arc<AtomicUsize>,
+) -> Result<http::Response<Body>, Infallible> {
     let port = req
         .headers()
         .get(wire::H2_PORT_HEADER)
@@ -131,7 +151,11 @@ async fn stream(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
     };
     let (mut rd, mut wr) = tcp.into_split();
     let mut body = req.into_body();
+    active.fetch_add(1, Ordering::Relaxed);
+    let open = Arc::new(Open(active));
+    let open2 = open.clone();
     tokio::spawn(async move {
+        let _open = open;
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
@@ -151,6 +175,7 @@ async fn stream(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
     });
     let (tx, resp_body) = ChannelBody::new();
     tokio::spawn(async move {
+        let _open = open2;
         while let Ok(Some(chunk)) = crate::serve::read_chunk(&mut rd).await {
             if tx.send(chunk).await.is_err() {
                 break;

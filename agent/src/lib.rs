@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub quic_timeout: Duration,
     /// Skip QUIC entirely.
     pub disable_quic: bool,
+    /// While on the HTTP/2 fallback, how often to check whether QUIC answers again.
+    pub quic_retry: Duration,
 }
 
 /// What went wrong while dialling or running a link.
@@ -120,7 +122,19 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             }
             let conn = h2::connect(&target, &roots, &cfg.token).await?;
             info!(edge = %target.addr, transport = "h2", "agent link up");
-            h2::serve(conn).await
+            let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            if cfg.disable_quic {
+                return h2::serve(conn, active).await;
+            }
+            // Serve over HTTP/2 while probing QUIC; once UDP answers and no tunnel is open on
+            // this link, end it so the loop reconnects over QUIC. Open tunnels are never cut.
+            tokio::select! {
+                r = h2::serve(conn, active.clone()) => r,
+                () = quic::wait_until_usable(&target, &roots, cfg.quic_retry, cfg.quic_timeout, &active) => {
+                    info!("UDP answers again; moving the agent link back to QUIC");
+                    Ok(())
+                }
+            }
         };
         let result = tokio::select! {
             r = attempt => r,

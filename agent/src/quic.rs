@@ -12,12 +12,42 @@ fn other(e: impl std::fmt::Display) -> LinkError {
     LinkError::Other(e.to_string())
 }
 
-/// Dials the edge and presents the token.
-pub(crate) async fn connect(
+/// Resolves once a QUIC handshake with the edge succeeds (checked every `every`) and no
+/// stream is open on the current link.
+pub(crate) async fn wait_until_usable(
     target: &Target,
     roots: &Arc<rustls::RootCertStore>,
-    token: &Secret,
-) -> Result<quinn::Connection, LinkError> {
+    every: std::time::Duration,
+    timeout: std::time::Duration,
+    active: &std::sync::atomic::AtomicUsize,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let probe = async {
+            let ep = endpoint(target, roots)?;
+            let conn = ep
+                .connect(target.addr, &target.host)
+                .map_err(other)?
+                .await
+                .map_err(other)?;
+            conn.close(0u32.into(), b"probe");
+            ep.wait_idle().await;
+            Ok::<_, LinkError>(())
+        };
+        if matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(()))) {
+            while active.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                tokio::time::sleep(every).await;
+            }
+            return;
+        }
+    }
+}
+
+/// A client endpoint with the link's TLS, transport settings and socket buffers.
+fn endpoint(
+    target: &Target,
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<quinn::Endpoint, LinkError> {
     let tls =
         relay_core::tls::client_config((**roots).clone(), &[wire::LINK_ALPN]).map_err(other)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(other)?;
@@ -40,6 +70,16 @@ pub(crate) async fn connect(
     )
     .map_err(other)?;
     endpoint.set_default_client_config(cfg);
+    Ok(endpoint)
+}
+
+/// Dials the edge and presents the token.
+pub(crate) async fn connect(
+    target: &Target,
+    roots: &Arc<rustls::RootCertStore>,
+    token: &Secret,
+) -> Result<quinn::Connection, LinkError> {
+    let endpoint = endpoint(target, roots)?;
     let conn = endpoint
         .connect(target.addr, &target.host)
         .map_err(other)?

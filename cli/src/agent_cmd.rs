@@ -32,6 +32,10 @@ pub(crate) struct AgentArgs {
     /// Never try QUIC; use HTTP/2 over TCP.
     #[arg(long, env = "PERIGEE_AGENT_DISABLE_QUIC", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     disable_quic: bool,
+    /// While on the HTTP/2 fallback, seconds between checks whether QUIC answers again (the
+    /// link moves back when no tunnel is open on it).
+    #[arg(long, env = "PERIGEE_AGENT_QUIC_RETRY_SECS", default_value_t = 30)]
+    quic_retry_secs: u64,
 }
 
 pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
         ca_cert: a.ca_cert,
         quic_timeout: Duration::from_millis(a.quic_timeout_ms),
         disable_quic: a.disable_quic,
+        quic_retry: Duration::from_secs(a.quic_retry_secs.max(1)),
     };
     agent::run(cfg, crate::server::shutdown_signal()).await?;
     Ok(())

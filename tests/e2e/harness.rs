@@ -56,6 +56,16 @@ impl Server {
     /// Starts a server whose data lives in `dir`, listening on `address`, with the command
     /// prefixed by `prefix` (which is also used for CLI calls).
     pub fn start_in(dir: &Path, address: &str, prefix: &[&str]) -> Self {
+        Self::start_with_env(dir, address, prefix, &[])
+    }
+
+    /// As [`Server::start_in`], with extra environment (inherited by local agents).
+    pub fn start_with_env(
+        dir: &Path,
+        address: &str,
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut words: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         words.push(BIN.into());
         let mut cmd = Command::new(&words[0]);
@@ -69,6 +79,7 @@ impl Server {
             ])
             .arg(dir.join("data"))
             .env("PERIGEE_LOG", "info,satellite=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(

@@ -61,7 +61,13 @@ fn agent_link_falls_back_to_http2_when_udp_is_blocked() {
     let ns = Netns::create();
     let tmp = TempDir::new("netns");
     let prefix = ns.exec();
-    let server = Server::start_in(&tmp.0, "127.0.0.1:0", &prefix);
+    // Agents check every second whether QUIC answers again.
+    let server = Server::start_with_env(
+        &tmp.0,
+        "127.0.0.1:0",
+        &prefix,
+        &[("PERIGEE_AGENT_QUIC_RETRY_SECS", "1")],
+    );
 
     // An echo service inside the namespace, as the workspace's port 7.
     let echo_src = "import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',7));s.listen(16)\ndef h(c):\n  while True:\n    d=c.recv(65536)\n    if not d: break\n    c.sendall(d)\n  c.close()\nprint('ready',flush=True)\nwhile True:\n  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()\n";
@@ -92,6 +98,41 @@ fn agent_link_falls_back_to_http2_when_udp_is_blocked() {
         "echo over the HTTP/2 link differs ({} of {} bytes): {}",
         out.stdout.len(),
         data.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // UDP comes back: with no tunnel open, the link moves back to QUIC by itself.
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "perigee_test",
+        ])
+        .status()
+        .expect("nft");
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = server.workspace("nat");
+        if w["agent"]["transport"] == "quic" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "link did not move back to QUIC: {w}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = crate::harness::tunnel_roundtrip(&server, "nat", 7, b"over-quic-again");
+    assert_eq!(
+        out.stdout,
+        b"over-quic-again",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = echo.kill();
