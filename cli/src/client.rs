@@ -15,6 +15,23 @@ pub(crate) fn tls_config(alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig>
     Ok(relay_core::tls::client_config(roots, alpn)?)
 }
 
+/// Largest API answer the CLI reads (a workspace list of thousands fits easily).
+const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Reads a response body, refusing more than `limit` bytes.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        anyhow::ensure!(
+            body.len() + chunk.len() <= limit,
+            "answer larger than {} MiB",
+            limit >> 20
+        );
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 pub(crate) struct Client {
     http: reqwest::Client,
     pub(crate) base: String,
@@ -46,7 +63,9 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
         let status = resp.status();
-        let body = resp.bytes().await?;
+        let body = read_limited(resp, MAX_RESPONSE)
+            .await
+            .with_context(|| format!("reading the answer from {}", self.base))?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .with_context(|| format!("unexpected answer from {}", self.base));
