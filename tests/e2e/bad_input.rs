@@ -291,3 +291,36 @@ async fn quic_hello(server: &Server, hello: &[u8]) -> Option<StatusCode> {
         _ => None,
     }
 }
+
+#[test]
+fn server_refuses_bad_configuration_with_a_clear_error() {
+    let tmp = crate::harness::TempDir::new("badcfg");
+    let data = tmp.0.join("data");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::harness::BIN)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run server");
+        assert!(!out.status.success(), "server accepted {args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["--address", "nonsense"]).contains("is not HOST:PORT"));
+    assert!(
+        run(&["--address", "127.0.0.1:0", "--access-url", "ftp://x"])
+            .contains("must start with http:// or https://")
+    );
+    assert!(run(&["--tls-cert", "/nonexistent.pem"]).contains("--tls-key"));
+    let err = run(&[
+        "--address",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent.pem",
+        "--tls-key",
+        "/nonexistent.key",
+    ]);
+    assert!(err.contains("/nonexistent.pem"), "{err}");
+}
