@@ -198,7 +198,7 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
 }
 
 /// Moves bytes between a tunnel and a local reader/writer until both directions end.
-/// An empty binary message is a half-close (see `relay_core::splice::WS_EOF`).
+/// An empty binary message is a half-close (see `relay_core::splice`).
 pub(crate) async fn splice<R, W>(ws: Ws, mut rd: R, mut wr: W) -> anyhow::Result<()>
 where
     R: AsyncRead + Unpin,

@@ -1,4 +1,8 @@
 //! Shared constants for moving bytes between sockets and streams.
+//!
+//! Tunnel convention: an empty binary WebSocket message means "no more data in this
+//! direction" (TCP half-close), since WebSocket has no half-close of its own; a `Close`
+//! frame ends both directions.
 
 /// Read buffer size for every splice loop. 64 KiB keeps syscalls per byte low and matches the
 /// largest TLS/QUIC write that still coalesces into GSO batches.
@@ -7,10 +11,6 @@ pub const BUF_SIZE: usize = 64 * 1024;
 /// Largest WebSocket message a tunnel client accepts (the edge sends at most one link
 /// chunk per frame; an HTTP/2 link can deliver up to 256 KiB at once).
 pub const MAX_WS_MESSAGE: usize = 1024 * 1024;
-
-/// An empty binary WebSocket message means "no more data in this direction" (TCP half-close),
-/// since WebSocket has no half-close of its own. A `Close` frame ends both directions.
-pub const WS_EOF: &[u8] = &[];
 
 use bytes::Bytes;
 use tokio::sync::mpsc;

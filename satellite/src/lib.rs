@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use relay_core::ticket::Verifier;
@@ -64,7 +64,7 @@ pub struct Edge {
 }
 
 struct Inner {
-    verifier: RwLock<Verifier>,
+    verifier: Verifier,
     agents: DashMap<String, Arc<AgentLink>>,
     auth: Arc<dyn AgentAuthenticator>,
     metrics: EdgeMetrics,
@@ -82,7 +82,7 @@ impl Edge {
         let metrics = EdgeMetrics::register(&registry)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                verifier: RwLock::new(verifier),
+                verifier,
                 agents: DashMap::new(),
                 auth,
                 metrics,
@@ -91,19 +91,8 @@ impl Edge {
         })
     }
 
-    /// Replaces the trusted ticket keys (key rotation).
-    pub fn set_verifier(&self, verifier: Verifier) {
-        if let Ok(mut v) = self.inner.verifier.write() {
-            *v = verifier;
-        }
-    }
-
-    pub(crate) fn verifier(&self) -> Verifier {
-        self.inner
-            .verifier
-            .read()
-            .map(|v| v.clone())
-            .unwrap_or_default()
+    pub(crate) fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
     }
 
     /// The edge's metrics.
