@@ -24,12 +24,7 @@ pub(crate) async fn wait_until_usable(
     loop {
         tokio::time::sleep(every).await;
         let probe = async {
-            let ep = endpoint(target, roots)?;
-            let conn = ep
-                .connect(target.addr, &target.host)
-                .map_err(other)?
-                .await
-                .map_err(other)?;
+            let (ep, conn) = dial(target, roots).await?;
             conn.close(0u32.into(), b"probe");
             ep.wait_idle().await;
             Ok::<_, LinkError>(())
@@ -41,6 +36,20 @@ pub(crate) async fn wait_until_usable(
             return;
         }
     }
+}
+
+/// Completes a QUIC handshake with the edge (the endpoint lives as long as the connection).
+async fn dial(
+    target: &Target,
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<(quinn::Endpoint, quinn::Connection), LinkError> {
+    let ep = endpoint(target, roots)?;
+    let conn = ep
+        .connect(target.addr, &target.host)
+        .map_err(other)?
+        .await
+        .map_err(other)?;
+    Ok((ep, conn))
 }
 
 /// A client endpoint with the link's TLS, transport settings and socket buffers.
@@ -79,12 +88,7 @@ pub(crate) async fn connect(
     roots: &Arc<rustls::RootCertStore>,
     token: &Secret,
 ) -> Result<quinn::Connection, LinkError> {
-    let endpoint = endpoint(target, roots)?;
-    let conn = endpoint
-        .connect(target.addr, &target.host)
-        .map_err(other)?
-        .await
-        .map_err(other)?;
+    let (_endpoint, conn) = dial(target, roots).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(other)?;
     send.write_all(
         &Frame::Hello {
