@@ -117,21 +117,9 @@ fn main() -> anyhow::Result<()> {
     let (ticket, ws_id) =
         rt.block_on(wsclient::ticket(&pg.addr, &pg.ca, &pg.token, &[echo, sink]))?;
     let client = wsclient::Client::new(&pg.addr, &pg.ca, ticket, ws_id)?;
-    let mbps = if a.latency_only {
-        None
-    } else {
-        Some(rt.block_on(wsclient::throughput(&client, sink, dur))? / 1e6)
-    };
-    let lat = rt.block_on(wsclient::pingpong(&client, echo, a.samples))?;
+    let name = "perigee edge+agent (WS/TLS client → edge → QUIC → agent)";
+    rows.push(ws_row(&rt, &client, name, echo, sink, &a)?);
     let first = rt.block_on(wsclient::first_byte(&client, echo, 200))?;
-    rows.push(Row {
-        name: "perigee edge+agent (WS/TLS client → edge → QUIC → agent)".into(),
-        mbps,
-        p50: quantile(&lat, 0.5),
-        p99: quantile(&lat, 0.99),
-        mem_per_conn: None,
-    });
-    eprintln!("measured perigee edge+agent");
 
     // The same with the agent on its HTTP/2-over-TLS fallback link (UDP blocked).
     if !a.latency_only {
@@ -143,16 +131,14 @@ fn main() -> anyhow::Result<()> {
         let (ticket, ws_id) =
             rt.block_on(wsclient::ticket(&h2.addr, &h2.ca, &h2.token, &[echo, sink]))?;
         let c = wsclient::Client::new(&h2.addr, &h2.ca, ticket, ws_id)?;
-        let mbps = Some(rt.block_on(wsclient::throughput(&c, sink, dur))? / 1e6);
-        let lat = rt.block_on(wsclient::pingpong(&c, echo, a.samples))?;
-        rows.push(Row {
-            name: "perigee edge+agent, HTTP/2 link (UDP blocked)".into(),
-            mbps,
-            p50: quantile(&lat, 0.5),
-            p99: quantile(&lat, 0.99),
-            mem_per_conn: None,
-        });
-        eprintln!("measured perigee edge+agent over HTTP/2");
+        rows.push(ws_row(
+            &rt,
+            &c,
+            "perigee edge+agent, HTTP/2 link (UDP blocked)",
+            echo,
+            sink,
+            &a,
+        )?);
     }
 
     // perigee as users run it: `perigee port-forward` in front.
@@ -189,6 +175,32 @@ fn main() -> anyhow::Result<()> {
 
     report(&a, &rows, &first, &cold);
     Ok(())
+}
+
+/// Throughput (unless latency-only) and ping-pong RTT through a tunnel-protocol client.
+fn ws_row(
+    rt: &tokio::runtime::Runtime,
+    client: &wsclient::Client,
+    name: &str,
+    echo: u16,
+    sink: u16,
+    a: &Args,
+) -> anyhow::Result<Row> {
+    let dur = Duration::from_secs_f64(a.secs);
+    let mbps = if a.latency_only {
+        None
+    } else {
+        Some(rt.block_on(wsclient::throughput(client, sink, dur))? / 1e6)
+    };
+    let lat = rt.block_on(wsclient::pingpong(client, echo, a.samples))?;
+    eprintln!("measured {name}");
+    Ok(Row {
+        name: name.into(),
+        mbps,
+        p50: quantile(&lat, 0.5),
+        p99: quantile(&lat, 0.99),
+        mem_per_conn: None,
+    })
 }
 
 fn which(bin: &str) -> bool {
