@@ -119,6 +119,32 @@ async fn connect_tcp(t: &Target) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
+/// The edge answered the tunnel request with an HTTP error: another edge would answer the
+/// same (bad ticket, closed port), so the CLI does not try elsewhere.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) message: String,
+    /// The edge's stable error code (`mesh_error` means another edge may do better).
+    pub(crate) code: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// An open tunnel and how the edge reaches the workspace.
+pub(crate) struct Opened {
+    pub(crate) ws: Ws,
+    /// The edge that accepted the tunnel.
+    pub(crate) edge: String,
+    /// `local` or `mesh:HOME`.
+    pub(crate) path: String,
+}
+
 /// Opens a tunnel to `port` of the workspace named by `ticket`.
 pub(crate) async fn open(
     edge_url: &str,
@@ -126,7 +152,7 @@ pub(crate) async fn open(
     workspace_id: &str,
     port: u16,
     tls: &Arc<rustls::ClientConfig>,
-) -> anyhow::Result<Ws> {
+) -> anyhow::Result<Opened> {
     let t = Target::parse(edge_url)?;
     let tcp = connect_tcp(&t).await?;
     let io: Box<dyn Io> = if t.tls {
@@ -156,14 +182,36 @@ pub(crate) async fn open(
     match tokio_tungstenite::client_async_with_config(req, io, Some(satellite::tunnel::ws_config()))
         .await
     {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, resp)) => {
+            let h = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            Ok(Opened {
+                ws,
+                edge: h(satellite::tunnel::EDGE_HEADER),
+                path: h(satellite::tunnel::PATH_HEADER),
+            })
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let body = resp.body().as_deref().unwrap_or_default();
-            let msg = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
+            let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+            let msg = json
+                .as_ref()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-            anyhow::bail!("{msg} (HTTP {})", resp.status().as_u16())
+            let code = json
+                .as_ref()
+                .and_then(|v| v["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Err(Refused {
+                message: format!("{msg} (HTTP {})", resp.status().as_u16()),
+                code,
+            }
+            .into())
         }
         Err(e) => Err(e).context("opening the tunnel"),
     }

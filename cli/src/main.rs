@@ -6,8 +6,12 @@ use clap::{Parser, Subcommand};
 mod agent_cmd;
 mod client;
 mod dial;
+mod regions;
+mod satellite_cmd;
+mod satellites;
 mod server;
 mod session;
+mod table;
 mod tunnel;
 mod workspaces;
 
@@ -37,6 +41,8 @@ struct Cli {
 enum Cmd {
     /// Run the control plane with its built-in edge and the local provisioner.
     Server(server::ServerArgs),
+    /// Run a satellite: a regional edge registered with the control plane by token.
+    Satellite(satellite_cmd::SatelliteArgs),
     /// Run a workspace agent (started for you by provisioners).
     Agent(agent_cmd::AgentArgs),
     /// Log in to a deployment and remember the session.
@@ -51,11 +57,19 @@ enum Cmd {
     Tunnel(tunnel::TunnelArgs),
     /// Forward local TCP ports to workspace ports.
     PortForward(tunnel::PortForwardArgs),
+    /// Measure the round trip to each region and show which one tunnels would use.
+    Ping(regions::PingArgs),
+    /// Manage satellites (admins).
+    #[command(subcommand)]
+    Satellites(satellites::SatellitesCmd),
+    /// Manage ticket-signing keys (admins).
+    #[command(subcommand)]
+    Keys(satellites::KeysCmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let is_daemon = matches!(cli.cmd, Cmd::Server(_) | Cmd::Agent(_));
+    let is_daemon = matches!(cli.cmd, Cmd::Server(_) | Cmd::Agent(_) | Cmd::Satellite(_));
     let default = if is_daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -85,6 +99,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Delete(a) => workspaces::delete(a).await,
             Cmd::Tunnel(a) => tunnel::tunnel(a).await,
             Cmd::PortForward(a) => tunnel::port_forward(a).await,
+            Cmd::Ping(a) => regions::ping(a).await,
+            Cmd::Satellite(a) => satellite_cmd::run(a).await,
+            Cmd::Satellites(c) => satellites::run(c).await,
+            Cmd::Keys(c) => satellites::keys(c).await,
         }
     });
     // Blocking stdin readers must not hold the process open once the work is done.

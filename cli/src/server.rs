@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use provider::{ControlPlane, EdgeHooks, LocalProvisioner, LocalProvisionerConfig, Store};
+use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use relay_core::tls::{Identity, LocalCa};
 use satellite::{AgentAuthenticator, AgentIdentity, AuthError, AuthFuture, Edge};
 use tracing::info;
@@ -34,6 +35,10 @@ pub(crate) struct ServerArgs {
     /// PEM private key for HTTPS.
     #[arg(long, env = "PERIGEE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Region label of this server's built-in edge, shown in `perigee ping` and the regions
+    /// list (satellites add more regions).
+    #[arg(long, env = "PERIGEE_SERVER_REGION", default_value = "default")]
+    region: String,
     /// Words put before the agent command when starting local agents, e.g.
     /// `ip netns exec ws1` or `systemd-run --user --scope`.
     #[arg(long, env = "PERIGEE_AGENT_EXEC_PREFIX")]
@@ -82,7 +87,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     store.ensure_built_in_provider().await?;
-    let signer = Arc::new(store.signing_key().await?);
+    let signer = store.signing_key().await?;
     let ca = LocalCa::load_or_create(&data_dir.join("tls"))?;
 
     let (tcp, udp) = bind_pair(requested).await?;
@@ -121,8 +126,13 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     };
 
     let registry = prometheus::Registry::new();
-    let verifier = relay_core::ticket::Verifier::new([signer.public_key()]);
-    let edge = Edge::new(verifier, Arc::new(StoreAuth(store.clone())), registry)?;
+    let verifier = relay_core::ticket::Verifier::new(store.ticket_public_keys().await?);
+    let edge = Edge::new(
+        PRIMARY_EDGE,
+        verifier,
+        Arc::new(StoreAuth(store.clone())),
+        registry,
+    )?;
 
     // Local agents dial the built-in edge on the bound address; with an operator certificate
     // they use the access URL so that the name matches.
@@ -147,8 +157,14 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         signer,
         provisioner,
         Arc::new(EdgeHooksImpl(edge.clone())),
-        access_url.clone(),
+        EdgeEntry {
+            name: PRIMARY_EDGE.to_owned(),
+            region: a.region.clone(),
+            access_url: access_url.clone(),
+            devurl_host: None,
+        },
     );
+    cp.refresh_edges().await?;
     first_admin(
         &store,
         &data_dir,
@@ -160,6 +176,10 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
 
     let router = edge.router().merge(cp.router());
     let endpoint = satellite::quic::endpoint(udp, &identity)?;
+    edge.enable_mesh(
+        endpoint.clone(),
+        relay_core::tls::roots(Some(&ca.cert_path))?,
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -185,7 +205,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
     use std::os::unix::fs::PermissionsExt as _;
@@ -195,7 +215,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Binds TCP and UDP on the same port (retrying other ports when port 0 was asked for).
-async fn bind_pair(
+pub(crate) async fn bind_pair(
     addr: SocketAddr,
 ) -> anyhow::Result<(tokio::net::TcpListener, std::net::UdpSocket)> {
     let mut last_err = None;
@@ -289,5 +309,9 @@ impl EdgeHooks for EdgeHooksImpl {
 
     fn disconnect(&self, workspace_id: &str) {
         self.0.disconnect(workspace_id);
+    }
+
+    fn configure(&self, config: &EdgeConfig) {
+        self.0.configure(config);
     }
 }

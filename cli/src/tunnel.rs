@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Client;
 use crate::dial::{self, Ws};
+use crate::regions;
 
 #[derive(clap::Args)]
 pub(crate) struct TunnelArgs {
@@ -23,6 +24,9 @@ pub(crate) struct TunnelArgs {
     /// Print the path taken and setup timings to stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// Enter through this region (edge name or region label) instead of the fastest one.
+    #[arg(long, env = "PERIGEE_REGION")]
+    region: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -33,6 +37,9 @@ pub(crate) struct PortForwardArgs {
     /// defaults to 127.0.0.1).
     #[arg(long = "tcp", value_name = "[ADDRESS:]LOCAL:REMOTE", required = true)]
     tcp: Vec<String>,
+    /// Enter through this region (edge name or region label) instead of the fastest one.
+    #[arg(long, env = "PERIGEE_REGION")]
+    region: Option<String>,
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -49,15 +56,26 @@ struct Ticket {
     ticket: String,
     expires_at: u64,
     edge_url: String,
+    home_edge: String,
     workspace_id: String,
 }
 
-/// A ticket for one port, reused until shortly before it expires.
+/// The edge a tunnel enters through, and why.
+#[derive(Clone)]
+struct Entry {
+    name: String,
+    url: String,
+    how: &'static str,
+}
+
+/// A ticket for one port, reused until shortly before it expires, and the edge to use.
 struct Tickets {
     client: Client,
     workspace: String,
     port: u16,
+    pin: Option<String>,
     cached: tokio::sync::Mutex<Option<Ticket>>,
+    entry: tokio::sync::Mutex<Option<Entry>>,
 }
 
 impl Tickets {
@@ -85,16 +103,116 @@ impl Tickets {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| self.client.base.clone()),
+            home_edge: v["home_edge"]
+                .as_str()
+                .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
+                .to_owned(),
             workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
         };
         *cached = Some(t.clone());
         Ok(t)
     }
 
-    async fn dial(&self, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<(Ws, Ticket)> {
+    /// Picks the entry edge: pinned, cached, the only one, or the fastest measured; never
+    /// one in `exclude`.
+    async fn choose(&self, t: &Ticket, exclude: &[String]) -> anyhow::Result<Entry> {
+        let home_entry = || Entry {
+            name: t.home_edge.clone(),
+            url: t.edge_url.clone(),
+            how: "home edge",
+        };
+        if let Some(pin) = &self.pin {
+            let list = regions::regions(&self.client).await?;
+            let r = regions::pinned(&list, pin)?;
+            return Ok(Entry {
+                name: r.name.clone(),
+                url: r.access_url.clone(),
+                how: "pinned",
+            });
+        }
+        if exclude.is_empty() {
+            if let Some((name, url)) = regions::cached(&self.client.base, &t.home_edge) {
+                return Ok(Entry {
+                    name,
+                    url,
+                    how: "cached choice",
+                });
+            }
+        }
+        let list: Vec<_> = regions::regions(&self.client)
+            .await?
+            .into_iter()
+            .filter(|r| !exclude.contains(&r.name))
+            .collect();
+        if list.len() <= 1 {
+            return Ok(list
+                .into_iter()
+                .next()
+                .map(|r| Entry {
+                    name: r.name,
+                    url: r.access_url,
+                    how: "only region",
+                })
+                .unwrap_or_else(home_entry));
+        }
+        let ranked = regions::rank(list, &t.home_edge).await;
+        match ranked.into_iter().find(|m| m.total_ms().is_some()) {
+            Some(best) => {
+                regions::store_cache(&self.client.base, &t.home_edge, Some(&best.region));
+                Ok(Entry {
+                    name: best.region.name,
+                    url: best.region.access_url,
+                    how: "lowest latency",
+                })
+            }
+            None => Ok(home_entry()),
+        }
+    }
+
+    /// Opens a tunnel, moving to the next best edge when the chosen one cannot be reached.
+    async fn dial(&self, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<(dial::Opened, Entry)> {
         let t = self.get().await?;
-        let ws = dial::open(&t.edge_url, &t.ticket, &t.workspace_id, self.port, tls).await?;
-        Ok((ws, t))
+        let mut failed: Vec<String> = Vec::new();
+        loop {
+            let entry = match self.entry.lock().await.clone() {
+                Some(e) if failed.is_empty() => e,
+                _ => self.choose(&t, &failed).await?,
+            };
+            match dial::open(&entry.url, &t.ticket, &t.workspace_id, self.port, tls).await {
+                Ok(o) => {
+                    *self.entry.lock().await = Some(entry.clone());
+                    return Ok((o, entry));
+                }
+                Err(e) => {
+                    let retryable = e
+                        .downcast_ref::<dial::Refused>()
+                        .is_none_or(|r| r.code == "mesh_error");
+                    if !retryable || self.pin.is_some() || failed.len() >= 3 {
+                        return Err(e);
+                    }
+                    eprintln!(
+                        "perigee: edge {} ({}) failed: {e:#}; trying the next best",
+                        entry.name, entry.url
+                    );
+                    regions::store_cache(&self.client.base, &t.home_edge, None);
+                    *self.entry.lock().await = None;
+                    failed.push(entry.name);
+                }
+            }
+        }
+    }
+}
+
+impl Tickets {
+    fn new(workspace: &str, port: u16, pin: Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: Client::from_session()?,
+            workspace: workspace.to_owned(),
+            port,
+            pin: pin.filter(|p| !p.is_empty()),
+            cached: Default::default(),
+            entry: Default::default(),
+        })
     }
 }
 
@@ -102,26 +220,27 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     check_name(&a.workspace)?;
     let start = Instant::now();
     let tls = Arc::new(crate::client::tls_config(&[b"http/1.1"])?);
-    let tickets = Tickets {
-        client: Client::from_session()?,
-        workspace: a.workspace.clone(),
-        port: a.port,
-        cached: Default::default(),
-    };
+    let tickets = Tickets::new(&a.workspace, a.port, a.region.clone())?;
     tickets.get().await?;
     let t_ticket = start.elapsed();
-    let (ws, t) = tickets.dial(&tls).await?;
-    let edge = t.edge_url;
+    let (opened, entry) = tickets.dial(&tls).await?;
     if a.verbose {
+        let via = match opened.path.strip_prefix("mesh:") {
+            Some(home) => format!("{} -> mesh -> {home}", opened.edge),
+            None => opened.edge.clone(),
+        };
         eprintln!(
-            "perigee: {}:{} path=envproxy edge={edge} (ticket {:.1} ms, tunnel {:.1} ms)",
+            "perigee: {}:{} path=envproxy edge={} via={via} url={} chosen-by={:?} (ticket {:.1} ms, edge choice + tunnel {:.1} ms)",
             a.workspace,
             a.port,
+            entry.name,
+            entry.url,
+            entry.how,
             t_ticket.as_secs_f64() * 1e3,
             (start.elapsed() - t_ticket).as_secs_f64() * 1e3
         );
     }
-    splice(ws, tokio::io::stdin(), tokio::io::stdout())
+    splice(opened.ws, tokio::io::stdin(), tokio::io::stdout())
         .await
         .context("tunnel")
 }
@@ -158,12 +277,7 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {local}"))?;
         let bound = listener.local_addr()?;
-        let tickets = Arc::new(Tickets {
-            client: Client::from_session()?,
-            workspace: a.workspace.clone(),
-            port: remote,
-            cached: Default::default(),
-        });
+        let tickets = Arc::new(Tickets::new(&a.workspace, remote, a.region.clone())?);
         // Fail fast on a bad workspace or token rather than on the first connection.
         tickets.get().await?;
         println!("Forwarding {bound} -> {}:{remote}", a.workspace);
@@ -177,9 +291,9 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                 let (tickets, tls) = (tickets.clone(), tls.clone());
                 tokio::spawn(async move {
                     let result = async {
-                        let (ws, _) = tickets.dial(&tls).await?;
+                        let (opened, _) = tickets.dial(&tls).await?;
                         let (rd, wr) = sock.into_split();
-                        splice(ws, rd, wr).await?;
+                        splice(opened.ws, rd, wr).await?;
                         anyhow::Ok(())
                     }
                     .await;

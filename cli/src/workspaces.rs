@@ -18,7 +18,7 @@ pub(crate) struct LsArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
@@ -53,7 +53,7 @@ pub(crate) async fn ls(a: LsArgs) -> anyhow::Result<()> {
 }
 
 fn print_table(list: &Value) {
-    let rows: Vec<[String; 4]> = list
+    let rows: Vec<Vec<String>> = list
         .as_array()
         .map(|a| {
             a.iter()
@@ -63,42 +63,15 @@ fn print_table(list: &Value) {
                         None => "disconnected".into(),
                     };
                     let s = |k: &str| w[k].as_str().unwrap_or("").to_owned();
-                    [s("name"), s("status"), agent, s("provider")]
+                    vec![s("name"), s("status"), agent, s("home_edge"), s("provider")]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let header = ["NAME", "STATUS", "AGENT", "PROVIDER"];
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r[i].len())
-            .chain([header[i].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let w = [width(0), width(1), width(2), width(3)];
-    println!(
-        "{:w0$}  {:w1$}  {:w2$}  {}",
-        header[0],
-        header[1],
-        header[2],
-        header[3],
-        w0 = w[0],
-        w1 = w[1],
-        w2 = w[2]
+    print!(
+        "{}",
+        crate::table::render(&["NAME", "STATUS", "AGENT", "HOME EDGE", "PROVIDER"], &rows)
     );
-    for r in &rows {
-        println!(
-            "{:w0$}  {:w1$}  {:w2$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2]
-        );
-    }
     if rows.is_empty() {
         eprintln!("No workspaces yet. Create one with: perigee create NAME");
     }

@@ -92,6 +92,8 @@ pub struct WorkspaceView {
     agent: Option<AgentStatus>,
     /// Local provisioner: the agent's process id.
     agent_pid: Option<u32>,
+    /// The edge holding the agent's link (tunnels from other edges are forwarded there).
+    home_edge: String,
 }
 
 fn view(cp: &ControlPlane, ws: Workspace) -> WorkspaceView {
@@ -102,6 +104,7 @@ fn view(cp: &ControlPlane, ws: Workspace) -> WorkspaceView {
         agent,
         agent_pid,
         ws,
+        home_edge: cp.primary.name.clone(),
     }
 }
 
@@ -121,6 +124,11 @@ struct CreateWorkspace {
 
 /// Workspace names are DNS labels (they appear in dev URL host names).
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    validate_label("workspace name", name)
+}
+
+/// Names that appear in host names: 1-32 lowercase letters, digits and single hyphens.
+pub fn validate_label(what: &str, name: &str) -> Result<(), ApiError> {
     let ok = (1..=32).contains(&name.len())
         && name
             .bytes()
@@ -132,7 +140,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "invalid workspace name {name:?}: use 1-32 lowercase letters, digits and single hyphens, not at either end"
+            "invalid {what} {name:?}: use 1-32 lowercase letters, digits and single hyphens, not at either end"
         )))
     }
 }
@@ -208,8 +216,10 @@ pub struct TicketResponse {
     pub expires_at: u64,
     /// Workspace id.
     pub workspace_id: String,
-    /// The edge to open tunnels on.
+    /// The workspace's home edge's URL (any healthy edge also works: see `/api/v2/regions`).
     pub edge_url: String,
+    /// The workspace's home edge's name.
+    pub home_edge: String,
 }
 
 async fn create_ticket(
@@ -234,11 +244,13 @@ async fn create_ticket(
         iat: now,
         exp,
         sid: relay_core::token::random_id(),
+        home: cp.primary.name.clone(),
     };
     Ok(Json(TicketResponse {
-        ticket: cp.signer.sign(claims),
+        ticket: cp.signer().sign(claims),
         expires_at: exp,
         workspace_id: ws.id,
-        edge_url: cp.access_url.clone(),
+        edge_url: cp.primary.access_url.clone(),
+        home_edge: cp.primary.name.clone(),
     }))
 }

@@ -31,6 +31,14 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// A 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: http::StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
     /// A 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {

@@ -6,12 +6,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use relay_core::mesh::{EdgeConfig, EdgeEntry};
+use relay_core::ticket::Signer;
 
 pub mod api;
+pub mod edges_api;
 pub mod error;
 pub mod local;
 pub mod store;
+pub mod store_edges;
 
 pub use error::ApiError;
 pub use local::{LocalProvisioner, LocalProvisionerConfig};
@@ -23,6 +28,9 @@ pub trait EdgeHooks: Send + Sync + 'static {
     fn agent_status(&self, workspace_id: &str) -> Option<AgentStatus>;
     /// Cuts the workspace's agent link (workspace deleted).
     fn disconnect(&self, workspace_id: &str);
+    /// Gives the built-in edge the keys to trust and the other edges (at start, and after a
+    /// key rotation or a satellite change).
+    fn configure(&self, config: &EdgeConfig);
 }
 
 /// A connected agent, as shown by `perigee ls`.
@@ -38,33 +46,50 @@ pub struct AgentStatus {
 #[derive(Clone)]
 pub struct ControlPlane {
     pub(crate) store: Store,
-    pub(crate) signer: Arc<relay_core::ticket::Signer>,
+    signer: Arc<RwLock<Arc<Signer>>>,
     pub(crate) provisioner: Arc<LocalProvisioner>,
     pub(crate) hooks: Arc<dyn EdgeHooks>,
-    pub(crate) access_url: String,
+    /// The built-in edge, as listed in the regions.
+    pub(crate) primary: EdgeEntry,
 }
 
 impl ControlPlane {
     /// Assembles a control plane.
     pub fn new(
         store: Store,
-        signer: Arc<relay_core::ticket::Signer>,
+        signer: Signer,
         provisioner: Arc<LocalProvisioner>,
         hooks: Arc<dyn EdgeHooks>,
-        access_url: String,
+        primary: EdgeEntry,
     ) -> Self {
         Self {
             store,
-            signer,
+            signer: Arc::new(RwLock::new(Arc::new(signer))),
             provisioner,
             hooks,
-            access_url,
+            primary,
         }
     }
 
     /// The REST API routes.
     pub fn router(&self) -> axum::Router {
-        api::router(self.clone())
+        api::router(self.clone()).merge(edges_api::router(self.clone()))
+    }
+
+    /// The current ticket-signing key.
+    pub(crate) fn signer(&self) -> Arc<Signer> {
+        match self.signer.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_signer(&self, signer: Signer) {
+        let mut g = match self.signer.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Arc::new(signer);
     }
 
     /// Starts the agents of every existing workspace (after a restart).

@@ -9,7 +9,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row as _, SqlitePool};
 
 /// Embedded migrations, applied in order; a version is never edited once released.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_satellites.sql")),
+];
 
 /// Name of the built-in provider.
 pub const BUILT_IN_PROVIDER: &str = "built-in";
@@ -17,7 +20,7 @@ pub const BUILT_IN_PROVIDER: &str = "built-in";
 /// The database.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// A user.
@@ -197,7 +200,7 @@ impl Store {
     /// The ticket-signing key, generated and stored on first use.
     pub async fn signing_key(&self) -> Result<relay_core::ticket::Signer, anyhow::Error> {
         let row: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT pkcs8 FROM signing_keys ORDER BY created_at DESC LIMIT 1")
+            sqlx::query_scalar("SELECT pkcs8 FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, rowid DESC LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await?;
         if let Some(pkcs8) = row {
@@ -318,7 +321,7 @@ impl Store {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 

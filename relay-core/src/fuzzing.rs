@@ -12,6 +12,15 @@ pub fn wire(data: &[u8]) {
     if let Ok(Some((frame, used))) = Frame::decode(data) {
         assert!(used <= data.len() && used <= crate::wire::MAX_FRAME_LEN);
         assert_eq!(frame.to_bytes(), data[..used], "re-encoding differs");
+        assert_eq!(
+            Frame::wanted(&data[..used]),
+            Ok(used),
+            "wanted disagrees with decode"
+        );
+    }
+    // `wanted` never asks for more than a frame can hold, whatever the prefix.
+    if let Ok(want) = Frame::wanted(data) {
+        assert!(want <= crate::wire::MAX_FRAME_LEN);
     }
 }
 
@@ -36,6 +45,7 @@ fn sample_claims() -> Claims {
         iat: 1_000_000,
         exp: 1_000_060,
         sid: "s".into(),
+        home: String::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! * [`ticket`]: Ed25519 connection tickets, signed by the control plane, verified offline by edges.
 //! * [`token`]: API and agent tokens: generation and the hash we store.
 //! * [`tls`]: rustls configurations and the self-signed CA kept in a data directory.
+//! * [`mesh`]: authentication of the QUIC links between edges.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
 //!
 //! This crate never imports the other perigee crates.
@@ -14,6 +15,7 @@ pub mod backoff;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
+pub mod mesh;
 pub mod splice;
 pub mod ticket;
 pub mod tls;

@@ -45,6 +45,10 @@ pub struct Claims {
     pub exp: u64,
     /// Session id, for logs and tracing.
     pub sid: String,
+    /// Name of the workspace agent's home edge (where its link is): an edge that does not
+    /// hold the agent forwards the tunnel there over the mesh. Empty: the primary edge.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub home: String,
 }
 
 /// Why a ticket was refused. Every variant is the client's fault except `UnknownKey`, which
@@ -233,6 +237,7 @@ mod tests {
             iat: now,
             exp: now + 60,
             sid: "s".into(),
+            home: String::new(),
         }
     }
 

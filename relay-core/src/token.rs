@@ -1,7 +1,7 @@
 //! Secrets handed to users and agents: generated here, stored only as a SHA-256 hash.
 //!
 //! Format: `<kind>_<32 random bytes as base64url>` (kind `pgt` for API tokens, `pga` for agent
-//! tokens), so a leaked token is recognisable by secret scanners.
+//! tokens, `pgs` for satellite tokens), so a leaked token is recognisable by secret scanners.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -11,6 +11,8 @@ use ring::rand::SecureRandom as _;
 pub const API_PREFIX: &str = "pgt";
 /// Prefix of agent tokens.
 pub const AGENT_PREFIX: &str = "pga";
+/// Prefix of satellite tokens.
+pub const SATELLITE_PREFIX: &str = "pgs";
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,23 +35,27 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A new random token of the given kind.
-pub fn generate(prefix: &str) -> Secret {
-    let mut bytes = [0u8; 32];
+/// `N` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     // SystemRandom only fails when the OS has no entropy source; nothing can run then.
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
         panic!("the operating system's random number generator failed");
     }
-    Secret(format!("{prefix}_{}", B64.encode(bytes)))
+    bytes
+}
+
+/// A new random token of the given kind.
+pub fn generate(prefix: &str) -> Secret {
+    Secret(format!("{prefix}_{}", B64.encode(random_bytes::<32>())))
 }
 
 /// Random identifier (16 bytes, hex) for rows, sessions and key ids.
 pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        panic!("the operating system's random number generator failed");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A random 64-bit number (stream ids).

@@ -11,8 +11,13 @@
 //!         u8 version | u8 type=1 | u16 token_len | token (≤ MAX_TOKEN_LEN bytes, UTF-8)
 //! OPEN    edge → agent, first bytes of every tunnel bi-stream
 //!         u8 version | u8 type=2 | u16 port | u64 session_id
-//! STATUS  reply to HELLO or OPEN
+//! STATUS  reply to HELLO, OPEN, MESH_HELLO or MESH_OPEN
 //!         u8 version | u8 type=3 | u8 code | u16 msg_len | msg (≤ MAX_MESSAGE_LEN bytes, UTF-8)
+//! MESH_HELLO  edge → edge, first bi-stream of a mesh QUIC connection (ALPN MESH_ALPN)
+//!         u8 version | u8 type=4 | u16 name_len | name (≤ MAX_EDGE_NAME_LEN) | mac (32 bytes)
+//! MESH_OPEN   edge → home edge, first bytes of every forwarded tunnel stream
+//!         u8 version | u8 type=5 | u16 port | u64 session_id | u16 ticket_len | ticket
+//!         (≤ MAX_TICKET_LEN bytes, the client's connection ticket, checked again)
 //! ```
 //!
 //! Versioning: [`VERSION`] is bumped whenever a layout changes; a peer that receives another
@@ -25,12 +30,20 @@ use thiserror::Error;
 pub const VERSION: u8 = 1;
 /// ALPN of the QUIC agent link.
 pub const LINK_ALPN: &[u8] = b"perigee-link/1";
+/// ALPN of the QUIC mesh link between edges.
+pub const MESH_ALPN: &[u8] = b"perigee-mesh/1";
+/// Longest edge name accepted in a MESH_HELLO.
+pub const MAX_EDGE_NAME_LEN: usize = 64;
+/// Length of the MAC in a MESH_HELLO (HMAC-SHA256).
+pub const MESH_MAC_LEN: usize = 32;
+/// Longest ticket accepted in a MESH_OPEN (same limit as the tunnel header).
+pub const MAX_TICKET_LEN: usize = crate::ticket::MAX_TICKET_LEN;
 /// Longest token accepted in a HELLO.
 pub const MAX_TOKEN_LEN: usize = 512;
 /// Longest message accepted in a STATUS.
 pub const MAX_MESSAGE_LEN: usize = 1024;
-/// Largest encoded frame (a STATUS with the longest message).
-pub const MAX_FRAME_LEN: usize = 5 + MAX_MESSAGE_LEN;
+/// Largest encoded frame (a MESH_OPEN with the longest ticket).
+pub const MAX_FRAME_LEN: usize = 14 + MAX_TICKET_LEN;
 /// Header carrying the workspace port on an HTTP/2 link stream request.
 pub const H2_PORT_HEADER: &str = "perigee-port";
 /// Header carrying the session id on an HTTP/2 link stream request.
@@ -41,6 +54,8 @@ pub const H2_UPGRADE_TOKEN: &str = "perigee-link-h2";
 const TYPE_HELLO: u8 = 1;
 const TYPE_OPEN: u8 = 2;
 const TYPE_STATUS: u8 = 3;
+const TYPE_MESH_HELLO: u8 = 4;
+const TYPE_MESH_OPEN: u8 = 5;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +72,28 @@ pub enum Frame {
         /// Session id, for logs and tracing on both sides.
         session_id: u64,
     },
-    /// Answer to HELLO or OPEN.
+    /// Answer to HELLO, OPEN, MESH_HELLO or MESH_OPEN.
     Status {
         /// Outcome.
         code: StatusCode,
         /// Human-readable detail (may be empty).
         message: String,
+    },
+    /// An edge introduces itself to another edge on a mesh link.
+    MeshHello {
+        /// The dialing edge's name.
+        edge: String,
+        /// HMAC-SHA256 of the TLS exporter secret under the mesh key (`crate::mesh`).
+        mac: [u8; MESH_MAC_LEN],
+    },
+    /// An edge forwards a client tunnel to the workspace's home edge.
+    MeshOpen {
+        /// Port on the workspace's loopback.
+        port: u16,
+        /// Session id, for logs and tracing on both edges.
+        session_id: u64,
+        /// The client's connection ticket; the home edge verifies it again.
+        ticket: String,
     },
 }
 
@@ -146,6 +177,25 @@ impl Frame {
                 out.extend_from_slice(&(m.len() as u16).to_be_bytes());
                 out.extend_from_slice(m.as_bytes());
             }
+            Frame::MeshHello { edge, mac } => {
+                let n = truncate_utf8(edge, MAX_EDGE_NAME_LEN);
+                out.push(TYPE_MESH_HELLO);
+                out.extend_from_slice(&(n.len() as u16).to_be_bytes());
+                out.extend_from_slice(n.as_bytes());
+                out.extend_from_slice(mac);
+            }
+            Frame::MeshOpen {
+                port,
+                session_id,
+                ticket,
+            } => {
+                let t = truncate_utf8(ticket, MAX_TICKET_LEN);
+                out.push(TYPE_MESH_OPEN);
+                out.extend_from_slice(&port.to_be_bytes());
+                out.extend_from_slice(&session_id.to_be_bytes());
+                out.extend_from_slice(&(t.len() as u16).to_be_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }
         }
     }
 
@@ -228,6 +278,91 @@ impl Frame {
                     5 + len,
                 )))
             }
+            TYPE_MESH_HELLO => {
+                let Some(len) = be_u16(buf, 2) else {
+                    return Ok(None);
+                };
+                let len = usize::from(len);
+                if len > MAX_EDGE_NAME_LEN {
+                    return Err(WireError::TooLong {
+                        len,
+                        limit: MAX_EDGE_NAME_LEN,
+                    });
+                }
+                let end = 4 + len + MESH_MAC_LEN;
+                let Some(bytes) = buf.get(4..end) else {
+                    return Ok(None);
+                };
+                let (name, mac_bytes) = bytes.split_at(len);
+                let edge = std::str::from_utf8(name).map_err(|_| WireError::NotUtf8)?;
+                let mut mac = [0u8; MESH_MAC_LEN];
+                mac.copy_from_slice(mac_bytes);
+                Ok(Some((
+                    Frame::MeshHello {
+                        edge: edge.to_owned(),
+                        mac,
+                    },
+                    end,
+                )))
+            }
+            TYPE_MESH_OPEN => {
+                let (Some(port), Some(sid), Some(len)) =
+                    (be_u16(buf, 2), buf.get(4..12), be_u16(buf, 12))
+                else {
+                    return Ok(None);
+                };
+                let len = usize::from(len);
+                if len > MAX_TICKET_LEN {
+                    return Err(WireError::TooLong {
+                        len,
+                        limit: MAX_TICKET_LEN,
+                    });
+                }
+                let Some(bytes) = buf.get(14..14 + len) else {
+                    return Ok(None);
+                };
+                let ticket = std::str::from_utf8(bytes).map_err(|_| WireError::NotUtf8)?;
+                let mut id = [0u8; 8];
+                id.copy_from_slice(sid);
+                Ok(Some((
+                    Frame::MeshOpen {
+                        port,
+                        session_id: u64::from_be_bytes(id),
+                        ticket: ticket.to_owned(),
+                    },
+                    14 + len,
+                )))
+            }
+            other => Err(WireError::UnknownType(other)),
+        }
+    }
+
+    /// How many bytes of `buf`'s frame are known to be needed: the whole frame's length once
+    /// its length fields are in `buf`, else the length of the next prefix that tells more.
+    /// Errors as [`Frame::decode`] does on a bad version, type or length.
+    pub fn wanted(buf: &[u8]) -> Result<usize, WireError> {
+        let (Some(&version), Some(&ty)) = (buf.first(), buf.get(1)) else {
+            return Ok(2);
+        };
+        if version != VERSION {
+            return Err(WireError::BadVersion(version));
+        }
+        let var = |at: usize, fixed: usize, limit: usize| -> Result<usize, WireError> {
+            match be_u16(buf, at) {
+                None => Ok(at + 2),
+                Some(len) if usize::from(len) > limit => Err(WireError::TooLong {
+                    len: usize::from(len),
+                    limit,
+                }),
+                Some(len) => Ok(fixed + usize::from(len)),
+            }
+        };
+        match ty {
+            TYPE_HELLO => var(2, 4, MAX_TOKEN_LEN),
+            TYPE_OPEN => Ok(12),
+            TYPE_STATUS => var(3, 5, MAX_MESSAGE_LEN),
+            TYPE_MESH_HELLO => var(2, 4 + MESH_MAC_LEN, MAX_EDGE_NAME_LEN),
+            TYPE_MESH_OPEN => var(12, 14, MAX_TICKET_LEN),
             other => Err(WireError::UnknownType(other)),
         }
     }
@@ -259,47 +394,20 @@ where
 {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::with_capacity(16);
-    let mut head = [0u8; 2];
-    r.read_exact(&mut head).await?;
-    buf.extend_from_slice(&head);
-    let need_more = match head[1] {
-        TYPE_HELLO => 2,
-        TYPE_OPEN => 10,
-        TYPE_STATUS => 3,
-        _ => 0,
-    };
-    if head[0] != VERSION || need_more == 0 {
-        return Err(Frame::decode(&buf)
-            .err()
-            .unwrap_or(WireError::UnknownType(head[1]))
-            .into());
-    }
-    let mut more = vec![0u8; need_more];
-    r.read_exact(&mut more).await?;
-    buf.extend_from_slice(&more);
-    let body_len = match head[1] {
-        TYPE_HELLO => usize::from(u16::from_be_bytes([buf[2], buf[3]])),
-        TYPE_STATUS => usize::from(u16::from_be_bytes([buf[3], buf[4]])),
-        _ => 0,
-    };
-    if body_len > MAX_MESSAGE_LEN.max(MAX_TOKEN_LEN) {
-        return Err(Frame::decode(&buf)
-            .err()
-            .unwrap_or(WireError::TooLong {
-                len: body_len,
-                limit: MAX_MESSAGE_LEN,
-            })
-            .into());
-    }
-    let mut body = vec![0u8; body_len];
-    r.read_exact(&mut body).await?;
-    buf.extend_from_slice(&body);
-    match Frame::decode(&buf)? {
-        Some((frame, _)) => Ok(frame),
-        None => Err(ReadFrameError::Wire(WireError::TooLong {
-            len: buf.len(),
-            limit: MAX_FRAME_LEN,
-        })),
+    loop {
+        let want = Frame::wanted(&buf)?;
+        if buf.len() >= want {
+            return match Frame::decode(&buf)? {
+                Some((frame, _)) => Ok(frame),
+                None => Err(ReadFrameError::Wire(WireError::TooLong {
+                    len: buf.len(),
+                    limit: MAX_FRAME_LEN,
+                })),
+            };
+        }
+        let have = buf.len();
+        buf.resize(want, 0);
+        r.read_exact(&mut buf[have..]).await?;
     }
 }
 
@@ -332,12 +440,27 @@ mod tests {
                 code: StatusCode::ConnectRefused,
                 message: "nothing on 22".into(),
             },
+            Frame::MeshHello {
+                edge: "eu".into(),
+                mac: [7; MESH_MAC_LEN],
+            },
+            Frame::MeshOpen {
+                port: 22,
+                session_id: 9,
+                ticket: "pt1.abc.def".into(),
+            },
         ] {
             let b = f.to_bytes();
             assert_eq!(Frame::decode(&b), Ok(Some((f.clone(), b.len()))));
             for cut in 0..b.len() {
                 assert_eq!(Frame::decode(&b[..cut]), Ok(None), "prefix {cut} of {f:?}");
+                let want = Frame::wanted(&b[..cut]).unwrap();
+                assert!(
+                    want > cut && want <= b.len(),
+                    "wanted({cut}) = {want} for {f:?}"
+                );
             }
+            assert_eq!(Frame::wanted(&b), Ok(b.len()));
         }
     }
 

@@ -10,14 +10,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
+use relay_core::mesh::EdgeConfig;
 use relay_core::ticket::Verifier;
 
+pub mod forward;
 pub mod h2link;
 pub mod links;
 mod listener;
+pub mod mesh;
 pub mod metrics;
 pub mod quic;
 pub mod tunnel;
@@ -64,7 +67,9 @@ pub struct Edge {
 }
 
 struct Inner {
-    verifier: Verifier,
+    name: String,
+    verifier: RwLock<Arc<Verifier>>,
+    mesh: mesh::Mesh,
     agents: DashMap<String, Arc<AgentLink>>,
     auth: Arc<dyn AgentAuthenticator>,
     metrics: EdgeMetrics,
@@ -72,9 +77,10 @@ struct Inner {
 }
 
 impl Edge {
-    /// An edge trusting `verifier` for tickets and `auth` for agent tokens; its metrics are
-    /// registered in `registry` (served at `/metrics`).
+    /// An edge named `name` trusting `verifier` for tickets and `auth` for agent tokens; its
+    /// metrics are registered in `registry` (served at `/metrics`).
     pub fn new(
+        name: &str,
         verifier: Verifier,
         auth: Arc<dyn AgentAuthenticator>,
         registry: prometheus::Registry,
@@ -82,7 +88,9 @@ impl Edge {
         let metrics = EdgeMetrics::register(&registry)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                verifier,
+                name: name.to_owned(),
+                verifier: RwLock::new(Arc::new(verifier)),
+                mesh: mesh::Mesh::new(),
                 agents: DashMap::new(),
                 auth,
                 metrics,
@@ -91,8 +99,67 @@ impl Edge {
         })
     }
 
-    pub(crate) fn verifier(&self) -> &Verifier {
-        &self.inner.verifier
+    /// This edge's name (`primary` for the control plane's built-in edge).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The ticket verifier in force (a cheap clone of a shared pointer).
+    pub(crate) fn verifier(&self) -> Arc<Verifier> {
+        match self.inner.verifier.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn mesh(&self) -> &mesh::Mesh {
+        &self.inner.mesh
+    }
+
+    /// Applies what the control plane sent: ticket keys, mesh keys and the other edges.
+    /// Called at registration and on every heartbeat; open tunnels are not affected.
+    pub fn configure(&self, cfg: &EdgeConfig) {
+        let verifier = Arc::new(Verifier::new(cfg.ticket_public_keys()));
+        match self.inner.verifier.write() {
+            Ok(mut g) => *g = verifier,
+            Err(p) => *p.into_inner() = verifier,
+        }
+        self.inner.mesh.configure(cfg);
+    }
+
+    /// Lets the edge dial other edges from `endpoint` (the edge's own QUIC endpoint), trusting
+    /// `roots` for their certificates.
+    pub fn enable_mesh(
+        &self,
+        endpoint: quinn::Endpoint,
+        roots: rustls::RootCertStore,
+    ) -> anyhow::Result<()> {
+        let tls = relay_core::tls::client_config(roots, &[relay_core::wire::MESH_ALPN])?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+        cfg.transport_config(Arc::new(relay_core::link::quic_transport()));
+        self.inner.mesh.set_endpoint(endpoint, cfg);
+        Ok(())
+    }
+
+    /// Dials every other edge the control plane listed (so the first forwarded tunnel does
+    /// not pay the handshake, and round trips are known); returns the failures.
+    pub async fn dial_mesh(&self) -> Vec<(String, String)> {
+        let mut failures = Vec::new();
+        for name in self.inner.mesh.edge_names() {
+            if name == self.name() {
+                continue;
+            }
+            if let Err(e) = self.mesh_conn(&name).await {
+                failures.push((name, e.to_string()));
+            }
+        }
+        failures
+    }
+
+    /// Round trips of the open mesh links, in milliseconds, by peer edge.
+    pub fn mesh_rtts_ms(&self) -> std::collections::HashMap<String, f64> {
+        self.inner.mesh.rtts_ms()
     }
 
     /// The edge's metrics.
@@ -188,11 +255,28 @@ impl Edge {
         use axum::routing::{any, get};
         axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/latency-check", get(latency_check))
             .route("/metrics", get(metrics::serve))
             .route(tunnel::PATH, any(tunnel::handle))
             .route(h2link::PATH, any(h2link::handle))
             .with_state(self.clone())
     }
+}
+
+/// `GET /latency-check`: a tiny answer for round-trip probes, with this edge's name and its
+/// measured mesh round trips (a client adds them to find its fastest path to a workspace).
+async fn latency_check(
+    axum::extract::State(edge): axum::extract::State<Edge>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(http::header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "edge": edge.name(),
+            "mesh_rtt_ms": edge.mesh_rtts_ms(),
+        })),
+    )
+        .into_response()
 }
 
 /// A JSON error response `{"error": message, "code": code}`.

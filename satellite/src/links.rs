@@ -283,3 +283,21 @@ impl LinkRecv {
         }
     }
 }
+
+/// Copies one direction until its end, then half-closes the destination.
+async fn pump(mut from: LinkRecv, mut to: LinkSend) -> std::io::Result<()> {
+    while let Some(b) = from.read().await? {
+        to.write(b).await?;
+    }
+    to.finish();
+    Ok(())
+}
+
+/// Joins two link streams (an edge forwarding between the mesh and an agent link): each
+/// `(from, to)` pair is copied until its end; returns when both directions are done.
+pub(crate) async fn pump_pair(
+    a: (LinkRecv, LinkSend),
+    b: (LinkRecv, LinkSend),
+) -> std::io::Result<()> {
+    tokio::try_join!(pump(a.0, a.1), pump(b.0, b.1)).map(|_| ())
+}

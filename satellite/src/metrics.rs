@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::Edge;
@@ -25,6 +25,10 @@ pub enum DropReason {
     LinkError,
     /// An agent presented a token that was not accepted.
     AgentAuth,
+    /// Another edge failed the mesh handshake (unknown name, bad MAC, malformed hello).
+    MeshAuth,
+    /// The mesh link to the workspace's home edge failed or is not configured.
+    MeshError,
 }
 
 impl DropReason {
@@ -38,6 +42,8 @@ impl DropReason {
             Self::PortRefused => "port_refused",
             Self::LinkError => "link_error",
             Self::AgentAuth => "agent_auth",
+            Self::MeshAuth => "mesh_auth",
+            Self::MeshError => "mesh_error",
         }
     }
 }
@@ -61,6 +67,10 @@ pub struct EdgeMetrics {
     pub stream_setup_seconds: Histogram,
     /// Refused or cut requests, by reason.
     pub drops: IntCounterVec,
+    /// Mesh links to and from other edges open now, by direction (`out` dialed, `in` accepted).
+    pub mesh_links_open: IntGaugeVec,
+    /// Round trip of each dialed mesh link, by peer edge.
+    pub mesh_rtt_seconds: GaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -112,6 +122,22 @@ impl EdgeMetrics {
             &["reason"],
         )?;
         r.register(Box::new(drops.clone()))?;
+        let mesh_links_open = IntGaugeVec::new(
+            Opts::new(
+                "perigee_edge_mesh_links_open",
+                "Mesh links to other edges open now",
+            ),
+            &["direction"],
+        )?;
+        r.register(Box::new(mesh_links_open.clone()))?;
+        let mesh_rtt_seconds = GaugeVec::new(
+            Opts::new(
+                "perigee_edge_mesh_rtt_seconds",
+                "Round trip of the mesh link to another edge",
+            ),
+            &["peer"],
+        )?;
+        r.register(Box::new(mesh_rtt_seconds.clone()))?;
         Ok(Self {
             bytes_to_workspace: bytes.with_label_values(&["to_workspace"]),
             bytes_to_client: bytes.with_label_values(&["to_client"]),
@@ -121,6 +147,8 @@ impl EdgeMetrics {
             link_handshake_seconds,
             stream_setup_seconds,
             drops,
+            mesh_links_open,
+            mesh_rtt_seconds,
         })
     }
 

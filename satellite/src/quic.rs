@@ -19,7 +19,7 @@ pub fn endpoint(
     identity: &Identity,
 ) -> anyhow::Result<quinn::Endpoint> {
     relay_core::link::tune_udp_socket(&socket);
-    let tls = relay_core::tls::server_config(identity, &[wire::LINK_ALPN])?;
+    let tls = relay_core::tls::server_config(identity, &[wire::LINK_ALPN, wire::MESH_ALPN])?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(relay_core::link::quic_transport()));
@@ -58,6 +58,14 @@ async fn accept(edge: Edge, incoming: quinn::Incoming) {
             return;
         }
     };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    if alpn.as_deref() == Some(wire::MESH_ALPN) {
+        crate::mesh::serve_peer(edge, conn).await;
+        return;
+    }
     let identity = match tokio::time::timeout(HELLO_TIMEOUT, hello(&edge, &conn)).await {
         Ok(Ok(id)) => id,
         Ok(Err(reason)) => {

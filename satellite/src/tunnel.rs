@@ -26,6 +26,12 @@ pub const PORT_HEADER: &str = "perigee-port";
 /// another workspace.
 pub const WORKSPACE_HEADER: &str = "perigee-workspace";
 
+/// Response header naming the edge that accepted the tunnel.
+pub const EDGE_HEADER: &str = "perigee-edge";
+/// Response header telling how the edge reaches the agent: `local` (the agent's link is on
+/// this edge) or `mesh:HOME` (forwarded over the mesh to the home edge HOME).
+pub const PATH_HEADER: &str = "perigee-path";
+
 /// WebSocket limits for tunnel clients (the edge streams frames itself: `wsrelay`).
 pub fn ws_config() -> WebSocketConfig {
     let max = relay_core::splice::MAX_WS_MESSAGE;
@@ -109,17 +115,40 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                 return error_response(status, code, e.to_string());
             }
         };
-    let Some(link) = edge.agent(&claims.ws) else {
-        m.drop(DropReason::NoAgent);
-        return error_response(
-            http::StatusCode::NOT_FOUND,
-            "no_agent",
-            "the workspace's agent is not connected (the workspace is stopped, deleted, or its agent is restarting)",
-        );
-    };
     let session_id = relay_core::token::random_u64();
-    let span = tracing::info_span!("stream", workspace = %link.workspace_name(), session.id = %claims.sid, stream = session_id, port, path = "envproxy", client.addr = %peer);
-    let (tx, rx) = match link.open(port, session_id).instrument(span.clone()).await {
+    let link = edge.agent(&claims.ws);
+    // The agent is here, or on its home edge (reached over the mesh), or nowhere.
+    let home = if claims.home.is_empty() {
+        relay_core::mesh::PRIMARY_EDGE
+    } else {
+        claims.home.as_str()
+    };
+    let path = match &link {
+        Some(_) => "envproxy",
+        None if home != edge.name() => "mesh_out",
+        None => {
+            m.drop(DropReason::NoAgent);
+            return error_response(
+                http::StatusCode::NOT_FOUND,
+                "no_agent",
+                "the workspace's agent is not connected (the workspace is stopped, deleted, or its agent is restarting)",
+            );
+        }
+    };
+    let workspace_name = link
+        .as_ref()
+        .map(|l| l.workspace_name().to_owned())
+        .unwrap_or_else(|| claims.ws.clone());
+    let span = tracing::info_span!("stream", workspace = %workspace_name, session.id = %claims.sid, stream = session_id, port, path, home, client.addr = %peer);
+    let opened = match &link {
+        Some(link) => link.open(port, session_id).instrument(span.clone()).await,
+        None => {
+            edge.mesh_open(home, &ticket, port, session_id)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    let (tx, rx) = match opened {
         Ok(pair) => pair,
         Err(e) => {
             let (status, reason, code) = match e {
@@ -133,6 +162,11 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                     DropReason::PortRefused,
                     "port_failed",
                 ),
+                OpenError::Link(_) | OpenError::Timeout(_) if path == "mesh_out" => (
+                    http::StatusCode::BAD_GATEWAY,
+                    DropReason::MeshError,
+                    "mesh_error",
+                ),
                 OpenError::Link(_) | OpenError::Timeout(_) => (
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     DropReason::LinkError,
@@ -145,7 +179,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
     };
     m.stream_setup_seconds
         .observe(start.elapsed().as_secs_f64());
-    m.streams_total.with_label_values(&["envproxy"]).inc();
+    m.streams_total.with_label_values(&[path]).inc();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let metrics = m.clone();
     tokio::spawn(
@@ -168,6 +202,15 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .header(http::header::CONNECTION, "upgrade")
         .header(http::header::UPGRADE, "websocket")
         .header("sec-websocket-accept", accept)
+        .header(EDGE_HEADER, edge.name())
+        .header(
+            PATH_HEADER,
+            if path == "mesh_out" {
+                format!("mesh:{home}")
+            } else {
+                "local".to_owned()
+            },
+        )
         .body(axum::body::Body::empty())
         .unwrap_or_default()
 }

@@ -63,6 +63,7 @@ fn claims(ws: &str, port: u16, iat: u64, exp: u64) -> Claims {
         iat,
         exp,
         sid: "t".into(),
+        home: String::new(),
     }
 }
 

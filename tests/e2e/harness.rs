@@ -66,6 +66,17 @@ impl Server {
         prefix: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_full(dir, address, prefix, env, &[])
+    }
+
+    /// As [`Server::start_with_env`], with extra `perigee server` arguments.
+    pub fn start_full(
+        dir: &Path,
+        address: &str,
+        prefix: &[&str],
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
         let mut words: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         words.push(BIN.into());
         let mut cmd = Command::new(&words[0]);
@@ -78,6 +89,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
+            .args(extra)
             .env("PERIGEE_LOG", "info,satellite=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -90,24 +102,8 @@ impl Server {
             cmd.env("PERIGEE_AGENT_EXEC_PREFIX", prefix.join(" "));
         }
         let mut child = cmd.spawn().expect("spawn perigee server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("perigee server ready: ") {
-                    let _ = tx.send(rest.to_owned());
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not become ready; logs in {}", dir.display());
-            }
-        };
-        let url = line.split_whitespace().next().expect("url").to_owned();
-        let addr = url.trim_start_matches("https://").parse().expect("addr");
+        let line = wait_ready(&mut child, "perigee server ready: ", dir);
+        let (url, addr) = parse_ready(&line);
         Self {
             child: Some(child),
             url,
@@ -238,6 +234,106 @@ impl Drop for Server {
             signal(pid, "-KILL");
         }
     }
+}
+
+/// Waits for the readiness line starting with `prefix` on the child's stdout; returns the rest.
+pub fn wait_ready(child: &mut Child, prefix: &'static str, logs: &Path) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{prefix:?} never printed; logs in {}", logs.display());
+        }
+    }
+}
+
+/// `URL (listening on ADDR, ...)` → (URL, ADDR).
+pub fn parse_ready(line: &str) -> (String, SocketAddr) {
+    let url = line.split_whitespace().next().expect("url").to_owned();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("listening address")
+        .parse()
+        .expect("addr");
+    (url, addr)
+}
+
+/// A running `perigee satellite`.
+pub struct Satellite {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Satellite {
+    /// Starts a satellite with `args` after `perigee satellite` (run under `prefix`), its log
+    /// in `dir`; waits for its readiness line.
+    pub fn start(dir: &Path, prefix: &[&str], args: &[&str]) -> Self {
+        let mut c = Self::command(dir, prefix, args);
+        let mut child = c.spawn().expect("spawn perigee satellite");
+        let line = wait_ready(&mut child, "perigee satellite ready: ", dir);
+        let (url, addr) = parse_ready(&line);
+        Self {
+            child: Some(child),
+            url,
+            addr,
+        }
+    }
+
+    /// The command [`Satellite::start`] runs (for tests that expect it to fail).
+    pub fn command(dir: &Path, prefix: &[&str], args: &[&str]) -> Command {
+        let mut words: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        words.push(BIN.into());
+        let mut c = Command::new(&words[0]);
+        c.args(&words[1..])
+            .arg("satellite")
+            .args(args)
+            .env("PERIGEE_LOG", "info,satellite=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(dir.join(format!("satellite-{}.log", now_ms())))
+                    .expect("log file"),
+            );
+        c
+    }
+
+    /// Kills the satellite at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Satellite {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port free on `ip` for both TCP and UDP right now.
+pub fn free_port(ip: &str) -> u16 {
+    for _ in 0..50 {
+        let t = std::net::TcpListener::bind((ip, 0)).expect("bind tcp");
+        let port = t.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair on {ip}");
 }
 
 pub fn signal(pid: u32, sig: &str) {

@@ -1,0 +1,311 @@
+//! `perigee satellite`: a regional edge registered with the control plane by token.
+//!
+//! It has no database. At start it registers (receiving ticket keys, mesh keys and the other
+//! edges), then heartbeats; it keeps serving tunnels with what it last received while the
+//! control plane is away, and picks up rotated keys with the next heartbeat.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use relay_core::mesh::EdgeConfig;
+use relay_core::tls::{Identity, LocalCa};
+use satellite::{AgentAuthenticator, AuthError, AuthFuture, Edge};
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Arguments of `perigee satellite`.
+#[derive(clap::Args)]
+pub(crate) struct SatelliteArgs {
+    /// The control plane's URL.
+    #[arg(long, env = "PERIGEE_PRIMARY_URL")]
+    primary_url: String,
+    /// The satellite token printed by `perigee satellites create`.
+    #[arg(long, env = "PERIGEE_SATELLITE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// TCP address for HTTPS (tunnels, the forwarded API); the same UDP port carries mesh
+    /// links. Port 0 picks a free port (printed when ready).
+    #[arg(long, env = "PERIGEE_ADDRESS", default_value = "0.0.0.0:443")]
+    address: String,
+    /// The URL users reach this satellite at (as given to `perigee satellites create`).
+    #[arg(long, env = "PERIGEE_ACCESS_URL")]
+    access_url: String,
+    /// PEM certificate chain for HTTPS [default: a certificate from a local CA kept in
+    /// <data-dir>/tls].
+    #[arg(long, env = "PERIGEE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "PERIGEE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where the local CA lives when no certificate is given
+    /// [default: $XDG_DATA_HOME/perigee-satellite].
+    #[arg(long, env = "PERIGEE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// CA certificate to trust for the control plane and other edges (self-signed
+    /// deployments).
+    #[arg(long, env = "PERIGEE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Seconds between heartbeats to the control plane.
+    #[arg(long, env = "PERIGEE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_secs: u64,
+}
+
+/// Agents home on the primary edge (or, later, on their provider's edge), not on satellites.
+struct NoAgents;
+
+impl AgentAuthenticator for NoAgents {
+    fn authenticate<'a>(&'a self, _token: &'a str) -> AuthFuture<'a> {
+        Box::pin(async { Err(AuthError::Rejected) })
+    }
+}
+
+/// How a registration attempt failed.
+enum RegisterError {
+    /// The control plane refused: retrying will not help.
+    Refused(String),
+    /// It could not be reached or failed: retry.
+    Unavailable(String),
+}
+
+struct ControlPlaneClient {
+    http: reqwest::Client,
+    primary_url: String,
+    token: String,
+    body: serde_json::Value,
+}
+
+impl ControlPlaneClient {
+    async fn call(
+        &self,
+        path: &str,
+        edge: Option<&Edge>,
+        error: Option<String>,
+    ) -> Result<EdgeConfig, RegisterError> {
+        let mut body = self.body.clone();
+        if let Some(edge) = edge {
+            body["mesh_rtt_ms"] = json!(edge.mesh_rtts_ms());
+        }
+        body["error"] = json!(error);
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.primary_url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| RegisterError::Unavailable(format!("{e:#}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RegisterError::Unavailable(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                RegisterError::Unavailable(format!("unexpected answer from the control plane: {e}"))
+            });
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        let message = format!("{message} (HTTP {})", status.as_u16());
+        if status.is_client_error() {
+            Err(RegisterError::Refused(message))
+        } else {
+            Err(RegisterError::Unavailable(message))
+        }
+    }
+}
+
+fn check_url(flag: &str, url: &str) -> anyhow::Result<http::Uri> {
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("{flag} {url:?} is not a URL"))?;
+    anyhow::ensure!(
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some(),
+        "{flag} {url:?} must be http(s)://HOST[:PORT]"
+    );
+    Ok(uri)
+}
+
+pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
+    let primary_url = a.primary_url.trim_end_matches('/').to_owned();
+    let access_url = a.access_url.trim_end_matches('/').to_owned();
+    check_url("--primary-url", &primary_url)?;
+    let access = check_url("--access-url", &access_url)?;
+    let requested: SocketAddr = a.address.parse().with_context(|| {
+        format!(
+            "--address {:?} is not HOST:PORT (e.g. 0.0.0.0:443)",
+            a.address
+        )
+    })?;
+    let tls_on = access.scheme_str() == Some("https");
+    let roots = relay_core::tls::roots(a.ca_cert.as_deref()).context("loading --ca-cert")?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(relay_core::tls::client_config(
+            roots.clone(),
+            &[b"h2", b"http/1.1"],
+        )?)
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .build()?;
+    let cp = ControlPlaneClient {
+        http: http.clone(),
+        primary_url: primary_url.clone(),
+        token: a.token.trim().to_owned(),
+        body: json!({
+            "access_url": access_url,
+            "version": env!("CARGO_PKG_VERSION"),
+            "heartbeat_secs": a.heartbeat_secs,
+        }),
+    };
+
+    // Register first: without keys the satellite cannot check a single ticket.
+    let mut backoff =
+        relay_core::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    let config = loop {
+        match cp.call("/api/v2/satellites/register", None, None).await {
+            Ok(c) => break c,
+            Err(RegisterError::Refused(m)) => {
+                anyhow::bail!("the control plane at {primary_url} refused this satellite: {m}")
+            }
+            Err(RegisterError::Unavailable(m)) => {
+                let d = backoff.next_delay(relay_core::token::random_u64());
+                warn!(error = %m, retry_in = ?d, "cannot register with the control plane yet");
+                tokio::time::sleep(d).await;
+            }
+        }
+    };
+    if config.control_plane_version != env!("CARGO_PKG_VERSION") {
+        warn!(
+            control_plane = %config.control_plane_version,
+            satellite = env!("CARGO_PKG_VERSION"),
+            "version mismatch with the control plane"
+        );
+    }
+    info!(name = %config.edge, region = %config.region, "registered with the control plane");
+
+    let (tcp, udp) = crate::server::bind_pair(requested).await?;
+    let bound = tcp.local_addr()?;
+    let identity = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
+        _ => {
+            let dir = match &a.data_dir {
+                Some(d) => d.clone(),
+                None => crate::server::default_data_dir()?.with_file_name("perigee-satellite"),
+            };
+            crate::server::create_private_dir(&dir)?;
+            let ca = LocalCa::load_or_create(&dir.join("tls"))?;
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                bound.ip().to_string(),
+            ];
+            names.extend(access.host().map(|h| h.trim_matches(['[', ']']).to_owned()));
+            names.dedup();
+            if tls_on {
+                info!(ca = %ca.cert_path.display(), "no --tls-cert: serving a certificate from the local CA (clients trust it with PERIGEE_CA_CERT)");
+            }
+            ca.issue(&names)?
+        }
+    };
+    let http_tls = if tls_on {
+        Some(Arc::new(relay_core::tls::server_config(
+            &identity,
+            &[b"h2", b"http/1.1"],
+        )?))
+    } else {
+        None
+    };
+    let registry = prometheus::Registry::new();
+    let edge = Edge::new(
+        &config.edge,
+        relay_core::ticket::Verifier::default(),
+        Arc::new(NoAgents),
+        registry,
+    )?;
+    edge.configure(&config);
+    let endpoint = satellite::quic::endpoint(udp, &identity)?;
+    edge.enable_mesh(endpoint.clone(), roots)?;
+    let forwarder = satellite::forward::Forwarder {
+        primary_url: primary_url.clone(),
+        satellite: config.edge.clone(),
+        client: http,
+    };
+    let router = edge.router().merge(forwarder.router());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http_task = tokio::spawn(satellite::serve_http(
+        tcp,
+        http_tls,
+        router,
+        wait(stop_rx.clone()),
+    ));
+    let quic_task = tokio::spawn(satellite::quic::serve(
+        edge.clone(),
+        endpoint,
+        wait(stop_rx.clone()),
+    ));
+    // Dial the other edges now so the first forwarded tunnel finds the mesh up.
+    let failures = edge.dial_mesh().await;
+    for (peer, e) in &failures {
+        warn!(%peer, error = %e, "mesh link not up yet");
+    }
+    println!(
+        "perigee satellite ready: {access_url} (listening on {bound}, tcp and udp; edge {:?}, region {:?})",
+        config.edge, config.region
+    );
+    let beat = heartbeat_loop(cp, edge.clone(), Duration::from_secs(a.heartbeat_secs));
+    let result = tokio::select! {
+        r = beat => r,
+        _ = crate::server::shutdown_signal() => Ok(()),
+    };
+    stop_tx.send_replace(true);
+    let _ = tokio::join!(http_task, quic_task);
+    result
+}
+
+/// Heartbeats until the control plane revokes the satellite (an error) .
+async fn heartbeat_loop(cp: ControlPlaneClient, edge: Edge, every: Duration) -> anyhow::Result<()> {
+    let mut down_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        // Redial mesh links that went down; report what still fails.
+        let failures = edge.dial_mesh().await;
+        let error = (!failures.is_empty()).then(|| {
+            failures
+                .iter()
+                .map(|(p, e)| format!("mesh link to {p}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        // After an outage, register again (same call, but logged as such by the control plane).
+        let path = if down_since.is_some() {
+            "/api/v2/satellites/register"
+        } else {
+            "/api/v2/satellites/heartbeat"
+        };
+        match cp.call(path, Some(&edge), error).await {
+            Ok(cfg) => {
+                if let Some(t) = down_since.take() {
+                    info!(after = ?t.elapsed(), "control plane is back; registered again");
+                }
+                edge.configure(&cfg);
+            }
+            Err(RegisterError::Refused(m)) => {
+                anyhow::bail!("the control plane revoked this satellite: {m}")
+            }
+            Err(RegisterError::Unavailable(m)) => {
+                if down_since.is_none() {
+                    warn!(error = %m, "control plane unreachable; serving tunnels with the keys received last");
+                    down_since = Some(std::time::Instant::now());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! REST API for edges: satellite management (admins), satellite registration and heartbeats
+//! (satellite token), the regions list (any user) and key rotation (admins).
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use http::request::Parts;
+use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
+use serde::{Deserialize, Serialize};
+
+use crate::api::Caller;
+use crate::store_edges::{Heartbeat, Satellite};
+use crate::{ApiError, ControlPlane};
+
+/// Health of a satellite, from its heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Heartbeats arrive and the satellite reports no problem.
+    Ok,
+    /// It missed two heartbeats, or reported a problem.
+    Unhealthy,
+    /// It missed four heartbeats.
+    Unreachable,
+    /// It never registered.
+    Unregistered,
+}
+
+/// Heartbeats missed before a satellite is `unhealthy`.
+pub const UNHEALTHY_AFTER_MISSED: i64 = 2;
+/// Heartbeats missed before a satellite is `unreachable`.
+pub const UNREACHABLE_AFTER_MISSED: i64 = 4;
+
+/// A satellite's health at time `now` (Unix seconds), with the reason when not `ok`.
+pub fn health(s: &Satellite, now: i64) -> (Health, Option<String>) {
+    let Some(last) = s.last_heartbeat_at else {
+        return (
+            Health::Unregistered,
+            Some("never registered: start it with `perigee satellite` and its token".into()),
+        );
+    };
+    let hb = s.heartbeat_secs.unwrap_or(15).max(1);
+    let age = (now - last).max(0);
+    if age > UNREACHABLE_AFTER_MISSED * hb {
+        return (
+            Health::Unreachable,
+            Some(format!("no heartbeat for {age} s (expected every {hb} s)")),
+        );
+    }
+    if age > UNHEALTHY_AFTER_MISSED * hb {
+        return (
+            Health::Unhealthy,
+            Some(format!(
+                "missed heartbeats: the last was {age} s ago (expected every {hb} s)"
+            )),
+        );
+    }
+    match &s.reported_error {
+        Some(e) => (Health::Unhealthy, Some(e.clone())),
+        None => (Health::Ok, None),
+    }
+}
+
+pub(crate) fn router(cp: ControlPlane) -> Router {
+    Router::new()
+        .route("/api/v2/satellites", get(list).post(create))
+        .route("/api/v2/satellites/{name}", delete(remove))
+        .route("/api/v2/satellites/register", post(register))
+        .route("/api/v2/satellites/heartbeat", post(heartbeat))
+        .route("/api/v2/regions", get(regions))
+        .route("/api/v2/keys/rotate", post(rotate_keys))
+        .with_state(cp)
+}
+
+fn require_admin(c: &Caller) -> Result<(), ApiError> {
+    if c.0.role == "admin" {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "only admins can manage satellites and keys",
+        ))
+    }
+}
+
+/// A satellite as the API shows it.
+#[derive(Serialize)]
+pub struct SatelliteView {
+    #[serde(flatten)]
+    sat: Satellite,
+    /// `ok | unhealthy | unreachable | unregistered`.
+    health: Health,
+    /// Why it is not `ok`.
+    error: Option<String>,
+    /// The satellite runs another version than the control plane.
+    version_mismatch: bool,
+}
+
+fn sat_view(s: Satellite, now: i64) -> SatelliteView {
+    let (health, error) = health(&s, now);
+    let version_mismatch = s
+        .version
+        .as_deref()
+        .is_some_and(|v| v != env!("CARGO_PKG_VERSION"));
+    SatelliteView {
+        sat: s,
+        health,
+        error,
+        version_mismatch,
+    }
+}
+
+async fn list(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let now = crate::store::now();
+    let sats: Vec<SatelliteView> = cp
+        .store
+        .satellites()
+        .await?
+        .into_iter()
+        .map(|s| sat_view(s, now))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "control_plane_version": env!("CARGO_PKG_VERSION"),
+        "satellites": sats,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSatellite {
+    name: String,
+    region: String,
+    access_url: String,
+    #[serde(default)]
+    devurl_host: Option<String>,
+}
+
+fn scheme(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(s, _)| s)
+}
+
+/// Checks a satellite's access URL against the control plane's: absolute, same scheme.
+fn check_access_url(cp: &ControlPlane, url: &str) -> Result<(), ApiError> {
+    let parsed: http::Uri = url
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("access URL {url:?} is not a URL")))?;
+    let ok_shape = matches!(parsed.scheme_str(), Some("http" | "https"))
+        && parsed.host().is_some()
+        && parsed.path().trim_end_matches('/').is_empty();
+    if !ok_shape {
+        return Err(ApiError::bad_request(format!(
+            "access URL {url:?} must be http(s)://HOST[:PORT] with no path"
+        )));
+    }
+    if scheme(url) != scheme(&cp.primary.access_url) {
+        return Err(ApiError::bad_request(format!(
+            "access URL {url:?} has another scheme than the control plane's ({}): users and edges would mix TLS and plain HTTP",
+            cp.primary.access_url
+        )));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Json(req): Json<CreateSatellite>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    crate::api::validate_label("satellite name", &req.name)?;
+    if req.name == PRIMARY_EDGE {
+        return Err(ApiError::bad_request(format!(
+            "{PRIMARY_EDGE:?} is the control plane's own edge; choose another name"
+        )));
+    }
+    if req.region.is_empty() || req.region.len() > 64 {
+        return Err(ApiError::bad_request("region must be 1-64 characters"));
+    }
+    let access_url = req.access_url.trim_end_matches('/').to_owned();
+    check_access_url(&cp, &access_url)?;
+    if let Some(h) = &req.devurl_host {
+        let ok = h.starts_with("*.") && h.len() > 2 && !h.contains('/');
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "dev URL host {h:?} must be a wildcard like '*.eu.example.com'"
+            )));
+        }
+    }
+    if cp.store.satellite_by_name(&req.name).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "a satellite named {:?} exists (remove it with `perigee satellites rm`)",
+            req.name
+        )));
+    }
+    let (sat, token) = cp
+        .store
+        .create_satellite(
+            &req.name,
+            &req.region,
+            &access_url,
+            req.devurl_host.as_deref(),
+        )
+        .await?;
+    let command = format!(
+        "perigee satellite --primary-url {} --token {} --address 0.0.0.0:443 --access-url {}",
+        cp.primary.access_url,
+        token.expose(),
+        access_url
+    );
+    Ok(Json(serde_json::json!({
+        "satellite": sat_view(sat, crate::store::now()),
+        "token": token.expose(),
+        "command": command,
+    })))
+}
+
+async fn remove(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    if !cp.store.delete_satellite(&name).await? {
+        return Err(ApiError::not_found(format!(
+            "no satellite named {name:?} (see `perigee satellites ls`)"
+        )));
+    }
+    // The removed satellite knew the mesh key: make a new one current. Other satellites get it
+    // with their next heartbeat; the old key stays accepted for a grace period.
+    cp.store.rotate_mesh_key().await?;
+    cp.refresh_edges().await?;
+    Ok(Json(serde_json::json!({ "deleted": name })))
+}
+
+/// The satellite calling, from its token.
+struct SatelliteCaller(Satellite);
+
+impl FromRequestParts<ControlPlane> for SatelliteCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing satellite token (Authorization: Bearer)")
+            })?;
+        match cp.store.satellite_by_token(token.trim()).await? {
+            Some(s) => Ok(SatelliteCaller(s)),
+            None => Err(ApiError::unauthorized(
+                "satellite token not recognised: the satellite was removed (`perigee satellites rm`), or the token is for another deployment",
+            )),
+        }
+    }
+}
+
+async fn register(
+    State(cp): State<ControlPlane>,
+    SatelliteCaller(sat): SatelliteCaller,
+    Json(hb): Json<Heartbeat>,
+) -> Result<Json<EdgeConfig>, ApiError> {
+    let url = hb.access_url.trim_end_matches('/');
+    if url != sat.access_url {
+        return Err(ApiError::conflict(format!(
+            "this token belongs to satellite {:?} at {}, not to a satellite at {url}",
+            sat.name, sat.access_url
+        )));
+    }
+    check_access_url(&cp, url)?;
+    let first = sat.last_heartbeat_at.is_none();
+    cp.store.record_heartbeat(&sat.id, &hb).await?;
+    tracing::info!(satellite = %sat.name, version = %hb.version, first, "satellite registered");
+    // The built-in edge must know the satellite before it dials in over the mesh.
+    cp.refresh_edges().await?;
+    Ok(Json(cp.edge_config(&sat.name, &sat.region).await?))
+}
+
+async fn heartbeat(
+    State(cp): State<ControlPlane>,
+    SatelliteCaller(sat): SatelliteCaller,
+    Json(hb): Json<Heartbeat>,
+) -> Result<Json<EdgeConfig>, ApiError> {
+    if hb.access_url.trim_end_matches('/') != sat.access_url {
+        return Err(ApiError::conflict(format!(
+            "this token belongs to satellite {:?} at {}",
+            sat.name, sat.access_url
+        )));
+    }
+    cp.store.record_heartbeat(&sat.id, &hb).await?;
+    Ok(Json(cp.edge_config(&sat.name, &sat.region).await?))
+}
+
+/// A region as the CLI sees it.
+#[derive(Serialize)]
+struct Region {
+    #[serde(flatten)]
+    edge: EdgeEntry,
+    /// Where to measure round trips.
+    latency_check_url: String,
+    /// Whether this is the control plane's own edge.
+    primary: bool,
+}
+
+async fn regions(
+    State(cp): State<ControlPlane>,
+    Caller(_): Caller,
+) -> Result<Json<Vec<Region>>, ApiError> {
+    Ok(Json(
+        cp.healthy_edges()
+            .await?
+            .into_iter()
+            .map(|e| Region {
+                latency_check_url: format!("{}/latency-check", e.access_url),
+                primary: e.name == PRIMARY_EDGE,
+                edge: e,
+            })
+            .collect(),
+    ))
+}
+
+async fn rotate_keys(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let signer = cp
+        .store
+        .rotate_signing_key()
+        .await
+        .map_err(ApiError::internal)?;
+    let kid = signer.kid().to_owned();
+    cp.set_signer(signer);
+    cp.refresh_edges().await?;
+    Ok(Json(serde_json::json!({
+        "kid": kid,
+        "note": "new tickets are signed with the new key; satellites receive it with their next heartbeat; tickets signed with the old key stay valid until they expire",
+    })))
+}
+
+impl ControlPlane {
+    /// The primary edge and every `ok` satellite (what users may enter through).
+    pub async fn healthy_edges(&self) -> Result<Vec<EdgeEntry>, ApiError> {
+        self.edges(true).await
+    }
+
+    /// The primary edge and every satellite that registered (`healthy`: only `ok` ones).
+    async fn edges(&self, healthy: bool) -> Result<Vec<EdgeEntry>, ApiError> {
+        let now = crate::store::now();
+        let mut out = vec![self.primary.clone()];
+        for s in self.store.satellites().await? {
+            let keep = if healthy {
+                health(&s, now).0 == Health::Ok
+            } else {
+                s.registered_at.is_some()
+            };
+            if keep {
+                out.push(EdgeEntry {
+                    name: s.name,
+                    region: s.region,
+                    access_url: s.access_url,
+                    devurl_host: s.devurl_host,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The configuration an edge named `name` receives.
+    pub async fn edge_config(&self, name: &str, region: &str) -> Result<EdgeConfig, ApiError> {
+        let ticket_keys = self
+            .store
+            .ticket_public_keys()
+            .await
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|k| relay_core::mesh::encode_public_key(k))
+            .collect();
+        Ok(EdgeConfig {
+            edge: name.to_owned(),
+            region: region.to_owned(),
+            ticket_keys,
+            mesh_keys: self.store.mesh_keys().await?,
+            // Every registered edge: an edge that misses a heartbeat must still be able to
+            // redial the mesh.
+            edges: self.edges(false).await?,
+            control_plane_version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
+    /// Hands the built-in edge its current configuration (keys and sibling edges).
+    pub async fn refresh_edges(&self) -> Result<(), ApiError> {
+        let cfg = self
+            .edge_config(&self.primary.name, &self.primary.region)
+            .await?;
+        self.hooks.configure(&cfg);
+        Ok(())
+    }
+}

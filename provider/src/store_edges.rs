@@ -1,0 +1,293 @@
+//! Persistence of edges: satellites, mesh keys and the rotation of ticket-signing keys.
+
+use relay_core::mesh::MeshKey;
+use relay_core::ticket::{Signer, CLOCK_SKEW_SECS, MAX_LIFETIME_SECS};
+use relay_core::token;
+use sqlx::Row as _;
+
+use crate::store::{now, Store};
+
+/// How long a retired mesh key is still accepted (satellites pick up the new key at their
+/// next heartbeat).
+pub const MESH_KEY_GRACE_SECS: i64 = 300;
+
+/// A satellite row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Satellite {
+    /// Id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Region label.
+    pub region: String,
+    /// URL users reach it at.
+    pub access_url: String,
+    /// Wildcard host of its dev URLs.
+    pub devurl_host: Option<String>,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// First registration (Unix seconds).
+    pub registered_at: Option<i64>,
+    /// Last heartbeat (Unix seconds).
+    pub last_heartbeat_at: Option<i64>,
+    /// Heartbeat interval the satellite announced, seconds.
+    pub heartbeat_secs: Option<i64>,
+    /// Version the satellite runs.
+    pub version: Option<String>,
+    /// Problem the satellite reported in its last heartbeat.
+    pub reported_error: Option<String>,
+    /// Round trips the satellite measured to other edges, ms.
+    pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a satellite reports on each heartbeat.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Heartbeat {
+    /// URL the satellite serves (must match the one it was created with).
+    pub access_url: String,
+    /// Its version.
+    pub version: String,
+    /// Its heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+    /// A problem it sees (e.g. the mesh to an edge is down).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Round trips to other edges over the mesh, ms.
+    #[serde(default)]
+    pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
+}
+
+const SAT_SELECT: &str =
+    "SELECT id, name, region, access_url, devurl_host, created_at, registered_at, \
+    last_heartbeat_at, heartbeat_secs, version, reported_error, mesh_rtt_ms FROM satellites";
+
+fn sat_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Satellite, sqlx::Error> {
+    let rtt: Option<String> = r.try_get(11)?;
+    Ok(Satellite {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        region: r.try_get(2)?,
+        access_url: r.try_get(3)?,
+        devurl_host: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        registered_at: r.try_get(6)?,
+        last_heartbeat_at: r.try_get(7)?,
+        heartbeat_secs: r.try_get(8)?,
+        version: r.try_get(9)?,
+        reported_error: r.try_get(10)?,
+        mesh_rtt_ms: rtt
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
+    })
+}
+
+impl Store {
+    /// Creates a satellite; its token is returned once and only its hash kept.
+    pub async fn create_satellite(
+        &self,
+        name: &str,
+        region: &str,
+        access_url: &str,
+        devurl_host: Option<&str>,
+    ) -> Result<(Satellite, token::Secret), sqlx::Error> {
+        let secret = token::generate(token::SATELLITE_PREFIX);
+        let id = token::random_id();
+        sqlx::query("INSERT INTO satellites (id, name, region, access_url, devurl_host, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(name)
+            .bind(region)
+            .bind(access_url)
+            .bind(devurl_host)
+            .bind(token::hash(secret.expose()))
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        let sat = self
+            .satellite_by_name(name)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok((sat, secret))
+    }
+
+    /// Every satellite, by name.
+    pub async fn satellites(&self) -> Result<Vec<Satellite>, sqlx::Error> {
+        let rows = sqlx::query(&format!("{SAT_SELECT} ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(sat_from_row).collect()
+    }
+
+    /// A satellite by name.
+    pub async fn satellite_by_name(&self, name: &str) -> Result<Option<Satellite>, sqlx::Error> {
+        let row = sqlx::query(&format!("{SAT_SELECT} WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(sat_from_row).transpose()
+    }
+
+    /// The satellite a token belongs to.
+    pub async fn satellite_by_token(&self, secret: &str) -> Result<Option<Satellite>, sqlx::Error> {
+        let row = sqlx::query(&format!("{SAT_SELECT} WHERE token_hash = ?"))
+            .bind(token::hash(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(sat_from_row).transpose()
+    }
+
+    /// Records a heartbeat (the first one is the registration).
+    pub async fn record_heartbeat(&self, id: &str, hb: &Heartbeat) -> Result<(), sqlx::Error> {
+        let now = now();
+        let rtt = serde_json::Value::Object(hb.mesh_rtt_ms.clone()).to_string();
+        sqlx::query("UPDATE satellites SET registered_at = COALESCE(registered_at, ?), last_heartbeat_at = ?, heartbeat_secs = ?, version = ?, reported_error = ?, mesh_rtt_ms = ? WHERE id = ?")
+            .bind(now)
+            .bind(now)
+            .bind(i64::try_from(hb.heartbeat_secs).unwrap_or(i64::MAX))
+            .bind(&hb.version)
+            .bind(&hb.error)
+            .bind(rtt)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a satellite (its token stops working at once); false when there is none.
+    pub async fn delete_satellite(&self, name: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("DELETE FROM satellites WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The mesh keys edges accept: the current key first (created on first use), then retired
+    /// keys still within their grace period.
+    pub async fn mesh_keys(&self) -> Result<Vec<MeshKey>, sqlx::Error> {
+        let cutoff = now() - MESH_KEY_GRACE_SECS;
+        let rows = sqlx::query("SELECT id, secret FROM mesh_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY retired_at IS NOT NULL, created_at DESC, rowid DESC")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        let keys: Vec<MeshKey> = rows
+            .iter()
+            .map(|r| {
+                Ok(MeshKey {
+                    id: r.try_get(0)?,
+                    secret: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        if keys.is_empty() {
+            self.rotate_mesh_key().await?;
+            return Box::pin(self.mesh_keys()).await;
+        }
+        Ok(keys)
+    }
+
+    /// Retires the current mesh key and makes a new one current.
+    pub async fn rotate_mesh_key(&self) -> Result<(), sqlx::Error> {
+        let k = MeshKey::generate();
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE mesh_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO mesh_keys (id, secret, created_at) VALUES (?, ?, ?)")
+            .bind(&k.id)
+            .bind(&k.secret)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Makes a new ticket-signing key current and retires the old one; returns the new key.
+    /// Tickets signed by the old key stay valid until they expire.
+    pub async fn rotate_signing_key(&self) -> Result<Signer, anyhow::Error> {
+        let (signer, pkcs8) = Signer::generate()?;
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES (?, ?, ?)")
+            .bind(signer.kid())
+            .bind(pkcs8)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(signer)
+    }
+
+    /// Public keys edges must trust: the current signing key and retired keys whose tickets
+    /// may still be unexpired.
+    pub async fn ticket_public_keys(&self) -> Result<Vec<Vec<u8>>, anyhow::Error> {
+        let window = i64::try_from(MAX_LIFETIME_SECS + 2 * CLOCK_SKEW_SECS).unwrap_or(i64::MAX);
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT pkcs8 FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at DESC",
+        )
+        .bind(now() - window)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|p| Ok(Signer::from_pkcs8(p)?.public_key()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn satellites_tokens_and_key_rotation() {
+        let dir = std::env::temp_dir().join(format!("perigee-edges-{}", token::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open_sqlite(&dir.join("db.sqlite")).await.unwrap();
+        let (sat, secret) = store
+            .create_satellite("eu", "Europe", "https://eu.example.com", None)
+            .await
+            .unwrap();
+        assert!(sat.registered_at.is_none());
+        assert!(store
+            .create_satellite("eu", "x", "https://x", None)
+            .await
+            .is_err());
+        let found = store.satellite_by_token(secret.expose()).await.unwrap();
+        assert_eq!(found.unwrap().name, "eu");
+        let hb = Heartbeat {
+            access_url: "https://eu.example.com".into(),
+            version: "0.1.0".into(),
+            heartbeat_secs: 15,
+            ..Default::default()
+        };
+        store.record_heartbeat(&sat.id, &hb).await.unwrap();
+        let sat = store.satellite_by_name("eu").await.unwrap().unwrap();
+        assert!(sat.registered_at.is_some() && sat.last_heartbeat_at.is_some());
+        assert!(store.delete_satellite("eu").await.unwrap());
+        assert!(store
+            .satellite_by_token(secret.expose())
+            .await
+            .unwrap()
+            .is_none());
+
+        let k1 = store.mesh_keys().await.unwrap();
+        assert_eq!(k1.len(), 1);
+        store.rotate_mesh_key().await.unwrap();
+        let k2 = store.mesh_keys().await.unwrap();
+        assert_eq!(k2.len(), 2, "the retired key stays accepted for a while");
+        assert_ne!(k2[0], k1[0], "the new key is current");
+        assert_eq!(k2[1], k1[0]);
+
+        let s1 = store.signing_key().await.unwrap();
+        let s2 = store.rotate_signing_key().await.unwrap();
+        assert_eq!(store.signing_key().await.unwrap().kid(), s2.kid());
+        let keys = store.ticket_public_keys().await.unwrap();
+        assert!(keys.contains(&s1.public_key()) && keys.contains(&s2.public_key()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

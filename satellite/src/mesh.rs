@@ -1,0 +1,435 @@
+//! The mesh: QUIC links between edges (ALPN `perigee-mesh/1`), so a tunnel that reaches an
+//! edge which does not hold the workspace's agent is forwarded to the agent's home edge.
+//!
+//! One connection per pair of edges, dialed by the edge that needs it and reused by every
+//! forwarded stream. The dialer authenticates with a `MESH_HELLO` whose MAC is bound to the
+//! connection's TLS session (`relay_core::mesh`); the home edge checks the name against the
+//! edges the control plane lists and the MAC against the mesh keys it received. Each
+//! forwarded stream starts with `MESH_OPEN(port, session, ticket)`: the home edge verifies
+//! the ticket itself, opens the agent-link stream and answers `STATUS`, then bytes flow raw.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use relay_core::mesh::{EdgeConfig, EdgeEntry, MeshKey, EXPORTER_LABEL};
+use relay_core::ticket::TicketError;
+use relay_core::wire::{self, Frame, StatusCode};
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn, Instrument as _};
+
+use crate::links::{LinkRecv, LinkSend, OpenError};
+use crate::{DropReason, Edge};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Mesh state of one edge.
+pub(crate) struct Mesh {
+    keys: RwLock<Vec<MeshKey>>,
+    edges: RwLock<HashMap<String, EdgeEntry>>,
+    /// Dialed connections, one slot per peer (the mutex serialises dialing).
+    peers: dashmap::DashMap<String, Arc<Mutex<Option<quinn::Connection>>>>,
+    endpoint: RwLock<Option<(quinn::Endpoint, quinn::ClientConfig)>>,
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    match l.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(l: &RwLock<T>, v: T) {
+    match l.write() {
+        Ok(mut g) => *g = v,
+        Err(p) => *p.into_inner() = v,
+    }
+}
+
+impl Mesh {
+    pub(crate) fn new() -> Self {
+        Self {
+            keys: RwLock::new(Vec::new()),
+            edges: RwLock::new(HashMap::new()),
+            peers: dashmap::DashMap::new(),
+            endpoint: RwLock::new(None),
+        }
+    }
+
+    pub(crate) fn configure(&self, cfg: &EdgeConfig) {
+        write(&self.keys, cfg.mesh_keys.clone());
+        let edges: HashMap<String, EdgeEntry> = cfg
+            .edges
+            .iter()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect();
+        // A peer whose address changed or which left the list is redialed or dropped.
+        self.peers.retain(|name, _| edges.contains_key(name));
+        write(&self.edges, edges);
+    }
+
+    pub(crate) fn set_endpoint(&self, ep: quinn::Endpoint, client: quinn::ClientConfig) {
+        write(&self.endpoint, Some((ep, client)));
+    }
+
+    pub(crate) fn edge(&self, name: &str) -> Option<EdgeEntry> {
+        read(&self.edges).get(name).cloned()
+    }
+
+    pub(crate) fn edge_names(&self) -> Vec<String> {
+        read(&self.edges).keys().cloned().collect()
+    }
+
+    /// Round trips of the dialed mesh links that are up, in milliseconds.
+    pub(crate) fn rtts_ms(&self) -> HashMap<String, f64> {
+        let mut out = HashMap::new();
+        for p in self.peers.iter() {
+            if let Ok(slot) = p.value().try_lock() {
+                if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+                    out.insert(p.key().clone(), c.rtt().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a mesh stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The home edge is not in the list the control plane gave.
+    #[error("the workspace's home edge {0:?} is not a known edge of this deployment")]
+    UnknownEdge(String),
+    /// This edge has no mesh endpoint or keys yet.
+    #[error("this edge is not part of a mesh (not registered with a control plane)")]
+    NotConfigured,
+    /// Dialing or authenticating failed.
+    #[error("mesh link to {edge}: {message}")]
+    Dial {
+        /// Peer.
+        edge: String,
+        /// Cause.
+        message: String,
+    },
+}
+
+impl Edge {
+    /// Ensures a mesh connection to `peer`, dialing it when needed.
+    pub(crate) async fn mesh_conn(&self, peer: &str) -> Result<quinn::Connection, MeshError> {
+        let mesh = self.mesh();
+        let entry = mesh
+            .edge(peer)
+            .ok_or_else(|| MeshError::UnknownEdge(peer.to_owned()))?;
+        let slot = mesh
+            .peers
+            .entry(peer.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(None)))
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let dial_err = |message: String| MeshError::Dial {
+            edge: peer.to_owned(),
+            message,
+        };
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, self.mesh_dial(&entry))
+            .await
+            .map_err(|_| dial_err(format!("no answer within {DIAL_TIMEOUT:?}")))?
+            .map_err(dial_err)?;
+        let metrics = self.metrics().clone();
+        metrics.mesh_links_open.with_label_values(&["out"]).inc();
+        {
+            // Keep the RTT gauge fresh while the link lives; count it closed when it ends.
+            let conn = conn.clone();
+            let peer = peer.to_owned();
+            tokio::spawn(async move {
+                let gauge = metrics.mesh_rtt_seconds.with_label_values(&[peer.as_str()]);
+                loop {
+                    gauge.set(conn.rtt().as_secs_f64());
+                    tokio::select! {
+                        _ = conn.closed() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                metrics.mesh_links_open.with_label_values(&["out"]).dec();
+                info!(peer = %peer, reason = %conn.close_reason().map(|r| r.to_string()).unwrap_or_default(), "mesh link down");
+            });
+        }
+        info!(peer = %peer, rtt_ms = conn.rtt().as_secs_f64() * 1e3, "mesh link up");
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn mesh_dial(&self, peer: &EdgeEntry) -> Result<quinn::Connection, String> {
+        let mesh = self.mesh();
+        let Some((ep, client)) = read(&mesh.endpoint) else {
+            return Err(MeshError::NotConfigured.to_string());
+        };
+        let keys = read(&mesh.keys);
+        let key = keys
+            .first()
+            .ok_or_else(|| MeshError::NotConfigured.to_string())?;
+        let uri: http::Uri = peer
+            .access_url
+            .parse()
+            .map_err(|e| format!("access URL {:?}: {e}", peer.access_url))?;
+        let host = uri
+            .host()
+            .ok_or("access URL has no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        let conn = ep
+            .connect_with(client, addr, &host)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| format!("QUIC to {addr}: {e}"))?;
+        let mut exported = [0u8; 32];
+        conn.export_keying_material(&mut exported, EXPORTER_LABEL, self.name().as_bytes())
+            .map_err(|_| "TLS exporter unavailable".to_owned())?;
+        let mac = key
+            .mac(self.name(), &exported)
+            .ok_or("malformed mesh key")?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let hello = Frame::MeshHello {
+            edge: self.name().to_owned(),
+            mac,
+        };
+        send.write_all(&hello.to_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        match wire::read_frame(&mut recv).await {
+            Ok(Frame::Status {
+                code: StatusCode::Ok,
+                ..
+            }) => Ok(conn),
+            Ok(Frame::Status { message, .. }) => Err(format!("refused: {message}")),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("handshake: {e}")),
+        }
+    }
+
+    /// Opens a stream to `port` of the workspace whose agent is homed on `home`, through the
+    /// mesh; the home edge checks `ticket` again.
+    pub(crate) async fn mesh_open(
+        &self,
+        home: &str,
+        ticket: &str,
+        port: u16,
+        session_id: u64,
+    ) -> Result<(LinkSend, LinkRecv), OpenError> {
+        let conn = self
+            .mesh_conn(home)
+            .await
+            .map_err(|e| OpenError::Link(e.to_string()))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| OpenError::Link(format!("mesh: {e}")))?;
+        let open = Frame::MeshOpen {
+            port,
+            session_id,
+            ticket: ticket.to_owned(),
+        };
+        send.write_all(&open.to_bytes())
+            .await
+            .map_err(|e| OpenError::Link(format!("mesh: {e}")))?;
+        match wire::read_frame(&mut recv).await {
+            Ok(Frame::Status {
+                code: StatusCode::Ok,
+                ..
+            }) => Ok((LinkSend::Quic(send), LinkRecv::Quic(recv))),
+            Ok(Frame::Status { code, message }) => Err(match code {
+                StatusCode::ConnectRefused => OpenError::Refused(port),
+                StatusCode::ConnectFailed => OpenError::Failed { port, message },
+                _ => OpenError::Link(format!("home edge {home}: {message}")),
+            }),
+            Ok(other) => Err(OpenError::Link(format!("mesh: unexpected {other:?}"))),
+            Err(e) => Err(OpenError::Link(format!("mesh: {e}"))),
+        }
+    }
+}
+
+/// Serves an accepted mesh connection: checks the hello, then serves forwarded streams.
+pub(crate) async fn serve_peer(edge: Edge, conn: quinn::Connection) {
+    let peer = match tokio::time::timeout(HELLO_TIMEOUT, mesh_hello(&edge, &conn)).await {
+        Ok(Ok(name)) => name,
+        Ok(Err(reason)) => {
+            edge.metrics().drop(DropReason::MeshAuth);
+            warn!(%reason, "mesh link refused");
+            // Give the STATUS a moment to leave before closing.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(3u32.into(), reason.as_bytes());
+            return;
+        }
+        Err(_) => {
+            edge.metrics().drop(DropReason::MeshAuth);
+            conn.close(3u32.into(), b"no mesh hello in time");
+            return;
+        }
+    };
+    let m = edge.metrics().clone();
+    m.mesh_links_open.with_label_values(&["in"]).inc();
+    info!(peer = %peer, "mesh link accepted");
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!(peer = %peer, error = %e, "mesh link ended");
+                break;
+            }
+        };
+        let edge = edge.clone();
+        let span = tracing::info_span!("mesh_stream", peer = %peer);
+        tokio::spawn(async move { forwarded_stream(edge, send, recv).await }.instrument(span));
+    }
+    m.mesh_links_open.with_label_values(&["in"]).dec();
+}
+
+async fn mesh_hello(edge: &Edge, conn: &quinn::Connection) -> Result<String, String> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+    let verdict = check_hello(edge, conn, &mut recv).await;
+    let status = match &verdict {
+        Ok(_) => Frame::Status {
+            code: StatusCode::Ok,
+            message: String::new(),
+        },
+        Err(message) => Frame::Status {
+            code: StatusCode::Unauthorized,
+            message: message.clone(),
+        },
+    };
+    let _ = send.write_all(&status.to_bytes()).await;
+    let _ = send.finish();
+    verdict
+}
+
+async fn check_hello(
+    edge: &Edge,
+    conn: &quinn::Connection,
+    recv: &mut quinn::RecvStream,
+) -> Result<String, String> {
+    let (name, mac) = match wire::read_frame(recv).await {
+        Ok(Frame::MeshHello { edge, mac }) => (edge, mac),
+        Ok(other) => return Err(format!("expected MESH_HELLO, got {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mesh = edge.mesh();
+    if name == edge.name() || mesh.edge(&name).is_none() {
+        return Err(format!(
+            "edge {name:?} is not a registered edge of this deployment"
+        ));
+    }
+    let mut exported = [0u8; 32];
+    conn.export_keying_material(&mut exported, EXPORTER_LABEL, name.as_bytes())
+        .map_err(|_| "TLS exporter unavailable".to_owned())?;
+    if !relay_core::mesh::verify(&read(&mesh.keys), &name, &exported, &mac) {
+        return Err(format!(
+            "mesh handshake from {name:?} not accepted (bad MAC)"
+        ));
+    }
+    Ok(name)
+}
+
+async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let m = edge.metrics().clone();
+    let reply = |code: StatusCode, message: String| Frame::Status { code, message }.to_bytes();
+    let (port, session_id, ticket) = match wire::read_frame(&mut recv).await {
+        Ok(Frame::MeshOpen {
+            port,
+            session_id,
+            ticket,
+        }) => (port, session_id, ticket),
+        Ok(_) | Err(_) => {
+            m.drop(DropReason::BadRequest);
+            let _ = send
+                .write_all(&reply(StatusCode::BadFrame, "expected MESH_OPEN".into()))
+                .await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let claims = match edge
+        .verifier()
+        .verify(&ticket, None, port, relay_core::unix_now())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            m.drop(match e {
+                TicketError::Expired(_) => DropReason::ExpiredTicket,
+                _ => DropReason::BadTicket,
+            });
+            let _ = send
+                .write_all(&reply(StatusCode::Unauthorized, e.to_string()))
+                .await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let Some(link) = edge.agent(&claims.ws) else {
+        m.drop(DropReason::NoAgent);
+        let _ = send
+            .write_all(&reply(
+                StatusCode::Unavailable,
+                "the workspace's agent is not connected to its home edge".into(),
+            ))
+            .await;
+        let _ = send.finish();
+        return;
+    };
+    let span = tracing::info_span!("stream", workspace = %link.workspace_name(), session.id = %claims.sid, stream = session_id, port, path = "mesh_in");
+    let (to_ws, from_ws) = match link.open(port, session_id).instrument(span.clone()).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let code = match e {
+                OpenError::Refused(_) => StatusCode::ConnectRefused,
+                OpenError::Failed { .. } => StatusCode::ConnectFailed,
+                _ => StatusCode::Unavailable,
+            };
+            m.drop(if code == StatusCode::Unavailable {
+                DropReason::LinkError
+            } else {
+                DropReason::PortRefused
+            });
+            let _ = send.write_all(&reply(code, e.to_string())).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    if send
+        .write_all(&reply(StatusCode::Ok, String::new()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    m.streams_total.with_label_values(&["mesh_in"]).inc();
+    m.streams_open.inc();
+    let result = crate::links::pump_pair(
+        (LinkRecv::Quic(recv), to_ws),
+        (from_ws, LinkSend::Quic(send)),
+    )
+    .instrument(span)
+    .await;
+    m.streams_open.dec();
+    if let Err(e) = result {
+        debug!(error = %e, "forwarded stream ended with error");
+    }
+}
