@@ -56,12 +56,43 @@ impl Client {
         Self::new(&crate::session::load()?)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
+    /// Sends a request to the session's URL; when that URL cannot be reached at all, tries
+    /// the other edges of the deployment last seen in `/api/v2/regions` (every edge serves the
+    /// API), so a dead satellite does not lock its users out.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let build = |base: &str| {
+            let mut r = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(b) = body {
+                r = r.json(b);
+            }
+            r.bearer_auth(&self.token)
+        };
+        let resp = match build(&self.base).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => {
+                let mut found = None;
+                for url in crate::regions::known_urls(&self.base) {
+                    if url == self.base {
+                        continue;
+                    }
+                    if let Ok(r) = build(&url).send().await {
+                        eprintln!("perigee: {} cannot be reached; used {url}", self.base);
+                        found = Some(r);
+                        break;
+                    }
+                }
+                match found {
+                    Some(r) => r,
+                    None => return Err(e).with_context(|| format!("cannot reach {}", self.base)),
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot reach {}", self.base)),
+        };
         let status = resp.status();
         let body = read_limited(resp, MAX_RESPONSE)
             .await
@@ -78,17 +109,14 @@ impl Client {
     }
 
     pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
+        self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
     pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.delete(format!("{}{path}", self.base)))
-            .await
+        self.send(reqwest::Method::DELETE, path, None).await
     }
 }

@@ -11,4 +11,5 @@ mod harness;
 mod netns;
 mod proxy;
 mod restart;
+mod satellites;
 mod ssh;
