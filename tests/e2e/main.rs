@@ -6,10 +6,12 @@
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
 mod bad_input;
+mod delay;
 mod forward;
 mod harness;
 mod netns;
 mod proxy;
+mod regions;
 mod restart;
 mod satellites;
 mod ssh;
