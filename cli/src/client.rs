@@ -19,7 +19,10 @@ pub(crate) fn tls_config(alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig>
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
 /// Reads a response body, refusing more than `limit` bytes.
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> anyhow::Result<Vec<u8>> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         anyhow::ensure!(
@@ -30,6 +33,12 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> anyhow::Resu
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads a JSON answer of at most `limit` bytes.
+pub(crate) async fn json_limited(resp: reqwest::Response, limit: usize) -> anyhow::Result<Value> {
+    let body = read_limited(resp, limit).await?;
+    Ok(serde_json::from_slice(&body)?)
 }
 
 pub(crate) struct Client {

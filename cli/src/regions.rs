@@ -144,7 +144,7 @@ async fn probe(url: &str, home: &str) -> anyhow::Result<(f64, Option<f64>)> {
     for i in 0..=PROBES {
         let start = Instant::now();
         let resp = http.get(url).send().await?.error_for_status()?;
-        let body = resp.bytes().await?;
+        let body = crate::client::read_limited(resp, 64 * 1024).await?;
         let rtt = start.elapsed().as_secs_f64() * 1e3;
         if i == 0 {
             let v: Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use relay_core::mesh::EdgeConfig;
 use relay_core::tls::{Identity, LocalCa};
-use satellite::{AgentAuthenticator, AuthError, AuthFuture, Edge};
+use satellite::{AgentAuthenticator, AgentIdentity, AuthError, AuthFuture, Edge};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -52,12 +52,77 @@ pub(crate) struct SatelliteArgs {
     heartbeat_secs: u64,
 }
 
-/// Agents home on the primary edge (or, later, on their provider's edge), not on satellites.
-struct NoAgents;
+/// Agents may home on a satellite: their tokens are checked by the control plane, and the
+/// answer is remembered so an agent can reconnect while the control plane is away.
+struct ControlPlaneAgentAuth {
+    http: reqwest::Client,
+    primary_url: String,
+    token: String,
+    known: std::sync::Mutex<std::collections::HashMap<String, AgentIdentity>>,
+}
 
-impl AgentAuthenticator for NoAgents {
-    fn authenticate<'a>(&'a self, _token: &'a str) -> AuthFuture<'a> {
-        Box::pin(async { Err(AuthError::Rejected) })
+impl ControlPlaneAgentAuth {
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AgentIdentity>> {
+        match self.known.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    async fn ask(&self, token: &str) -> Result<AgentIdentity, AuthError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v2/satellites/agent-auth", self.primary_url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let status = resp.status();
+        if status == http::StatusCode::UNAUTHORIZED {
+            return Err(AuthError::Rejected);
+        }
+        let v: serde_json::Value = crate::client::json_limited(resp, 64 * 1024)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("{e:#}")))?;
+        if !status.is_success() {
+            return Err(AuthError::Unavailable(format!(
+                "control plane answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        match (v["workspace_id"].as_str(), v["workspace_name"].as_str()) {
+            (Some(id), Some(name)) => Ok(AgentIdentity {
+                workspace_id: id.to_owned(),
+                workspace_name: name.to_owned(),
+            }),
+            _ => Err(AuthError::Unavailable("unexpected answer".into())),
+        }
+    }
+}
+
+impl AgentAuthenticator for ControlPlaneAgentAuth {
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let key = relay_core::token::hash(token);
+            match self.ask(token).await {
+                Ok(id) => {
+                    self.known().insert(key, id.clone());
+                    Ok(id)
+                }
+                Err(AuthError::Rejected) => {
+                    self.known().remove(&key);
+                    Err(AuthError::Rejected)
+                }
+                Err(AuthError::Unavailable(e)) => match self.known().get(&key) {
+                    Some(id) => {
+                        warn!(error = %e, workspace = %id.workspace_name, "control plane unreachable: accepting an agent it accepted before");
+                        Ok(id.clone())
+                    }
+                    None => Err(AuthError::Unavailable(e)),
+                },
+            }
+        })
     }
 }
 
@@ -86,6 +151,18 @@ impl ControlPlaneClient {
         let mut body = self.body.clone();
         if let Some(edge) = edge {
             body["mesh_rtt_ms"] = json!(edge.mesh_rtts_ms());
+            let agents: Vec<serde_json::Value> = edge
+                .agents()
+                .into_iter()
+                .map(|(ws, info)| {
+                    json!({
+                        "workspace_id": ws,
+                        "transport": info.transport.as_str(),
+                        "uptime_secs": info.uptime.as_secs(),
+                    })
+                })
+                .collect();
+            body["agents"] = json!(agents);
         }
         body["error"] = json!(error);
         let resp = self
@@ -97,10 +174,9 @@ impl ControlPlaneClient {
             .await
             .map_err(|e| RegisterError::Unavailable(format!("{e:#}")))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
+        let bytes = crate::client::read_limited(resp, MAX_CONFIG)
             .await
-            .map_err(|e| RegisterError::Unavailable(e.to_string()))?;
+            .map_err(|e| RegisterError::Unavailable(format!("{e:#}")))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 RegisterError::Unavailable(format!("unexpected answer from the control plane: {e}"))
@@ -118,6 +194,9 @@ impl ControlPlaneClient {
         }
     }
 }
+
+/// Largest edge configuration accepted from the control plane.
+const MAX_CONFIG: usize = 4 * 1024 * 1024;
 
 fn check_url(flag: &str, url: &str) -> anyhow::Result<http::Uri> {
     let uri: http::Uri = url
@@ -220,10 +299,16 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
         None
     };
     let registry = prometheus::Registry::new();
+    let auth = ControlPlaneAgentAuth {
+        http: http.clone(),
+        primary_url: primary_url.clone(),
+        token: a.token.trim().to_owned(),
+        known: Default::default(),
+    };
     let edge = Edge::new(
         &config.edge,
         relay_core::ticket::Verifier::default(),
-        Arc::new(NoAgents),
+        Arc::new(auth),
         registry,
     )?;
     edge.configure(&config);
@@ -236,21 +321,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     };
     let router = edge.router().merge(forwarder.router());
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let http_task = tokio::spawn(satellite::serve_http(
-        tcp,
-        http_tls,
-        router,
-        wait(stop_rx.clone()),
-    ));
-    let quic_task = tokio::spawn(satellite::quic::serve(
-        edge.clone(),
-        endpoint,
-        wait(stop_rx.clone()),
-    ));
+    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, endpoint);
     // Dial the other edges now so the first forwarded tunnel finds the mesh up.
     let failures = edge.dial_mesh().await;
     for (peer, e) in &failures {
@@ -265,8 +336,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
         r = beat => r,
         _ = crate::server::shutdown_signal() => Ok(()),
     };
-    stop_tx.send_replace(true);
-    let _ = tokio::join!(http_task, quic_task);
+    serving.stop().await;
     result
 }
 

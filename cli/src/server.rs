@@ -180,28 +180,13 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         endpoint.clone(),
         relay_core::tls::roots(Some(&ca.cert_path))?,
     )?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let http_task = tokio::spawn(satellite::serve_http(
-        tcp,
-        http_tls,
-        router,
-        wait(stop_rx.clone()),
-    ));
-    let quic_task = tokio::spawn(satellite::quic::serve(
-        edge.clone(),
-        endpoint,
-        wait(stop_rx),
-    ));
+    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, endpoint);
     info!(%access_url, address = %bound, "perigee server ready");
     // Readiness line on stdout for scripts and tests (the port is real even with :0).
     println!("perigee server ready: {access_url} (listening on {bound}, tcp and udp)");
     shutdown_signal().await;
     info!("shutting down; local workspace agents keep running and are adopted on the next start");
-    stop_tx.send_replace(true);
-    let _ = tokio::join!(http_task, quic_task);
+    serving.stop().await;
     Ok(())
 }
 
@@ -284,10 +269,19 @@ impl AgentAuthenticator for StoreAuth {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
         Box::pin(async move {
             match self.0.workspace_by_agent_token(token).await {
-                Ok(Some(ws)) => Ok(AgentIdentity {
-                    workspace_id: ws.id,
-                    workspace_name: ws.name,
-                }),
+                Ok(Some(ws)) => {
+                    // The agent linked here: this is now its home edge.
+                    if ws.home_edge != PRIMARY_EDGE {
+                        self.0
+                            .set_home_edge(&ws.id, PRIMARY_EDGE)
+                            .await
+                            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+                    }
+                    Ok(AgentIdentity {
+                        workspace_id: ws.id,
+                        workspace_name: ws.name,
+                    })
+                }
                 Ok(None) => Err(AuthError::Rejected),
                 Err(e) => Err(AuthError::Unavailable(e.to_string())),
             }

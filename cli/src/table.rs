@@ -31,6 +31,7 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn aligns_columns() {

@@ -51,13 +51,63 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Ticket {
     ticket: String,
     expires_at: u64,
     edge_url: String,
     home_edge: String,
     workspace_id: String,
+}
+
+/// Tickets kept on disk (mode 0600, next to the session) so that each `perigee tunnel`
+/// (one process per ssh connection) need not ask the control plane, and tunnels still open
+/// while it is unreachable. Keyed by deployment, workspace and port; pruned when expired.
+mod ticket_cache {
+    use std::collections::BTreeMap;
+
+    use super::Ticket;
+
+    fn path() -> Option<std::path::PathBuf> {
+        crate::session::config_dir()
+            .ok()
+            .map(|d| d.join("tickets.json"))
+    }
+
+    fn key(deployment: &str, workspace: &str, port: u16) -> String {
+        format!("{deployment} {workspace} {port}")
+    }
+
+    fn load() -> BTreeMap<String, Ticket> {
+        path()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn get(
+        deployment: &str,
+        workspace: &str,
+        port: u16,
+        min_expiry: u64,
+    ) -> Option<Ticket> {
+        load()
+            .remove(&key(deployment, workspace, port))
+            .filter(|t| t.expires_at > min_expiry)
+    }
+
+    pub(super) fn put(deployment: &str, workspace: &str, port: u16, t: &Ticket) {
+        let now = relay_core::unix_now();
+        let mut all = load();
+        all.retain(|_, t| t.expires_at > now);
+        all.insert(key(deployment, workspace, port), t.clone());
+        if let (Some(p), Ok(bytes)) = (path(), serde_json::to_vec(&all)) {
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = relay_core::tls::write_private(&p, &bytes);
+        }
+    }
 }
 
 /// The edge a tunnel enters through, and why.
@@ -81,10 +131,17 @@ struct Tickets {
 impl Tickets {
     async fn get(&self) -> anyhow::Result<Ticket> {
         let mut cached = self.cached.lock().await;
+        let fresh_after = relay_core::unix_now() + 30;
         if let Some(t) = cached.as_ref() {
-            if t.expires_at > relay_core::unix_now() + 30 {
+            if t.expires_at > fresh_after {
                 return Ok(t.clone());
             }
+        }
+        if let Some(t) =
+            ticket_cache::get(&self.client.base, &self.workspace, self.port, fresh_after)
+        {
+            *cached = Some(t.clone());
+            return Ok(t);
         }
         let v = self
             .client
@@ -109,6 +166,7 @@ impl Tickets {
                 .to_owned(),
             workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
         };
+        ticket_cache::put(&self.client.base, &self.workspace, self.port, &t);
         *cached = Some(t.clone());
         Ok(t)
     }
@@ -139,11 +197,14 @@ impl Tickets {
                 });
             }
         }
-        let list: Vec<_> = regions::regions(&self.client)
-            .await?
-            .into_iter()
-            .filter(|r| !exclude.contains(&r.name))
-            .collect();
+        // Without the control plane (or the regions list), the home edge always works.
+        let list: Vec<_> = match regions::regions(&self.client).await {
+            Ok(l) => l,
+            Err(_) => return Ok(home_entry()),
+        }
+        .into_iter()
+        .filter(|r| !exclude.contains(&r.name))
+        .collect();
         if list.len() <= 1 {
             return Ok(list
                 .into_iter()

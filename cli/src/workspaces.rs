@@ -8,6 +8,10 @@ use crate::client::Client;
 pub(crate) struct CreateArgs {
     /// Workspace name (lowercase letters, digits, hyphens).
     name: String,
+    /// The edge the workspace's agent links to (`primary`, or a satellite near the
+    /// workspace); tunnels entering elsewhere reach it over the mesh.
+    #[arg(long)]
+    edge: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -32,7 +36,10 @@ pub(crate) struct DeleteArgs {
 pub(crate) async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     let ws = c
-        .post("/api/v2/workspaces", &json!({ "name": a.name }))
+        .post(
+            "/api/v2/workspaces",
+            &json!({ "name": a.name, "edge": a.edge }),
+        )
         .await?;
     eprintln!(
         "Created workspace {}. Connect with: perigee tunnel {} PORT",

@@ -27,3 +27,7 @@ CREATE TABLE mesh_keys (
 );
 
 ALTER TABLE signing_keys ADD COLUMN retired_at INTEGER;
+
+-- The edge a workspace's agent links to (NULL: the primary edge). Set when the agent
+-- authenticates at an edge.
+ALTER TABLE workspaces ADD COLUMN home_edge TEXT;

@@ -30,6 +30,15 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         .with_state(cp)
 }
 
+/// The token in an `Authorization: Bearer` header.
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+}
+
 /// The caller, from the `Authorization` header.
 pub struct Caller(pub User);
 
@@ -37,11 +46,7 @@ impl FromRequestParts<ControlPlane> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized(
                 "missing API token: send `Authorization: Bearer <token>` (run `perigee login`)",
             ));
@@ -92,19 +97,20 @@ pub struct WorkspaceView {
     agent: Option<AgentStatus>,
     /// Local provisioner: the agent's process id.
     agent_pid: Option<u32>,
-    /// The edge holding the agent's link (tunnels from other edges are forwarded there).
-    home_edge: String,
 }
 
 fn view(cp: &ControlPlane, ws: Workspace) -> WorkspaceView {
-    let agent = cp.hooks.agent_status(&ws.id);
+    let agent = if ws.home_edge == cp.primary.name {
+        cp.hooks.agent_status(&ws.id)
+    } else {
+        cp.remote_agent(&ws.id, &ws.home_edge)
+    };
     let agent_pid = cp.provisioner.agent_pid(&ws.id);
     WorkspaceView {
         agent_connected: agent.is_some(),
         agent,
         agent_pid,
         ws,
-        home_edge: cp.primary.name.clone(),
     }
 }
 
@@ -120,6 +126,9 @@ async fn list_workspaces(
 #[serde(deny_unknown_fields)]
 struct CreateWorkspace {
     name: String,
+    /// The edge the agent should link to (default: the primary edge).
+    #[serde(default)]
+    edge: Option<String>,
 }
 
 /// Workspace names are DNS labels (they appear in dev URL host names).
@@ -162,8 +171,25 @@ async fn create_workspace(
             req.name
         )));
     }
-    let (ws, agent_token) = cp.store.create_workspace(&user, &req.name).await?;
-    if let Err(e) = cp.provisioner.create(&ws.id, &ws.name, &agent_token).await {
+    // An agent may home on a satellite (near the workspace): it dials that edge.
+    let (home, agent_url) = match req.edge.as_deref() {
+        None => (None, None),
+        Some(e) if e == cp.primary.name => (None, None),
+        Some(e) => match cp.store.satellite_by_name(e).await? {
+            Some(s) => (Some(e), Some(s.access_url)),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "no edge named {e:?} (see `perigee satellites ls`)"
+                )))
+            }
+        },
+    };
+    let (ws, agent_token) = cp.store.create_workspace(&user, &req.name, home).await?;
+    if let Err(e) = cp
+        .provisioner
+        .create(&ws.id, &ws.name, &agent_token, agent_url.as_deref())
+        .await
+    {
         let _ = cp.store.delete_workspace(&ws.id).await;
         return Err(e);
     }
@@ -244,13 +270,21 @@ async fn create_ticket(
         iat: now,
         exp,
         sid: relay_core::token::random_id(),
-        home: cp.primary.name.clone(),
+        home: ws.home_edge.clone(),
+    };
+    let edge_url = if ws.home_edge == cp.primary.name {
+        cp.primary.access_url.clone()
+    } else {
+        match cp.store.satellite_by_name(&ws.home_edge).await? {
+            Some(s) => s.access_url,
+            None => cp.primary.access_url.clone(),
+        }
     };
     Ok(Json(TicketResponse {
         ticket: cp.signer().sign(claims),
         expires_at: exp,
         workspace_id: ws.id,
-        edge_url: cp.primary.access_url.clone(),
-        home_edge: cp.primary.name.clone(),
+        edge_url,
+        home_edge: ws.home_edge,
     }))
 }

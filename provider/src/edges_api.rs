@@ -67,6 +67,7 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         .route("/api/v2/satellites/{name}", delete(remove))
         .route("/api/v2/satellites/register", post(register))
         .route("/api/v2/satellites/heartbeat", post(heartbeat))
+        .route("/api/v2/satellites/agent-auth", post(agent_auth))
         .route("/api/v2/regions", get(regions))
         .route("/api/v2/keys/rotate", post(rotate_keys))
         .with_state(cp)
@@ -242,14 +243,9 @@ impl FromRequestParts<ControlPlane> for SatelliteCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing satellite token (Authorization: Bearer)")
-            })?;
+        let token = crate::api::bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("missing satellite token (Authorization: Bearer)")
+        })?;
         match cp.store.satellite_by_token(token.trim()).await? {
             Some(s) => Ok(SatelliteCaller(s)),
             None => Err(ApiError::unauthorized(
@@ -274,6 +270,7 @@ async fn register(
     check_access_url(&cp, url)?;
     let first = sat.last_heartbeat_at.is_none();
     cp.store.record_heartbeat(&sat.id, &hb).await?;
+    note_agents(&cp, &sat, &hb);
     tracing::info!(satellite = %sat.name, version = %hb.version, first, "satellite registered");
     // The built-in edge must know the satellite before it dials in over the mesh.
     cp.refresh_edges().await?;
@@ -292,7 +289,52 @@ async fn heartbeat(
         )));
     }
     cp.store.record_heartbeat(&sat.id, &hb).await?;
+    note_agents(&cp, &sat, &hb);
     Ok(Json(cp.edge_config(&sat.name, &sat.region).await?))
+}
+
+fn note_agents(cp: &ControlPlane, sat: &Satellite, hb: &Heartbeat) {
+    let agents = hb
+        .agents
+        .iter()
+        .map(|a| {
+            (
+                a.workspace_id.clone(),
+                crate::AgentStatus {
+                    transport: a.transport.clone(),
+                    uptime_secs: a.uptime_secs,
+                },
+            )
+        })
+        .collect();
+    // A report holds until two heartbeats are missed (the satellite is then unhealthy).
+    let valid = std::time::Duration::from_secs(
+        hb.heartbeat_secs.max(1) * UNHEALTHY_AFTER_MISSED.unsigned_abs(),
+    );
+    cp.note_remote_agents(&sat.name, agents, valid);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentAuthRequest {
+    token: String,
+}
+
+/// A satellite asks who an agent token belongs to (an agent dialed it); the workspace's home
+/// edge becomes that satellite.
+async fn agent_auth(
+    State(cp): State<ControlPlane>,
+    SatelliteCaller(sat): SatelliteCaller,
+    Json(req): Json<AgentAuthRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(ws) = cp.store.workspace_by_agent_token(&req.token).await? else {
+        return Err(ApiError::unauthorized("agent token not accepted"));
+    };
+    cp.store.set_home_edge(&ws.id, &sat.name).await?;
+    Ok(Json(serde_json::json!({
+        "workspace_id": ws.id,
+        "workspace_name": ws.name,
+    })))
 }
 
 /// A region as the CLI sees it.

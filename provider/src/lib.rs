@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use relay_core::mesh::{EdgeConfig, EdgeEntry};
 use relay_core::ticket::Signer;
@@ -34,7 +36,7 @@ pub trait EdgeHooks: Send + Sync + 'static {
 }
 
 /// A connected agent, as shown by `perigee ls`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AgentStatus {
     /// `quic` or `h2`.
     pub transport: String,
@@ -51,6 +53,16 @@ pub struct ControlPlane {
     pub(crate) hooks: Arc<dyn EdgeHooks>,
     /// The built-in edge, as listed in the regions.
     pub(crate) primary: EdgeEntry,
+    /// Agents linked to satellites, as their last heartbeat reported them.
+    remote_agents: Arc<Mutex<HashMap<String, RemoteAgent>>>,
+}
+
+#[derive(Clone)]
+struct RemoteAgent {
+    edge: String,
+    status: AgentStatus,
+    reported: Instant,
+    valid_for: Duration,
 }
 
 impl ControlPlane {
@@ -68,7 +80,45 @@ impl ControlPlane {
             provisioner,
             hooks,
             primary,
+            remote_agents: Arc::default(),
         }
+    }
+
+    /// Replaces what satellite `edge` last reported about the agents linked to it.
+    pub(crate) fn note_remote_agents(
+        &self,
+        edge: &str,
+        agents: Vec<(String, AgentStatus)>,
+        valid_for: Duration,
+    ) {
+        let mut map = match self.remote_agents.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.retain(|_, a| a.edge != edge);
+        let now = Instant::now();
+        for (ws, status) in agents {
+            map.insert(
+                ws,
+                RemoteAgent {
+                    edge: edge.to_owned(),
+                    status,
+                    reported: now,
+                    valid_for,
+                },
+            );
+        }
+    }
+
+    /// The agent of a workspace homed on satellite `edge`, if its last report is fresh.
+    pub(crate) fn remote_agent(&self, workspace_id: &str, edge: &str) -> Option<AgentStatus> {
+        let map = match self.remote_agents.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.get(workspace_id)
+            .filter(|a| a.edge == edge && a.reported.elapsed() < a.valid_for)
+            .map(|a| a.status.clone())
     }
 
     /// The REST API routes.

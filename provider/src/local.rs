@@ -42,6 +42,8 @@ pub struct LocalProvisioner {
 const TOKEN_FILE: &str = "agent-token";
 const PID_FILE: &str = "agent.pid";
 const LOG_FILE: &str = "agent.log";
+/// Optional: the URL of the edge this workspace's agent dials, when not the built-in one.
+const URL_FILE: &str = "agent-url";
 
 impl LocalProvisioner {
     /// A provisioner with the given settings.
@@ -57,17 +59,22 @@ impl LocalProvisioner {
         self.cfg.root.join(workspace_id)
     }
 
-    /// Creates the workspace directory, stores the agent token (mode 0600) and starts the agent.
+    /// Creates the workspace directory, stores the agent token (mode 0600) and starts the agent,
+    /// which dials `agent_url` (default: the built-in edge).
     pub async fn create(
         &self,
         workspace_id: &str,
         name: &str,
         agent_token: &Secret,
+        agent_url: Option<&str>,
     ) -> Result<(), ApiError> {
         let dir = self.dir(workspace_id);
         std::fs::create_dir_all(dir.join("home")).map_err(ApiError::internal)?;
         relay_core::tls::write_private(&dir.join(TOKEN_FILE), agent_token.expose().as_bytes())
             .map_err(ApiError::internal)?;
+        if let Some(url) = agent_url {
+            std::fs::write(dir.join(URL_FILE), url).map_err(ApiError::internal)?;
+        }
         self.start(workspace_id, name).await
     }
 
@@ -188,7 +195,12 @@ impl Supervisor {
         let mut cmd = tokio::process::Command::new(&words[0]);
         cmd.args(&words[1..])
             .current_dir(self.dir.join("home"))
-            .env("PERIGEE_AGENT_URL", &self.cfg.agent_url)
+            .env(
+                "PERIGEE_AGENT_URL",
+                std::fs::read_to_string(self.dir.join(URL_FILE))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| self.cfg.agent_url.clone()),
+            )
             .env("PERIGEE_AGENT_TOKEN_FILE", self.dir.join(TOKEN_FILE))
             .env("PERIGEE_AGENT_WORKSPACE_ID", &self.workspace_id)
             .stdin(Stdio::null())

@@ -51,6 +51,8 @@ pub struct Workspace {
     pub status: String,
     /// Creation time (Unix seconds).
     pub created_at: i64,
+    /// The edge the agent links to (`primary` unless it homes on a satellite).
+    pub home_edge: String,
 }
 
 /// The database could not be opened or migrated.
@@ -221,13 +223,14 @@ impl Store {
         &self,
         owner: &User,
         name: &str,
+        home_edge: Option<&str>,
     ) -> Result<(Workspace, token::Secret), sqlx::Error> {
         let provider_id = self.ensure_built_in_provider().await?;
         let id = token::random_id();
         let agent_token = token::generate(token::AGENT_PREFIX);
         let created_at = now();
         sqlx::query(
-            "INSERT INTO workspaces (id, name, owner_id, provider_id, status, agent_token_hash, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+            "INSERT INTO workspaces (id, name, owner_id, provider_id, status, agent_token_hash, created_at, home_edge) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
         )
         .bind(&id)
         .bind(name)
@@ -235,6 +238,7 @@ impl Store {
         .bind(&provider_id)
         .bind(token::hash(agent_token.expose()))
         .bind(created_at)
+        .bind(home_edge)
         .execute(&self.pool)
         .await?;
         let ws = Workspace {
@@ -245,11 +249,14 @@ impl Store {
             provider: BUILT_IN_PROVIDER.to_owned(),
             status: "running".into(),
             created_at,
+            home_edge: home_edge
+                .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
+                .to_owned(),
         };
         Ok((ws, agent_token))
     }
 
-    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at \
+    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at, w.home_edge \
         FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN providers p ON p.id = w.provider_id";
 
     fn ws_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace, sqlx::Error> {
@@ -261,6 +268,9 @@ impl Store {
             provider: r.try_get(4)?,
             status: r.try_get(5)?,
             created_at: r.try_get(6)?,
+            home_edge: r
+                .try_get::<Option<String>, _>(7)?
+                .unwrap_or_else(|| relay_core::mesh::PRIMARY_EDGE.to_owned()),
         })
     }
 
@@ -311,6 +321,19 @@ impl Store {
         row.as_ref().map(Self::ws_from_row).transpose()
     }
 
+    /// Records the edge a workspace's agent links to.
+    pub async fn set_home_edge(&self, id: &str, edge: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE workspaces SET home_edge = ? WHERE id = ? AND COALESCE(home_edge, '') <> ?",
+        )
+        .bind(edge)
+        .bind(id)
+        .bind(edge)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Deletes a workspace row.
     pub async fn delete_workspace(&self, id: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM workspaces WHERE id = ?")
@@ -326,6 +349,7 @@ pub(crate) fn now() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -355,8 +379,8 @@ mod tests {
         );
         assert!(store.user_by_token("pgt_wrong").await.unwrap().is_none());
 
-        let (ws, agent) = store.create_workspace(&user, "dev").await.unwrap();
-        assert!(store.create_workspace(&user, "dev").await.is_err());
+        let (ws, agent) = store.create_workspace(&user, "dev", None).await.unwrap();
+        assert!(store.create_workspace(&user, "dev", None).await.is_err());
         assert_eq!(
             store
                 .workspace_by_agent_token(agent.expose())

@@ -55,6 +55,20 @@ pub struct Heartbeat {
     /// Round trips to other edges over the mesh, ms.
     #[serde(default)]
     pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
+    /// Agents linked to the satellite.
+    #[serde(default)]
+    pub agents: Vec<ReportedAgent>,
+}
+
+/// An agent a satellite holds a link for.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ReportedAgent {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// `quic` or `h2`.
+    pub transport: String,
+    /// Seconds since the link came up.
+    pub uptime_secs: u64,
 }
 
 const SAT_SELECT: &str =
@@ -240,6 +254,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -78,6 +78,7 @@ pub fn ticket(data: &[u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::wire::StatusCode;

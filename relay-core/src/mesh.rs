@@ -129,6 +129,7 @@ pub fn encode_public_key(key: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

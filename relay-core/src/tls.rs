@@ -239,6 +239,7 @@ pub fn client_config(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rustls::client::danger::ServerCertVerifier as _;

@@ -423,6 +423,7 @@ pub enum ReadFrameError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

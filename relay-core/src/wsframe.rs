@@ -184,6 +184,7 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4], offset: u64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

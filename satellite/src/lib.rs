@@ -27,7 +27,7 @@ pub mod tunnel;
 mod wsrelay;
 
 pub use links::{AgentLink, LinkInfo, Transport};
-pub use listener::{serve_http, PeerAddr};
+pub use listener::{serve_http, PeerAddr, Serving};
 pub use metrics::{DropReason, EdgeMetrics};
 
 /// Boxed future returned by [`AgentAuthenticator`].
@@ -179,6 +179,15 @@ impl Edge {
     /// The connected agent link of a workspace, if any.
     pub fn agent(&self, workspace_id: &str) -> Option<Arc<AgentLink>> {
         self.inner.agents.get(workspace_id).map(|l| l.clone())
+    }
+
+    /// Every connected agent: workspace id and link summary.
+    pub fn agents(&self) -> Vec<(String, LinkInfo)> {
+        self.inner
+            .agents
+            .iter()
+            .map(|e| (e.key().clone(), e.value().info()))
+            .collect()
     }
 
     /// Whether and how a workspace's agent is connected.

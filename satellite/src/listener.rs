@@ -81,3 +81,38 @@ pub async fn serve_http(
         });
     }
 }
+
+/// An edge serving on its TCP listener (HTTP(S)) and its QUIC endpoint, until [`stop`].
+///
+/// [`stop`]: Serving::stop
+pub struct Serving {
+    stop: tokio::sync::watch::Sender<bool>,
+    http: tokio::task::JoinHandle<()>,
+    quic: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Starts serving `router` on `tcp` (TLS when `tls` is given) and `edge`'s QUIC links on
+    /// `endpoint`.
+    pub fn start(
+        edge: crate::Edge,
+        tcp: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        router: axum::Router,
+        endpoint: quinn::Endpoint,
+    ) -> Self {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let http = tokio::spawn(serve_http(tcp, tls, router, wait(rx.clone())));
+        let quic = tokio::spawn(crate::quic::serve(edge, endpoint, wait(rx)));
+        Self { stop, http, quic }
+    }
+
+    /// Stops accepting and waits for the accept loops to end.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = tokio::join!(self.http, self.quic);
+    }
+}

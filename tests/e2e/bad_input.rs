@@ -143,6 +143,7 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         // Forged (unknown key), tampered, expired, wrong workspace, wrong port, garbage, huge.
         let (other, _) = Signer::generate().expect("key");
         let forged = other.sign(claims(&id_a, echo, now, now + 60));
+        #[allow(clippy::err_expect)] // Ws is not Debug, so expect_err is not available
         let refused = |r: Result<Ws, (u16, String)>| r.err().expect("must be refused");
         let (s, b) = refused(ws_open(&server, &forged, None, echo).await);
         assert!(s == 401 && b.contains("unknown key"), "{s} {b}");
@@ -269,26 +270,10 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
 /// Connects to the edge's QUIC endpoint as a would-be agent and sends `hello` on the first
 /// stream; returns the status the edge answered with (None if it just closed).
 async fn quic_hello(server: &Server, hello: &[u8]) -> Option<StatusCode> {
-    let cfg = tls(server, &[relay_core::wire::LINK_ALPN]);
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic tls");
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep
-        .connect(server.addr, "127.0.0.1")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    send.write_all(hello).await.expect("write");
-    let _ = send.finish();
-    let answer = tokio::time::timeout(
-        Duration::from_secs(10),
-        relay_core::wire::read_frame(&mut recv),
-    )
-    .await
-    .expect("answer in time");
-    match answer {
-        Ok(Frame::Status { code, .. }) => Some(code),
+    let ca = server.data().join("tls/ca.pem");
+    match crate::harness::quic_exchange(server.addr, &ca, relay_core::wire::LINK_ALPN, hello).await
+    {
+        Some(Frame::Status { code, .. }) => Some(code),
         _ => None,
     }
 }

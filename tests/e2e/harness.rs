@@ -171,6 +171,24 @@ impl Server {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// Registers a satellite; returns its token.
+    pub fn create_satellite(&self, name: &str, region: &str, access_url: &str) -> String {
+        let token = self
+            .ok(&[
+                "satellites",
+                "create",
+                name,
+                "--region",
+                region,
+                "--access-url",
+                access_url,
+            ])
+            .trim()
+            .to_owned();
+        assert!(token.starts_with("pgs_"), "token on stdout: {token}");
+        token
+    }
+
     /// Waits until the workspace's agent is connected; returns (pid, transport).
     pub fn wait_agent(&self, name: &str, timeout: Duration, not_pid: Option<u64>) -> (u64, String) {
         let deadline = Instant::now() + timeout;
@@ -273,7 +291,6 @@ pub fn parse_ready(line: &str) -> (String, SocketAddr) {
 pub struct Satellite {
     child: Option<Child>,
     pub url: String,
-    pub addr: SocketAddr,
 }
 
 impl Satellite {
@@ -283,11 +300,10 @@ impl Satellite {
         let mut c = Self::command(dir, prefix, args);
         let mut child = c.spawn().expect("spawn perigee satellite");
         let line = wait_ready(&mut child, "perigee satellite ready: ", dir);
-        let (url, addr) = parse_ready(&line);
+        let (url, _) = parse_ready(&line);
         Self {
             child: Some(child),
             url,
-            addr,
         }
     }
 
@@ -309,6 +325,17 @@ impl Satellite {
         c
     }
 
+    /// Runs a satellite that must refuse to start; asserts its error mentions `needle`.
+    pub fn assert_refused(dir: &Path, args: &[&str], needle: &str) {
+        let out = Self::command(dir, &[], args)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run perigee satellite");
+        assert!(!out.status.success(), "the satellite started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+
     /// Kills the satellite at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -322,6 +349,65 @@ impl Drop for Satellite {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Polls `f` every 100 ms until it is true; fails the test after `within`.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// A Python TCP echo service on 127.0.0.1:`port`, run under `prefix` (e.g. inside a network
+/// namespace); returns once it listens.
+pub fn python_echo(prefix: &[&str], port: u16) -> Child {
+    let src = format!("import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',{port}));s.listen(16)\ndef h(c):\n  while True:\n    d=c.recv(65536)\n    if not d: break\n    c.sendall(d)\n  c.close()\nprint('ready',flush=True)\nwhile True:\n  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()\n");
+    let mut words: Vec<&str> = prefix.to_vec();
+    words.extend(["python3", "-c", &src]);
+    let mut child = Command::new(words[0])
+        .args(&words[1..])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 echo");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("echo ready");
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+/// Dials `addr` over QUIC with `alpn` (trusting `ca`), sends `bytes` on the first stream and
+/// returns the frame answered, if any.
+pub async fn quic_exchange(
+    addr: SocketAddr,
+    ca: &Path,
+    alpn: &[u8],
+    bytes: &[u8],
+) -> Option<relay_core::wire::Frame> {
+    let roots = relay_core::tls::roots(Some(ca)).expect("roots");
+    let cfg = relay_core::tls::client_config(roots, &[alpn]).expect("tls");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic tls");
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let conn = ep
+        .connect(addr, "127.0.0.1")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    send.write_all(bytes).await.expect("write");
+    let _ = send.finish();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        relay_core::wire::read_frame(&mut recv),
+    )
+    .await
+    .expect("answer in time")
+    .ok()
 }
 
 /// A TCP port free on `ip` for both TCP and UDP right now.

@@ -12,6 +12,7 @@ mod harness;
 mod netns;
 mod proxy;
 mod regions;
+mod resilience;
 mod restart;
 mod satellites;
 mod ssh;

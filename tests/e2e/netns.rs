@@ -70,20 +70,7 @@ fn agent_link_falls_back_to_http2_when_udp_is_blocked() {
     );
 
     // An echo service inside the namespace, as the workspace's port 7.
-    let echo_src = "import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',7));s.listen(16)\ndef h(c):\n  while True:\n    d=c.recv(65536)\n    if not d: break\n    c.sendall(d)\n  c.close()\nprint('ready',flush=True)\nwhile True:\n  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()\n";
-    let mut echo = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", echo_src])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 echo");
-    {
-        use std::io::BufRead as _;
-        let mut line = String::new();
-        std::io::BufReader::new(echo.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("echo ready");
-        assert_eq!(line.trim(), "ready");
-    }
+    let mut echo = crate::harness::python_echo(&["ip", "netns", "exec", &ns.0], 7);
 
     server.ok(&["create", "nat"]);
     let (_, transport) = server.wait_agent("nat", Duration::from_secs(30), None);

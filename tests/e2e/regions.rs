@@ -3,7 +3,7 @@
 //! proxies that give each link its round trip. Host names resolve per namespace
 //! (`/etc/netns/NS/hosts`), so one access URL reaches the same edge from everywhere.
 
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,18 +127,7 @@ fn the_nearest_region_is_chosen_and_the_mesh_adds_only_link_latency() {
             "us-east",
         ],
     );
-    let token = server
-        .ok(&[
-            "satellites",
-            "create",
-            "eu",
-            "--region",
-            "eu-west",
-            "--access-url",
-            "https://eu.pg.test:8443",
-        ])
-        .trim()
-        .to_owned();
+    let token = server.create_satellite("eu", "eu-west", "https://eu.pg.test:8443");
     let sat_dir = tmp.0.join("sat");
     let ca = server.data().join("tls/ca.pem");
     let _sat = Satellite::start(
@@ -169,16 +158,7 @@ fn the_nearest_region_is_chosen_and_the_mesh_adds_only_link_latency() {
     // The workspace and an echo service on its port 7, inside "us".
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", Duration::from_secs(30), None);
-    let echo_src = "import socket,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',7));s.listen(16)\ndef h(c):\n  while True:\n    d=c.recv(65536)\n    if not d: break\n    c.sendall(d)\n  c.close()\nprint('ready',flush=True)\nwhile True:\n  c,_=s.accept();threading.Thread(target=h,args=(c,),daemon=True).start()\n";
-    let mut echo = Command::new("ip")
-        .args(["netns", "exec", topo.ns(US), "python3", "-c", echo_src])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 echo");
-    let mut line = String::new();
-    std::io::BufReader::new(echo.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("echo ready");
+    let mut echo = crate::harness::python_echo(&topo.exec(US), 7);
 
     // Each client logs in at its nearest URL.
     let client = |idx: usize, url: &str, args: &[&str]| {

@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use relay_core::wire::{Frame, StatusCode};
 
-use crate::harness::{echo_server, free_port, run_with_stdin, Satellite, Server, TempDir, BIN};
+use crate::harness::{
+    echo_server, free_port, run_with_stdin, wait_until, Satellite, Server, TempDir, BIN,
+};
 
 /// Both CAs in one file, for clients that talk to the server and the satellite.
 fn both_cas(server: &Server, sat_dir: &std::path::Path, out: &std::path::Path) -> PathBuf {
@@ -36,18 +37,9 @@ fn health_of(server: &Server, name: &str) -> (String, String) {
 }
 
 fn wait_health(server: &Server, name: &str, want: &str, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let (h, e) = health_of(server, name);
-        if h == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "satellite {name} not {want} within {within:?}: {h} {e}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(&format!("satellite {name} {want}"), within, || {
+        health_of(server, name).0 == want
+    })
 }
 
 #[test]
@@ -225,13 +217,7 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     let a2 = format!("127.0.0.1:{port2}");
     args[5] = &a2;
-    let out = Satellite::command(&tmp.0, &[], &args)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("belongs to satellite \"eu\""), "{err}");
+    Satellite::assert_refused(&tmp.0, &args, "belongs to satellite \"eu\"");
 
     // Restarted: ok again.
     let args = sat_args(&token, &access);
@@ -242,13 +228,7 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
 
     // Removed: the token is revoked; the satellite refuses to start.
     server.ok(&["satellites", "rm", "eu"]);
-    let out = Satellite::command(&tmp.0, &[], &args)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("satellite token not recognised"), "{err}");
+    Satellite::assert_refused(&tmp.0, &args, "satellite token not recognised");
 }
 
 fn fetch(url: &str, ca: &std::path::Path) -> String {
@@ -272,31 +252,20 @@ fn fetch(url: &str, ca: &std::path::Path) -> String {
 
 /// Dials the server's QUIC endpoint as an edge and sends a MESH_HELLO with a made-up MAC.
 async fn mesh_hello(server: &Server, edge: &str) -> (StatusCode, String) {
-    let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).expect("roots");
-    let cfg = relay_core::tls::client_config(roots, &[relay_core::wire::MESH_ALPN]).expect("tls");
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic tls");
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep
-        .connect(server.addr, "127.0.0.1")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let hello = Frame::MeshHello {
         edge: edge.into(),
         mac: [0x42; relay_core::wire::MESH_MAC_LEN],
     };
-    send.write_all(&hello.to_bytes()).await.expect("write");
-    let _ = send.finish();
-    let answer = tokio::time::timeout(
-        Duration::from_secs(10),
-        relay_core::wire::read_frame(&mut recv),
+    let ca = server.data().join("tls/ca.pem");
+    let answer = crate::harness::quic_exchange(
+        server.addr,
+        &ca,
+        relay_core::wire::MESH_ALPN,
+        &hello.to_bytes(),
     )
-    .await
-    .expect("answer in time");
+    .await;
     match answer {
-        Ok(Frame::Status { code, message }) => (code, message),
+        Some(Frame::Status { code, message }) => (code, message),
         other => panic!("unexpected answer {other:?}"),
     }
 }
