@@ -4,6 +4,7 @@
 #
 #   benches/run.sh                 # builds release binaries, writes benches/last-run.md
 #   RATHOLE=/path/to/rathole benches/run.sh
+#   target/release/mesh --perigee target/release/perigee   # only the satellite figures
 #
 # Peers: haproxy from Debian (`apt install haproxy`), rathole from crates.io
 # (`cargo install rathole --root /tmp/rh`, needs libssl-dev for its TLS transport).
@@ -19,4 +20,8 @@ out=benches/last-run.md
   echo "## $(date -u +%Y-%m-%d) on $(nproc) cores"
   target/release/datapath "${args[@]}" --label unpinned "$@"
   taskset -c 0 target/release/datapath "${args[@]}" --label "pinned to core 0" --latency-only "$@"
+  echo
+  echo "## Satellite: mesh hop and idle tunnels"
+  target/release/mesh --perigee target/release/perigee --label unpinned
+  taskset -c 0 target/release/mesh --perigee target/release/perigee --label "pinned to core 0" --latency-only
 } | tee "$out"

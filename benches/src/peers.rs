@@ -259,6 +259,15 @@ impl Perigee {
         Ok(out)
     }
 
+    /// The primary edge's TCP port (used by the mesh bench).
+    #[allow(dead_code)]
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn edge_pid(&self) -> u32 {
         self.procs.0[0].id()
     }
