@@ -197,12 +197,33 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
 
     // Killed: unhealthy after 2 missed heartbeats, unreachable after 4 (1 s interval).
     sat.kill();
+    // Right away (the control plane still lists eu), a cached choice of eu fails over: the
+    // API calls go to another known edge and the tunnel to the next best region.
+    let cache = serde_json::json!([{
+        "deployment": sat.url, "home": "primary", "name": "eu", "access_url": sat.url,
+        "expires_at": relay_core::unix_now() + 300,
+    }]);
+    std::fs::write(tmp.0.join("client/region-cache.json"), cache.to_string()).expect("cache");
+    let out = run_with_stdin(
+        client(&["tunnel", "-v", "far", &echo.to_string()]),
+        b"moved",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.stdout, b"moved", "{err}");
+    assert!(
+        err.contains("trying the next best") && err.contains("edge=primary"),
+        "{err}"
+    );
     let t_unhealthy = wait_health(&server, "eu", "unhealthy", Duration::from_secs(10));
     let t_unreachable = wait_health(&server, "eu", "unreachable", Duration::from_secs(10));
     eprintln!("unhealthy after {t_unhealthy:?}, unreachable {t_unreachable:?} later");
     let (_, e) = health_of(&server, "eu");
     assert!(e.contains("no heartbeat"), "{e}");
-    // The CLI moves to the next best region on its own.
+    // No longer a region: ping and new tunnels use the primary edge.
+    let p: serde_json::Value =
+        serde_json::from_str(&ok(&["ping", "far", "-o", "json"])).expect("ping json");
+    assert_eq!(p["chosen"], "primary", "{p}");
+    assert_eq!(p["regions"].as_array().map(Vec::len), Some(1), "{p}");
     let out = run_with_stdin(client(&["tunnel", "-v", "far", &echo.to_string()]), b"hop");
     assert_eq!(
         out.stdout,
