@@ -221,6 +221,14 @@ impl Perigee {
             .env("PERIGEE_URL", &self.url)
             .env("PERIGEE_TOKEN", &self.token)
             .env("PERIGEE_CA_CERT", &self.ca)
+            // The CLI's caches (tickets, region choice) stay in the bench's directory.
+            .env(
+                "PERIGEE_CONFIG_DIR",
+                self.ca
+                    .parent()
+                    .unwrap_or(&self.ca)
+                    .join("bench-cli-config"),
+            )
             .env("PERIGEE_LOG", "error");
         c
     }

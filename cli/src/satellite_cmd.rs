@@ -322,38 +322,79 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     let router = edge.router().merge(forwarder.router());
 
     let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, endpoint);
-    // Dial the other edges now so the first forwarded tunnel finds the mesh up.
+    // Dial the other edges now so the first forwarded tunnel finds the mesh up; then keep
+    // redialing what goes down, in the background so a dead edge never delays a heartbeat.
     let failures = edge.dial_mesh().await;
     for (peer, e) in &failures {
         warn!(%peer, error = %e, "mesh link not up yet");
     }
+    let mesh_problem = Arc::new(std::sync::Mutex::new(primary_problem(&failures)));
+    let redial = tokio::spawn(redial_mesh(
+        edge.clone(),
+        mesh_problem.clone(),
+        Duration::from_secs(a.heartbeat_secs),
+    ));
     println!(
         "perigee satellite ready: {access_url} (listening on {bound}, tcp and udp; edge {:?}, region {:?})",
         config.edge, config.region
     );
-    let beat = heartbeat_loop(cp, edge.clone(), Duration::from_secs(a.heartbeat_secs));
+    let beat = heartbeat_loop(
+        cp,
+        edge.clone(),
+        mesh_problem,
+        Duration::from_secs(a.heartbeat_secs),
+    );
     let result = tokio::select! {
         r = beat => r,
         _ = crate::server::shutdown_signal() => Ok(()),
     };
+    redial.abort();
     serving.stop().await;
     result
 }
 
-/// Heartbeats until the control plane revokes the satellite (an error) .
-async fn heartbeat_loop(cp: ControlPlaneClient, edge: Edge, every: Duration) -> anyhow::Result<()> {
+type Problem = Arc<std::sync::Mutex<Option<String>>>;
+
+/// The problem worth reporting: the mesh link to the primary edge (where most agents live)
+/// is down. A dead *satellite* is reported by its own missing heartbeats, not by every other
+/// satellite failing to reach it.
+fn primary_problem(failures: &[(String, String)]) -> Option<String> {
+    failures
+        .iter()
+        .find(|(p, _)| p == relay_core::mesh::PRIMARY_EDGE)
+        .map(|(p, e)| format!("mesh link to {p}: {e}"))
+}
+
+/// Redials mesh links that went down, every `every`.
+async fn redial_mesh(edge: Edge, problem: Problem, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let failures = edge.dial_mesh().await;
+        for (peer, e) in &failures {
+            tracing::debug!(%peer, error = %e, "mesh link down");
+        }
+        let p = primary_problem(&failures);
+        match problem.lock() {
+            Ok(mut g) => *g = p,
+            Err(poisoned) => *poisoned.into_inner() = p,
+        }
+    }
+}
+
+/// Heartbeats until the control plane revokes the satellite (an error).
+async fn heartbeat_loop(
+    cp: ControlPlaneClient,
+    edge: Edge,
+    problem: Problem,
+    every: Duration,
+) -> anyhow::Result<()> {
     let mut down_since: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(every).await;
-        // Redial mesh links that went down; report what still fails.
-        let failures = edge.dial_mesh().await;
-        let error = (!failures.is_empty()).then(|| {
-            failures
-                .iter()
-                .map(|(p, e)| format!("mesh link to {p}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
+        let error = match problem.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
         // After an outage, register again (same call, but logged as such by the control plane).
         let path = if down_since.is_some() {
             "/api/v2/satellites/register"

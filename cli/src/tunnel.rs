@@ -206,15 +206,16 @@ impl Tickets {
         .filter(|r| !exclude.contains(&r.name))
         .collect();
         if list.len() <= 1 {
-            return Ok(list
-                .into_iter()
-                .next()
-                .map(|r| Entry {
-                    name: r.name,
-                    url: r.access_url,
-                    how: "only region",
-                })
-                .unwrap_or_else(home_entry));
+            let Some(r) = list.into_iter().next() else {
+                return Ok(home_entry());
+            };
+            // Cached too, so the next `perigee tunnel` makes no API call at all.
+            regions::store_cache(&self.client.base, &t.home_edge, Some(&r));
+            return Ok(Entry {
+                name: r.name,
+                url: r.access_url,
+                how: "only region",
+            });
         }
         let ranked = regions::rank(list, &t.home_edge).await;
         match ranked.into_iter().find(|m| m.total_ms().is_some()) {

@@ -142,19 +142,24 @@ impl Edge {
         Ok(())
     }
 
-    /// Dials every other edge the control plane listed (so the first forwarded tunnel does
-    /// not pay the handshake, and round trips are known); returns the failures.
+    /// Dials every other edge the control plane listed, concurrently (so the first
+    /// forwarded tunnel does not pay the handshake, and round trips are known); links that
+    /// are up cost nothing. Returns the failures.
     pub async fn dial_mesh(&self) -> Vec<(String, String)> {
-        let mut failures = Vec::new();
-        for name in self.inner.mesh.edge_names() {
-            if name == self.name() {
-                continue;
-            }
-            if let Err(e) = self.mesh_conn(&name).await {
-                failures.push((name, e.to_string()));
-            }
-        }
-        failures
+        let names: Vec<String> = self
+            .inner
+            .mesh
+            .edge_names()
+            .into_iter()
+            .filter(|n| n != self.name())
+            .collect();
+        let dials = names.iter().map(|n| self.mesh_conn(n));
+        let results = futures_util::future::join_all(dials).await;
+        names
+            .into_iter()
+            .zip(results)
+            .filter_map(|(n, r)| r.err().map(|e| (n, e.to_string())))
+            .collect()
     }
 
     /// Round trips of the open mesh links, in milliseconds, by peer edge.
