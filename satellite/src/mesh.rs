@@ -31,6 +31,8 @@ pub(crate) struct Mesh {
     edges: RwLock<HashMap<String, EdgeEntry>>,
     /// Dialed connections, one slot per peer (the mutex serialises dialing).
     peers: dashmap::DashMap<String, Arc<Mutex<Option<quinn::Connection>>>>,
+    /// Accepted connections, by peer name (closed when the peer leaves the list).
+    inbound: dashmap::DashMap<String, Vec<quinn::Connection>>,
     endpoint: RwLock<Option<(quinn::Endpoint, quinn::ClientConfig)>>,
 }
 
@@ -54,6 +56,7 @@ impl Mesh {
             keys: RwLock::new(Vec::new()),
             edges: RwLock::new(HashMap::new()),
             peers: dashmap::DashMap::new(),
+            inbound: dashmap::DashMap::new(),
             endpoint: RwLock::new(None),
         }
     }
@@ -65,8 +68,17 @@ impl Mesh {
             .iter()
             .map(|e| (e.name.clone(), e.clone()))
             .collect();
-        // A peer whose address changed or which left the list is redialed or dropped.
+        // A peer which left the list (a removed satellite) loses its links both ways.
         self.peers.retain(|name, _| edges.contains_key(name));
+        self.inbound.retain(|name, conns| {
+            let keep = edges.contains_key(name);
+            if !keep {
+                for c in conns.iter() {
+                    c.close(4u32.into(), b"edge removed from the deployment");
+                }
+            }
+            keep
+        });
         write(&self.edges, edges);
     }
 
@@ -288,6 +300,11 @@ pub(crate) async fn serve_peer(edge: Edge, conn: quinn::Connection) {
     let m = edge.metrics().clone();
     m.mesh_links_open.with_label_values(&["in"]).inc();
     info!(peer = %peer, "mesh link accepted");
+    {
+        let mut list = edge.mesh().inbound.entry(peer.clone()).or_default();
+        list.retain(|c| c.close_reason().is_none());
+        list.push(conn.clone());
+    }
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(pair) => pair,

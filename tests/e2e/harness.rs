@@ -336,6 +336,13 @@ impl Satellite {
         assert!(err.contains(needle), "expected {needle:?} in: {err}");
     }
 
+    /// Whether the satellite process has ended by itself.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Kills the satellite at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -243,12 +243,30 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
     // Restarted: ok again.
     let args = sat_args(&token, &access);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sat = Satellite::start(&tmp.0, &[], &args);
+    let mut sat = Satellite::start(&tmp.0, &[], &args);
     wait_health(&server, "eu", "ok", Duration::from_secs(10));
-    drop(sat);
+    // Inbound mesh links on the primary (the killed instance's may linger until its idle
+    // timeout).
+    let mesh_in = || -> u32 {
+        let m = fetch(&format!("{}/metrics", server.url), &cas);
+        m.lines()
+            .find_map(|l| l.strip_prefix("perigee_edge_mesh_links_open{direction=\"in\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "the satellite's mesh link up",
+        Duration::from_secs(10),
+        || mesh_in() >= 1,
+    );
 
-    // Removed: the token is revoked; the satellite refuses to start.
+    // Removed while running: the primary edge cuts its mesh link at once, the satellite
+    // stops at its next heartbeat, and its token no longer starts it.
     server.ok(&["satellites", "rm", "eu"]);
+    wait_until("mesh links cut", Duration::from_secs(5), || mesh_in() == 0);
+    wait_until("revoked satellite exits", Duration::from_secs(10), || {
+        sat.exited()
+    });
     Satellite::assert_refused(&tmp.0, &args, "satellite token not recognised");
 }
 
