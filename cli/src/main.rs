@@ -8,6 +8,7 @@ mod client;
 mod dial;
 mod regions;
 mod satellite_cmd;
+mod satellite_state;
 mod satellites;
 mod server;
 mod session;

@@ -13,6 +13,8 @@ use anyhow::Context as _;
 use relay_core::mesh::EdgeConfig;
 use relay_core::tls::{Identity, LocalCa};
 use satellite::{AgentAuthenticator, AgentIdentity, AuthError, AuthFuture, Edge};
+
+use crate::satellite_state::SatelliteState;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -58,17 +60,10 @@ struct ControlPlaneAgentAuth {
     http: reqwest::Client,
     primary_url: String,
     token: String,
-    known: std::sync::Mutex<std::collections::HashMap<String, AgentIdentity>>,
+    state: Arc<SatelliteState>,
 }
 
 impl ControlPlaneAgentAuth {
-    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AgentIdentity>> {
-        match self.known.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     async fn ask(&self, token: &str) -> Result<AgentIdentity, AuthError> {
         let resp = self
             .http
@@ -107,17 +102,17 @@ impl AgentAuthenticator for ControlPlaneAgentAuth {
             let key = relay_core::token::hash(token);
             match self.ask(token).await {
                 Ok(id) => {
-                    self.known().insert(key, id.clone());
+                    self.state.set_agent(&key, Some(&id));
                     Ok(id)
                 }
                 Err(AuthError::Rejected) => {
-                    self.known().remove(&key);
+                    self.state.set_agent(&key, None);
                     Err(AuthError::Rejected)
                 }
-                Err(AuthError::Unavailable(e)) => match self.known().get(&key) {
+                Err(AuthError::Unavailable(e)) => match self.state.agent(&key) {
                     Some(id) => {
                         warn!(error = %e, workspace = %id.workspace_name, "control plane unreachable: accepting an agent it accepted before");
-                        Ok(id.clone())
+                        Ok(id)
                     }
                     None => Err(AuthError::Unavailable(e)),
                 },
@@ -241,9 +236,18 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
         }),
     };
 
-    // Register first: without keys the satellite cannot check a single ticket.
+    let data_dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => crate::server::default_data_dir()?.with_file_name("perigee-satellite"),
+    };
+    crate::server::create_private_dir(&data_dir)?;
+    let state = Arc::new(SatelliteState::load(data_dir.join("satellite-state.json")));
+
+    // Register first: without keys the satellite cannot check a single ticket. When the
+    // control plane cannot be reached, start with what the last registration gave.
     let mut backoff =
         relay_core::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    let mut offline = false;
     let config = loop {
         match cp.call("/api/v2/satellites/register", None, None).await {
             Ok(c) => break c,
@@ -251,12 +255,18 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
                 anyhow::bail!("the control plane at {primary_url} refused this satellite: {m}")
             }
             Err(RegisterError::Unavailable(m)) => {
+                if let Some(c) = state.config() {
+                    warn!(error = %m, "control plane unreachable: starting with the configuration of the last registration");
+                    offline = true;
+                    break c;
+                }
                 let d = backoff.next_delay(relay_core::token::random_u64());
                 warn!(error = %m, retry_in = ?d, "cannot register with the control plane yet");
                 tokio::time::sleep(d).await;
             }
         }
     };
+    state.set_config(&config);
     if config.control_plane_version != env!("CARGO_PKG_VERSION") {
         warn!(
             control_plane = %config.control_plane_version,
@@ -271,12 +281,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     let identity = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
         _ => {
-            let dir = match &a.data_dir {
-                Some(d) => d.clone(),
-                None => crate::server::default_data_dir()?.with_file_name("perigee-satellite"),
-            };
-            crate::server::create_private_dir(&dir)?;
-            let ca = LocalCa::load_or_create(&dir.join("tls"))?;
+            let ca = LocalCa::load_or_create(&data_dir.join("tls"))?;
             let mut names = vec![
                 "localhost".to_owned(),
                 "127.0.0.1".to_owned(),
@@ -303,7 +308,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
         http: http.clone(),
         primary_url: primary_url.clone(),
         token: a.token.trim().to_owned(),
-        known: Default::default(),
+        state: state.clone(),
     };
     let edge = Edge::new(
         &config.edge,
@@ -341,8 +346,12 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     let beat = heartbeat_loop(
         cp,
         edge.clone(),
-        mesh_problem,
-        Duration::from_secs(a.heartbeat_secs),
+        Beat {
+            problem: mesh_problem,
+            state,
+            every: Duration::from_secs(a.heartbeat_secs),
+            offline,
+        },
     );
     let result = tokio::select! {
         r = beat => r,
@@ -381,17 +390,21 @@ async fn redial_mesh(edge: Edge, problem: Problem, every: Duration) {
     }
 }
 
-/// Heartbeats until the control plane revokes the satellite (an error).
-async fn heartbeat_loop(
-    cp: ControlPlaneClient,
-    edge: Edge,
+/// What the heartbeat loop works with.
+struct Beat {
     problem: Problem,
+    state: Arc<SatelliteState>,
     every: Duration,
-) -> anyhow::Result<()> {
-    let mut down_since: Option<std::time::Instant> = None;
+    /// Started without reaching the control plane.
+    offline: bool,
+}
+
+/// Heartbeats until the control plane revokes the satellite (an error).
+async fn heartbeat_loop(cp: ControlPlaneClient, edge: Edge, b: Beat) -> anyhow::Result<()> {
+    let mut down_since = b.offline.then(std::time::Instant::now);
     loop {
-        tokio::time::sleep(every).await;
-        let error = match problem.lock() {
+        tokio::time::sleep(b.every).await;
+        let error = match b.problem.lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         };
@@ -407,6 +420,7 @@ async fn heartbeat_loop(
                     info!(after = ?t.elapsed(), "control plane is back; registered again");
                 }
                 edge.configure(&cfg);
+                b.state.set_config(&cfg);
             }
             Err(RegisterError::Refused(m)) => {
                 anyhow::bail!("the control plane revoked this satellite: {m}")
