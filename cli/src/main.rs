@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod agent_cmd;
 mod client;
 mod dial;
+mod orgs;
 mod regions;
 mod satellite_cmd;
 mod satellite_state;
@@ -66,6 +67,12 @@ enum Cmd {
     /// Manage ticket-signing keys (admins).
     #[command(subcommand)]
     Keys(satellites::KeysCmd),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(orgs::OrgsCmd),
+    /// Manage users and their site roles.
+    #[command(subcommand)]
+    Users(orgs::UsersCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -104,6 +111,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Satellite(a) => satellite_cmd::run(a).await,
             Cmd::Satellites(c) => satellites::run(c).await,
             Cmd::Keys(c) => satellites::keys(c).await,
+            Cmd::Orgs(c) => orgs::orgs(c).await,
+            Cmd::Users(c) => orgs::users(c).await,
         }
     });
     // Blocking stdin readers must not hold the process open once the work is done.

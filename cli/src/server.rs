@@ -172,6 +172,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         tls_on.then_some(ca.cert_path.as_path()),
     )
     .await?;
+    store.ensure_default_org().await?;
     cp.resume_workspaces().await?;
 
     let router = edge.router().merge(cp.router());

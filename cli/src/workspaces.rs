@@ -12,6 +12,9 @@ pub(crate) struct CreateArgs {
     /// workspace); tunnels entering elsewhere reach it over the mesh.
     #[arg(long)]
     edge: Option<String>,
+    /// The organization it belongs to [default: yours, when you belong to one].
+    #[arg(long)]
+    org: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -38,7 +41,7 @@ pub(crate) async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let ws = c
         .post(
             "/api/v2/workspaces",
-            &json!({ "name": a.name, "edge": a.edge }),
+            &json!({ "name": a.name, "edge": a.edge, "org": a.org }),
         )
         .await?;
     eprintln!(
@@ -70,14 +73,24 @@ fn print_table(list: &Value) {
                         None => "disconnected".into(),
                     };
                     let s = |k: &str| w[k].as_str().unwrap_or("").to_owned();
-                    vec![s("name"), s("status"), agent, s("home_edge"), s("provider")]
+                    vec![
+                        s("name"),
+                        s("org"),
+                        s("status"),
+                        agent,
+                        s("home_edge"),
+                        s("provider"),
+                    ]
                 })
                 .collect()
         })
         .unwrap_or_default();
     print!(
         "{}",
-        crate::table::render(&["NAME", "STATUS", "AGENT", "HOME EDGE", "PROVIDER"], &rows)
+        crate::table::render(
+            &["NAME", "ORG", "STATUS", "AGENT", "HOME EDGE", "PROVIDER"],
+            &rows
+        )
     );
     if rows.is_empty() {
         eprintln!("No workspaces yet. Create one with: perigee create NAME");

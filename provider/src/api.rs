@@ -42,6 +42,21 @@ pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
 /// The caller, from the `Authorization` header.
 pub struct Caller(pub User);
 
+impl Caller {
+    /// Refuses the request unless the caller's site role is one of `roles`.
+    pub fn require(&self, roles: &[&str], what: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "only {} can {what} (you are {:?})",
+                roles.join(" and "),
+                self.0.role
+            )))
+        }
+    }
+}
+
 impl FromRequestParts<ControlPlane> for Caller {
     type Rejection = ApiError;
 
@@ -129,6 +144,44 @@ struct CreateWorkspace {
     /// The edge the agent should link to (default: the primary edge).
     #[serde(default)]
     edge: Option<String>,
+    /// The organization (default: the caller's only organization).
+    #[serde(default)]
+    org: Option<String>,
+}
+
+/// The organization a new workspace of `user` goes to.
+async fn workspace_org(
+    cp: &ControlPlane,
+    user: &User,
+    asked: Option<&str>,
+) -> Result<crate::store_orgs::Org, ApiError> {
+    let mine = cp.store.orgs_of(&user.id).await?;
+    match asked {
+        Some(name) => {
+            if let Some(o) = mine.iter().find(|o| o.name == name) {
+                return Ok(o.clone());
+            }
+            match cp.store.org_by_name(name).await? {
+                Some(o) if user.role == "admin" => Ok(o),
+                Some(_) => Err(ApiError::forbidden(format!(
+                    "org: you are not a member of organization {name:?}"
+                ))),
+                None => Err(ApiError::bad_request(format!(
+                    "org: no organization named {name:?} (see `perigee orgs ls`)"
+                ))),
+            }
+        }
+        None => match mine.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(ApiError::forbidden(
+                "org: you belong to no organization; an admin adds you with `perigee users create` or `perigee orgs add-member`",
+            )),
+            many => Err(ApiError::bad_request(format!(
+                "org: you belong to several organizations ({}); choose one with --org",
+                many.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        },
+    }
 }
 
 /// Workspace names are DNS labels (they appear in dev URL host names).
@@ -184,7 +237,17 @@ async fn create_workspace(
             }
         },
     };
-    let (ws, agent_token) = cp.store.create_workspace(&user, &req.name, home).await?;
+    let org = workspace_org(&cp, &user, req.org.as_deref()).await?;
+    let Some((ws, agent_token)) = cp
+        .store
+        .create_workspace(&user, &org, &req.name, home)
+        .await?
+    else {
+        return Err(ApiError::forbidden(format!(
+            "provider: organization {:?} is not on the allowlist of provider \"built-in\"",
+            org.name
+        )));
+    };
     if let Err(e) = cp
         .provisioner
         .create(&ws.id, &ws.name, &agent_token, agent_url.as_deref())

@@ -74,13 +74,7 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
 }
 
 fn require_admin(c: &Caller) -> Result<(), ApiError> {
-    if c.0.role == "admin" {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "only admins can manage satellites and keys",
-        ))
-    }
+    c.require(&["admin"], "manage satellites and keys")
 }
 
 /// A satellite as the API shows it.

@@ -17,8 +17,10 @@ pub mod api;
 pub mod edges_api;
 pub mod error;
 pub mod local;
+pub mod orgs_api;
 pub mod store;
 pub mod store_edges;
+pub mod store_orgs;
 
 pub use error::ApiError;
 pub use local::{LocalProvisioner, LocalProvisionerConfig};
@@ -123,7 +125,9 @@ impl ControlPlane {
 
     /// The REST API routes.
     pub fn router(&self) -> axum::Router {
-        api::router(self.clone()).merge(edges_api::router(self.clone()))
+        api::router(self.clone())
+            .merge(edges_api::router(self.clone()))
+            .merge(orgs_api::router(self.clone()))
     }
 
     /// The current ticket-signing key.

@@ -12,6 +12,7 @@ use sqlx::{Row as _, SqlitePool};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_satellites.sql")),
+    (3, include_str!("../migrations/0003_orgs.sql")),
 ];
 
 /// Name of the built-in provider.
@@ -53,6 +54,8 @@ pub struct Workspace {
     pub created_at: i64,
     /// The edge the agent links to (`primary` unless it homes on a satellite).
     pub home_edge: String,
+    /// The organization it belongs to.
+    pub org: String,
 }
 
 /// The database could not be opened or migrated.
@@ -189,14 +192,7 @@ impl Store {
         .bind(token::hash(secret))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(User {
-                id: r.try_get(0)?,
-                username: r.try_get(1)?,
-                role: r.try_get(2)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_from_row).transpose()
     }
 
     /// The ticket-signing key, generated and stored on first use.
@@ -218,19 +214,24 @@ impl Store {
         Ok(signer)
     }
 
-    /// Creates a workspace on the built-in provider with a fresh agent token.
+    /// Creates a workspace of `org` on the built-in provider with a fresh agent token.
+    /// `Ok(None)` when the org is not on the provider's allowlist: the check and the insert
+    /// are one statement, so a concurrent allowlist change cannot slip between them.
     pub async fn create_workspace(
         &self,
         owner: &User,
+        org: &crate::store_orgs::Org,
         name: &str,
         home_edge: Option<&str>,
-    ) -> Result<(Workspace, token::Secret), sqlx::Error> {
+    ) -> Result<Option<(Workspace, token::Secret)>, sqlx::Error> {
         let provider_id = self.ensure_built_in_provider().await?;
         let id = token::random_id();
         let agent_token = token::generate(token::AGENT_PREFIX);
         let created_at = now();
-        sqlx::query(
-            "INSERT INTO workspaces (id, name, owner_id, provider_id, status, agent_token_hash, created_at, home_edge) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+        let done = sqlx::query(
+            "INSERT INTO workspaces (id, name, owner_id, provider_id, status, agent_token_hash, created_at, home_edge, org_id) \
+             SELECT ?, ?, ?, ?, 'running', ?, ?, ?, ? \
+             WHERE EXISTS (SELECT 1 FROM provider_orgs WHERE provider_id = ? AND org_id = ?)",
         )
         .bind(&id)
         .bind(name)
@@ -239,8 +240,14 @@ impl Store {
         .bind(token::hash(agent_token.expose()))
         .bind(created_at)
         .bind(home_edge)
+        .bind(&org.id)
+        .bind(&provider_id)
+        .bind(&org.id)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
         let ws = Workspace {
             id,
             name: name.to_owned(),
@@ -252,12 +259,14 @@ impl Store {
             home_edge: home_edge
                 .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
                 .to_owned(),
+            org: org.name.clone(),
         };
-        Ok((ws, agent_token))
+        Ok(Some((ws, agent_token)))
     }
 
-    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at, w.home_edge \
-        FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN providers p ON p.id = w.provider_id";
+    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at, w.home_edge, o.name \
+        FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN providers p ON p.id = w.provider_id \
+        LEFT JOIN orgs o ON o.id = w.org_id";
 
     fn ws_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace, sqlx::Error> {
         Ok(Workspace {
@@ -271,6 +280,7 @@ impl Store {
             home_edge: r
                 .try_get::<Option<String>, _>(7)?
                 .unwrap_or_else(|| relay_core::mesh::PRIMARY_EDGE.to_owned()),
+            org: r.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
         })
     }
 
@@ -344,6 +354,15 @@ impl Store {
     }
 }
 
+/// A user from the columns `id, username, role`.
+pub(crate) fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get(0)?,
+        username: r.try_get(1)?,
+        role: r.try_get(2)?,
+    })
+}
+
 pub(crate) fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
@@ -379,8 +398,16 @@ mod tests {
         );
         assert!(store.user_by_token("pgt_wrong").await.unwrap().is_none());
 
-        let (ws, agent) = store.create_workspace(&user, "dev", None).await.unwrap();
-        assert!(store.create_workspace(&user, "dev", None).await.is_err());
+        let org = store.ensure_default_org().await.unwrap();
+        let (ws, agent) = store
+            .create_workspace(&user, &org, "dev", None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .create_workspace(&user, &org, "dev", None)
+            .await
+            .is_err());
         assert_eq!(
             store
                 .workspace_by_agent_token(agent.expose())

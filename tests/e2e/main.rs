@@ -10,6 +10,7 @@ mod delay;
 mod forward;
 mod harness;
 mod netns;
+mod orgs;
 mod proxy;
 mod regions;
 mod resilience;

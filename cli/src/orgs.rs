@@ -1,0 +1,131 @@
+//! `perigee orgs …` and `perigee users …`.
+
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::workspaces::Output;
+
+/// Manage organizations.
+#[derive(clap::Subcommand)]
+pub(crate) enum OrgsCmd {
+    /// Create an organization (admins); it may use the built-in provider from the start.
+    Create {
+        /// Organization name (lowercase letters, digits, hyphens).
+        name: String,
+    },
+    /// List organizations (admins and site managers see all; others see theirs).
+    Ls {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Add a user to an organization (admins).
+    AddMember {
+        /// Organization name.
+        org: String,
+        /// User name.
+        username: String,
+    },
+}
+
+/// Manage users.
+#[derive(clap::Subcommand)]
+pub(crate) enum UsersCmd {
+    /// Create a user (admins); prints their first API token once.
+    Create {
+        /// User name (lowercase letters, digits, hyphens).
+        username: String,
+        /// Site role: admin, site-manager (manages providers) or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Organization to add them to (repeatable).
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+    },
+    /// List users with their role and organizations (admins and site managers).
+    Ls {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+fn print(output: Output, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .map(|a| a.iter().map(&row).collect())
+                .unwrap_or_default();
+            print!("{}", crate::table::render(header, &rows));
+        }
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) async fn orgs(cmd: OrgsCmd) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    match cmd {
+        OrgsCmd::Create { name } => {
+            c.post("/api/v2/orgs", &json!({ "name": name })).await?;
+            eprintln!("Created organization {name}. It may use the built-in provider.");
+        }
+        OrgsCmd::Ls { output } => {
+            let v = c.get("/api/v2/orgs").await?;
+            print(output, &v, &["NAME", "MEMBERS", "WORKSPACES"], |o| {
+                vec![s(o, "name"), s(o, "members"), s(o, "workspaces")]
+            });
+        }
+        OrgsCmd::AddMember { org, username } => {
+            c.post(
+                &format!("/api/v2/orgs/{org}/members"),
+                &json!({ "username": username }),
+            )
+            .await?;
+            eprintln!("Added {username} to {org}.");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    match cmd {
+        UsersCmd::Create {
+            username,
+            role,
+            orgs,
+        } => {
+            let v = c
+                .post(
+                    "/api/v2/users",
+                    &json!({ "username": username, "role": role, "orgs": orgs }),
+                )
+                .await?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+            eprintln!(
+                "Created {role} {username}. The API token above is shown only once; they log in with:\n\n  perigee login {} --token TOKEN\n",
+                c.base
+            );
+        }
+        UsersCmd::Ls { output } => {
+            let v = c.get("/api/v2/users").await?;
+            print(output, &v, &["USERNAME", "ROLE", "ORGS"], |u| {
+                let orgs: Vec<&str> = u["orgs"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                vec![s(u, "username"), s(u, "role"), orgs.join(",")]
+            });
+        }
+    }
+    Ok(())
+}

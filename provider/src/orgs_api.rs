@@ -1,0 +1,163 @@
+//! REST API for organizations and users (site roles `admin`, `site-manager`, `member`).
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::api::{validate_label, Caller};
+use crate::store_orgs::ROLES;
+use crate::{ApiError, ControlPlane};
+
+pub(crate) fn router(cp: ControlPlane) -> Router {
+    Router::new()
+        .route("/api/v2/orgs", get(list_orgs).post(create_org))
+        .route("/api/v2/orgs/{name}/members", post(add_member))
+        .route("/api/v2/users", get(list_users).post(create_user))
+        .with_state(cp)
+}
+
+async fn list_orgs(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let mine: Vec<String> = cp
+        .store
+        .orgs_of(&caller.0.id)
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    let all_visible = caller.require(&["admin", "site-manager"], "").is_ok();
+    let out = cp
+        .store
+        .orgs()
+        .await?
+        .into_iter()
+        .filter(|(o, _, _)| all_visible || mine.contains(&o.name))
+        .map(|(o, members, workspaces)| {
+            serde_json::json!({
+                "name": o.name,
+                "id": o.id,
+                "created_at": o.created_at,
+                "members": members,
+                "workspaces": workspaces,
+            })
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    name: String,
+}
+
+async fn create_org(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Json(req): Json<CreateOrg>,
+) -> Result<Json<crate::store_orgs::Org>, ApiError> {
+    caller.require(&["admin"], "create organizations")?;
+    validate_label("organization name", &req.name)?;
+    if cp.store.org_by_name(&req.name).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "name: an organization named {:?} exists",
+            req.name
+        )));
+    }
+    Ok(Json(cp.store.create_org(&req.name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    username: String,
+}
+
+async fn add_member(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<AddMember>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&["admin"], "change organization membership")?;
+    let org = cp
+        .store
+        .org_by_name(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no organization named {name:?}")))?;
+    let user = cp.store.user_by_name(&req.username).await?.ok_or_else(|| {
+        ApiError::bad_request(format!("username: no user named {:?}", req.username))
+    })?;
+    cp.store.add_member(&org.id, &user.id).await?;
+    Ok(Json(
+        serde_json::json!({ "org": org.name, "member": user.username }),
+    ))
+}
+
+async fn list_users(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+) -> Result<Json<Vec<crate::store_orgs::UserView>>, ApiError> {
+    caller.require(&["admin", "site-manager"], "list users")?;
+    Ok(Json(cp.store.users().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    username: String,
+    #[serde(default = "member")]
+    role: String,
+    #[serde(default)]
+    orgs: Vec<String>,
+}
+
+fn member() -> String {
+    "member".into()
+}
+
+/// Creates a user (admins only), adds them to `orgs` and returns their first API token once.
+async fn create_user(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Json(req): Json<CreateUser>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&["admin"], "create users")?;
+    validate_label("username", &req.username)?;
+    if !ROLES.contains(&req.role.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "role: {:?} is not a site role; use one of {}",
+            req.role,
+            ROLES.join(", ")
+        )));
+    }
+    if cp.store.user_by_name(&req.username).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "username: a user named {:?} exists",
+            req.username
+        )));
+    }
+    // Check every org before writing anything.
+    let mut orgs = Vec::new();
+    for name in &req.orgs {
+        orgs.push(cp.store.org_by_name(name).await?.ok_or_else(|| {
+            ApiError::bad_request(format!("orgs: no organization named {name:?}"))
+        })?);
+    }
+    let user = cp.store.create_user(&req.username, &req.role).await?;
+    for o in &orgs {
+        cp.store.add_member(&o.id, &user.id).await?;
+    }
+    let token = cp
+        .store
+        .create_api_token(&user.id, "created by an admin")
+        .await?;
+    Ok(Json(serde_json::json!({
+        "user": user,
+        "orgs": req.orgs,
+        "token": token.expose(),
+    })))
+}
