@@ -7,6 +7,7 @@ mod agent_cmd;
 mod client;
 mod dial;
 mod orgs;
+mod providers;
 mod regions;
 mod satellite_cmd;
 mod satellite_state;
@@ -73,6 +74,9 @@ enum Cmd {
     /// Manage users and their site roles.
     #[command(subcommand)]
     Users(orgs::UsersCmd),
+    /// Manage workspace providers (admins and site managers).
+    #[command(subcommand)]
+    Providers(providers::ProvidersCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -113,6 +117,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Keys(c) => satellites::keys(c).await,
             Cmd::Orgs(c) => orgs::orgs(c).await,
             Cmd::Users(c) => orgs::users(c).await,
+            Cmd::Providers(c) => providers::run(c).await,
         }
     });
     // Blocking stdin readers must not hold the process open once the work is done.

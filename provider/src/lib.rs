@@ -18,9 +18,11 @@ pub mod edges_api;
 pub mod error;
 pub mod local;
 pub mod orgs_api;
+pub mod providers_api;
 pub mod store;
 pub mod store_edges;
 pub mod store_orgs;
+pub mod store_providers;
 
 pub use error::ApiError;
 pub use local::{LocalProvisioner, LocalProvisionerConfig};
@@ -128,6 +130,7 @@ impl ControlPlane {
         api::router(self.clone())
             .merge(edges_api::router(self.clone()))
             .merge(orgs_api::router(self.clone()))
+            .merge(providers_api::router(self.clone()))
     }
 
     /// The current ticket-signing key.

@@ -1,7 +1,7 @@
 //! Secrets handed to users and agents: generated here, stored only as a SHA-256 hash.
 //!
 //! Format: `<kind>_<32 random bytes as base64url>` (kind `pgt` for API tokens, `pga` for agent
-//! tokens, `pgs` for satellite tokens), so a leaked token is recognisable by secret scanners.
+//! tokens, `pgs` for satellite tokens, `pgp` for provider tokens), so a leaked token is recognisable by secret scanners.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -13,6 +13,8 @@ pub const API_PREFIX: &str = "pgt";
 pub const AGENT_PREFIX: &str = "pga";
 /// Prefix of satellite tokens.
 pub const SATELLITE_PREFIX: &str = "pgs";
+/// Prefix of workspace-provider (REMOTE) tokens.
+pub const PROVIDER_PREFIX: &str = "pgp";
 
 /// A secret whose `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]

@@ -171,6 +171,17 @@ impl Server {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// Runs a CLI command that must fail with `needle` in its error.
+    pub fn refused(&self, args: &[&str], needle: &str) {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+    }
+
     /// Registers a satellite; returns its token.
     pub fn create_satellite(&self, name: &str, region: &str, access_url: &str) -> String {
         let token = self

@@ -11,6 +11,7 @@ mod forward;
 mod harness;
 mod netns;
 mod orgs;
+mod providers;
 mod proxy;
 mod regions;
 mod resilience;

@@ -19,16 +19,6 @@ fn as_user(server: &Server, token: &str, args: &[&str]) -> (bool, String, String
     )
 }
 
-fn refused(server: &Server, args: &[&str], needle: &str) {
-    let out = server.run(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} was accepted");
-    assert!(
-        err.contains(needle),
-        "{args:?}: expected {needle:?} in {err}"
-    );
-}
-
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).expect("json")
 }
@@ -37,32 +27,24 @@ fn json(s: &str) -> serde_json::Value {
 fn organizations_users_and_roles() {
     let server = Server::start();
     server.ok(&["orgs", "create", "eng"]);
-    refused(
-        &server,
+    server.refused(
         &["orgs", "create", "eng"],
         "name: an organization named \"eng\" exists",
     );
-    refused(
-        &server,
-        &["orgs", "create", "Bad_Name"],
-        "invalid organization name",
-    );
+    server.refused(&["orgs", "create", "Bad_Name"], "invalid organization name");
 
     let bob = server.ok(&["users", "create", "bob", "--org", "eng"]);
     let bob = bob.trim();
     assert!(bob.starts_with("pgt_"), "{bob}");
-    refused(
-        &server,
+    server.refused(
         &["users", "create", "x", "--role", "king"],
         "role: \"king\" is not a site role",
     );
-    refused(
-        &server,
+    server.refused(
         &["users", "create", "y", "--org", "nope"],
         "orgs: no organization named \"nope\"",
     );
-    refused(
-        &server,
+    server.refused(
         &["users", "create", "bob"],
         "username: a user named \"bob\" exists",
     );
@@ -112,11 +94,7 @@ fn organizations_users_and_roles() {
     server.ok(&["create", "ops"]);
     assert_eq!(server.workspace("ops")["org"], "default");
     server.ok(&["orgs", "add-member", "eng", "admin"]);
-    refused(
-        &server,
-        &["create", "w2"],
-        "several organizations (default, eng)",
-    );
+    server.refused(&["create", "w2"], "several organizations (default, eng)");
     server.ok(&["create", "w2", "--org", "eng"]);
     let orgs = json(&server.ok(&["orgs", "ls", "-o", "json"]));
     let eng = orgs

@@ -1,0 +1,216 @@
+//! REST API for workspace providers: list and create (admins and site managers).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::api::Caller;
+use crate::store_providers::{NewProvider, Provider};
+use crate::{ApiError, ControlPlane};
+
+/// Roles that manage providers.
+pub const MANAGERS: &[&str] = &["admin", "site-manager"];
+
+pub(crate) fn router(cp: ControlPlane) -> Router {
+    Router::new()
+        .route("/api/v2/providers", get(list).post(create))
+        .with_state(cp)
+}
+
+fn url_parts(url: &str) -> Option<(String, String, bool)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_owned();
+    let host = uri.host()?.trim_matches(['[', ']']).to_ascii_lowercase();
+    let bare = uri
+        .path_and_query()
+        .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+    Some((scheme, host, bare))
+}
+
+/// Checks a provider's hostname against the deployment's access URL: an absolute URL with no
+/// path, the same scheme, and a host that is a subdomain of the access URL's host by whole
+/// labels (`ws.perigee.example.com` for `perigee.example.com`; not `evilperigee.example.com`).
+pub fn check_hostname(access_url: &str, hostname: &str) -> Result<(), String> {
+    let (a_scheme, a_host, _) = url_parts(access_url)
+        .ok_or_else(|| format!("the access URL {access_url:?} is not a URL"))?;
+    let Some((scheme, host, bare)) = url_parts(hostname) else {
+        return Err(format!(
+            "{hostname:?} is not an absolute URL like https://ws.{a_host}"
+        ));
+    };
+    if !matches!(scheme.as_str(), "http" | "https") || !bare {
+        return Err(format!(
+            "{hostname:?} must be http(s)://HOST[:PORT] with no path"
+        ));
+    }
+    if scheme != a_scheme {
+        return Err(format!(
+            "{hostname:?} uses {scheme} but the deployment's access URL {access_url} uses {a_scheme}"
+        ));
+    }
+    if a_host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "the deployment's access URL {access_url} names an IP address, which has no subdomains; give the server an --access-url with a DNS name"
+        ));
+    }
+    let prefix = host
+        .strip_suffix(&a_host)
+        .and_then(|p| p.strip_suffix('.'))
+        .filter(|p| !p.is_empty());
+    let Some(prefix) = prefix else {
+        return Err(format!(
+            "the host {host:?} is not a subdomain of the deployment's host {a_host:?} (e.g. ws.{a_host})"
+        ));
+    };
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !prefix.split('.').all(label_ok) {
+        return Err(format!("the host {host:?} has an invalid DNS label"));
+    }
+    Ok(())
+}
+
+/// Checks a cluster address: an absolute http(s) URL.
+pub fn check_cluster_address(url: &str) -> Result<(), String> {
+    match url_parts(url) {
+        Some((scheme, host, _))
+            if matches!(scheme.as_str(), "http" | "https") && !host.is_empty() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{url:?} is not a valid URL (e.g. https://10.0.0.1:6443 or https://k8s.example.com)"
+        )),
+    }
+}
+
+async fn list(
+    State(cp): State<ControlPlane>,
+    Caller(_): Caller,
+) -> Result<Json<Vec<Provider>>, ApiError> {
+    Ok(Json(cp.store.providers().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProvider {
+    name: String,
+    hostname: String,
+    cluster_address: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// The Helm command that installs a provider, and the same as data.
+fn helm(cp: &ControlPlane, p: &Provider, token: &str) -> (String, serde_json::Value) {
+    let hostname = p.hostname.clone().unwrap_or_default();
+    let host = url_parts(&hostname).map(|(_, h, _)| h).unwrap_or_default();
+    let mut sets = vec![
+        ("provider.token", token.to_owned()),
+        ("provider.accessURL", hostname),
+        ("ingress.host", host),
+        (
+            "provider.clusterAddress",
+            p.cluster_address.clone().unwrap_or_default(),
+        ),
+        ("controlPlane.accessURL", cp.primary.access_url.clone()),
+    ];
+    if let Some(ns) = &p.namespace {
+        sets.push(("provider.namespace", ns.clone()));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let mut cmd = format!(
+        "helm upgrade perigee-workspace-provider perigee/workspace-provider --version={version} --atomic --install"
+    );
+    for (k, v) in &sets {
+        cmd.push_str(&format!(" --set {k}={v}"));
+    }
+    let values: serde_json::Map<String, serde_json::Value> = sets
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .collect();
+    (
+        cmd,
+        serde_json::json!({
+            "release": "perigee-workspace-provider",
+            "chart": "perigee/workspace-provider",
+            "version": version,
+            "set": values,
+        }),
+    )
+}
+
+async fn create(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Json(req): Json<CreateProvider>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(MANAGERS, "create providers")?;
+    crate::api::validate_label("name", &req.name)?;
+    let hostname = req.hostname.trim_end_matches('/');
+    check_hostname(&cp.primary.access_url, hostname)
+        .map_err(|e| ApiError::bad_request(format!("hostname: {e}")))?;
+    check_cluster_address(&req.cluster_address)
+        .map_err(|e| ApiError::bad_request(format!("cluster_address: {e}")))?;
+    if let Some(ns) = &req.namespace {
+        crate::api::validate_label("namespace", ns)?;
+    }
+    let new = NewProvider {
+        name: &req.name,
+        hostname,
+        cluster_address: &req.cluster_address,
+        namespace: req.namespace.as_deref(),
+    };
+    let Some((p, token)) = cp.store.create_provider(&new).await? else {
+        return Err(ApiError::conflict(format!(
+            "name: a provider named {:?} exists (see `perigee providers ls`)",
+            req.name
+        )));
+    };
+    let (command, data) = helm(&cp, &p, token.expose());
+    Ok(Json(serde_json::json!({
+        "provider": p,
+        "token": token.expose(),
+        "helm_command": command,
+        "helm": data,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_must_be_subdomains_by_whole_labels_with_the_same_scheme() {
+        let a = "https://perigee.example.com";
+        assert_eq!(check_hostname(a, "https://ws.perigee.example.com"), Ok(()));
+        assert_eq!(
+            check_hostname(a, "https://a.b.perigee.example.com:8443"),
+            Ok(())
+        );
+        assert_eq!(check_hostname(a, "https://WS.Perigee.Example.com"), Ok(()));
+        for (bad, why) in [
+            ("https://evilperigee.example.com", "not a subdomain"),
+            ("https://perigee.example.com", "not a subdomain"),
+            ("https://perigee.example.com.evil.net", "not a subdomain"),
+            ("http://ws.perigee.example.com", "uses http"),
+            ("https://ws.perigee.example.com/path", "no path"),
+            ("ws.perigee.example.com", "not an absolute URL"),
+            ("https://-x.perigee.example.com", "invalid DNS label"),
+            ("ftp://ws.perigee.example.com", "no path"),
+        ] {
+            let e = check_hostname(a, bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = check_hostname("https://127.0.0.1:3000", "https://ws.127.0.0.1").expect_err("ip");
+        assert!(e.contains("IP address"), "{e}");
+        assert!(check_cluster_address("https://10.0.0.1:6443").is_ok());
+        assert!(check_cluster_address("not a url").is_err());
+        assert!(check_cluster_address("10.0.0.1:6443").is_err());
+    }
+}
