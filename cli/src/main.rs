@@ -7,6 +7,7 @@ mod agent_cmd;
 mod client;
 mod dial;
 mod orgs;
+mod provider_cmd;
 mod providers;
 mod regions;
 mod satellite_cmd;
@@ -46,6 +47,8 @@ enum Cmd {
     Server(server::ServerArgs),
     /// Run a satellite: a regional edge registered with the control plane by token.
     Satellite(satellite_cmd::SatelliteArgs),
+    /// Run a remote workspace provider's deployment (registers with its REMOTE token).
+    WorkspaceProvider(provider_cmd::ProviderArgs),
     /// Run a workspace agent (started for you by provisioners).
     Agent(agent_cmd::AgentArgs),
     /// Log in to a deployment and remember the session.
@@ -81,7 +84,10 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let is_daemon = matches!(cli.cmd, Cmd::Server(_) | Cmd::Agent(_) | Cmd::Satellite(_));
+    let is_daemon = matches!(
+        cli.cmd,
+        Cmd::Server(_) | Cmd::Agent(_) | Cmd::Satellite(_) | Cmd::WorkspaceProvider(_)
+    );
     let default = if is_daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -113,6 +119,7 @@ fn main() -> std::process::ExitCode {
             Cmd::PortForward(a) => tunnel::port_forward(a).await,
             Cmd::Ping(a) => regions::ping(a).await,
             Cmd::Satellite(a) => satellite_cmd::run(a).await,
+            Cmd::WorkspaceProvider(a) => provider_cmd::run(a).await,
             Cmd::Satellites(c) => satellites::run(c).await,
             Cmd::Keys(c) => satellites::keys(c).await,
             Cmd::Orgs(c) => orgs::orgs(c).await,

@@ -5,4 +5,6 @@ ALTER TABLE providers ADD COLUMN namespace TEXT;
 ALTER TABLE providers ADD COLUMN token_hash TEXT;          -- REMOTE token, SHA-256 only
 ALTER TABLE providers ADD COLUMN status_message TEXT;
 ALTER TABLE providers ADD COLUMN last_heartbeat_at INTEGER;
+ALTER TABLE providers ADD COLUMN heartbeat_secs INTEGER;
+ALTER TABLE providers ADD COLUMN version TEXT;
 CREATE UNIQUE INDEX providers_token_hash ON providers (token_hash);

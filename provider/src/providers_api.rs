@@ -15,6 +15,10 @@ pub const MANAGERS: &[&str] = &["admin", "site-manager"];
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/api/v2/providers", get(list).post(create))
+        .route(
+            "/api/v2/providers/heartbeat",
+            axum::routing::post(heartbeat),
+        )
         .with_state(cp)
 }
 
@@ -87,6 +91,36 @@ pub fn check_cluster_address(url: &str) -> Result<(), String> {
             "{url:?} is not a valid URL (e.g. https://10.0.0.1:6443 or https://k8s.example.com)"
         )),
     }
+}
+
+/// A provider's deployment reports in with its REMOTE token (the first report registers it:
+/// `pending → ready`, or `error` with the failure it reports).
+async fn heartbeat(
+    State(cp): State<ControlPlane>,
+    headers: http::HeaderMap,
+    Json(hb): Json<crate::store_providers::ProviderHeartbeat>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing provider token (Authorization: Bearer)"))?;
+    let Some(p) = cp.store.provider_by_token(token.trim()).await? else {
+        return Err(ApiError::unauthorized(
+            "provider token not recognised: the provider was removed, or the token is for another deployment",
+        ));
+    };
+    if hb.heartbeat_secs == 0 || hb.heartbeat_secs > 3600 {
+        return Err(ApiError::bad_request("heartbeat_secs: must be 1-3600"));
+    }
+    cp.store.provider_heartbeat(&p.id, &hb).await?;
+    if p.status != "ready" || hb.error.is_some() {
+        tracing::info!(provider = %p.name, error = ?hb.error, "provider reported in");
+    }
+    Ok(Json(serde_json::json!({
+        "name": p.name,
+        "control_plane_version": env!("CARGO_PKG_VERSION"),
+    })))
 }
 
 async fn list(

@@ -32,6 +32,26 @@ pub struct Provider {
     pub workspaces: i64,
     /// Creation time (Unix seconds).
     pub created_at: i64,
+    /// Last heartbeat of its `perigee workspace-provider` (Unix seconds).
+    pub last_heartbeat_at: Option<i64>,
+    /// Version its deployment runs.
+    pub version: Option<String>,
+}
+
+/// Heartbeats a remote provider may miss before it is `error`.
+pub const MISSED_HEARTBEATS: i64 = 3;
+
+/// A remote provider's deployment reports in.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderHeartbeat {
+    /// Version it runs.
+    pub version: String,
+    /// Its heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+    /// A startup or runtime failure, when it has one.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A new remote provider.
@@ -47,13 +67,13 @@ pub struct NewProvider<'a> {
 }
 
 const SELECT: &str = "SELECT p.id, p.name, p.built_in, p.is_default, p.status, p.status_message, \
-    p.hostname, p.cluster_address, p.namespace, p.created_at, \
+    p.hostname, p.cluster_address, p.namespace, p.created_at, p.last_heartbeat_at, p.heartbeat_secs, p.version, \
     (SELECT COUNT(*) FROM workspaces w WHERE w.provider_id = p.id), \
     (SELECT GROUP_CONCAT(o.name, ',') FROM provider_orgs a JOIN orgs o ON o.id = a.org_id WHERE a.provider_id = p.id) \
     FROM providers p";
 
 fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Provider, sqlx::Error> {
-    let orgs: Option<String> = r.try_get(11)?;
+    let orgs: Option<String> = r.try_get(14)?;
     let mut orgs: Vec<String> = orgs
         .unwrap_or_default()
         .split(',')
@@ -72,8 +92,25 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Provider, sqlx::Error> {
         cluster_address: r.try_get(7)?,
         namespace: r.try_get(8)?,
         created_at: r.try_get(9)?,
-        workspaces: r.try_get(10)?,
+        last_heartbeat_at: r.try_get(10)?,
+        version: r.try_get(12)?,
+        workspaces: r.try_get(13)?,
         orgs,
+    })
+    .map(|mut p| {
+        // A remote provider that stopped heartbeating is in error until it resumes.
+        let hb: Option<i64> = r.try_get(11).ok().flatten();
+        if let (false, Some(last)) = (p.built_in, p.last_heartbeat_at) {
+            let every = hb.unwrap_or(15).max(1);
+            let age = (now() - last).max(0);
+            if age > MISSED_HEARTBEATS * every {
+                p.status = "error".into();
+                p.status_message = Some(format!(
+                    "missed heartbeats: the last was {age} s ago (expected every {every} s)"
+                ));
+            }
+        }
+        p
     })
 }
 
@@ -93,6 +130,34 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// The remote provider a REMOTE token belongs to.
+    pub async fn provider_by_token(&self, secret: &str) -> Result<Option<Provider>, sqlx::Error> {
+        let row = sqlx::query(&format!("{SELECT} WHERE p.token_hash = ?"))
+            .bind(token::hash(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Records a heartbeat: `ready`, or `error` with the reported failure.
+    pub async fn provider_heartbeat(
+        &self,
+        id: &str,
+        hb: &ProviderHeartbeat,
+    ) -> Result<(), sqlx::Error> {
+        let status = if hb.error.is_some() { "error" } else { "ready" };
+        sqlx::query("UPDATE providers SET status = ?, status_message = ?, last_heartbeat_at = ?, heartbeat_secs = ?, version = ? WHERE id = ? AND built_in = 0")
+            .bind(status)
+            .bind(&hb.error)
+            .bind(now())
+            .bind(i64::try_from(hb.heartbeat_secs).unwrap_or(i64::MAX))
+            .bind(&hb.version)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Creates a remote provider in `pending`; its REMOTE token is returned once and only

@@ -2,7 +2,9 @@
 //! the hostname, scheme and cluster-address rules), the Helm command, and refusals that name
 //! the field and change nothing.
 
-use crate::harness::{free_port, Server, TempDir};
+use std::time::Duration;
+
+use crate::harness::{free_port, wait_until, Server, TempDir};
 
 #[test]
 fn providers_are_created_by_the_rules() {
@@ -132,5 +134,125 @@ fn providers_are_created_by_the_rules() {
     assert!(
         table.contains("built-in") && table.contains("default") && table.contains("pending"),
         "{table}"
+    );
+}
+
+/// Starts `perigee workspace-provider`; waits for its readiness line.
+fn start_provider(server: &Server, token: &str, data: &std::path::Path) -> std::process::Child {
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "workspace-provider",
+            "--primary-url",
+            &server.url,
+            "--token",
+            token,
+        ])
+        .args(["--heartbeat-secs", "1", "--ca-cert"])
+        .arg(server.data().join("tls/ca.pem"))
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn workspace-provider");
+    crate::harness::wait_ready(&mut child, "perigee workspace-provider ready: ", data);
+    child
+}
+
+fn status(server: &Server, name: &str) -> (String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&server.ok(&["providers", "ls", "-o", "json"])).expect("json");
+    let p = v
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+        .unwrap_or_default();
+    (
+        p["status"].as_str().unwrap_or("").to_owned(),
+        p["status_message"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[test]
+fn provider_status_follows_its_deployment() {
+    let tmp = TempDir::new("provider-status");
+    let port = free_port("127.0.0.1");
+    let server = Server::start_full(
+        &tmp.0,
+        &format!("127.0.0.1:{port}"),
+        &[],
+        &[],
+        &["--access-url", &format!("https://localhost:{port}")],
+    );
+    let v: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "providers",
+        "create",
+        "eu",
+        "--hostname",
+        &format!("https://eu.localhost:{port}"),
+        "--cluster-address",
+        "https://10.0.0.1:6443",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    let token = v["token"].as_str().expect("token").to_owned();
+    assert_eq!(status(&server, "eu").0, "pending");
+
+    // pending → ready when it registers.
+    let mut p = start_provider(&server, &token, &tmp.0.join("eu"));
+    wait_until("ready", Duration::from_secs(10), || {
+        status(&server, "eu").0 == "ready"
+    });
+    // Stopped: error once 3 heartbeats are missed; back to ready when it returns.
+    let _ = p.kill();
+    let _ = p.wait();
+    wait_until(
+        "error after missed heartbeats",
+        Duration::from_secs(10),
+        || status(&server, "eu").0 == "error",
+    );
+    assert!(status(&server, "eu").1.contains("missed heartbeats"));
+    let mut p = start_provider(&server, &token, &tmp.0.join("eu"));
+    wait_until("ready again", Duration::from_secs(10), || {
+        status(&server, "eu").0 == "ready"
+    });
+    let _ = p.kill();
+    let _ = p.wait();
+
+    // A startup failure is reported, with its message.
+    let file = tmp.0.join("not-a-dir");
+    std::fs::write(&file, b"x").expect("file");
+    let mut p = start_provider(&server, &token, &file);
+    wait_until(
+        "error with the startup failure",
+        Duration::from_secs(10),
+        || {
+            let (s, m) = status(&server, "eu");
+            s == "error" && m.contains("startup failed")
+        },
+    );
+    let _ = p.kill();
+    let _ = p.wait();
+
+    // Someone else's token: refused with a clear error, the process exits.
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "workspace-provider",
+            "--primary-url",
+            &server.url,
+            "--token",
+            "pgp_nope",
+        ])
+        .arg("--ca-cert")
+        .arg(server.data().join("tls/ca.pem"))
+        .arg("--data-dir")
+        .arg(tmp.0.join("x"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("provider token not recognised"),
+        "{err}"
     );
 }

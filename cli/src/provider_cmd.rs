@@ -1,0 +1,106 @@
+//! `perigee workspace-provider`: the deployment of a remote workspace provider. It registers
+//! with its REMOTE token and heartbeats, reporting a startup failure when it has one
+//! (`pending → ready`, or `error` with the message). Provisioning workspaces into its
+//! cluster and serving its edge come with the Kubernetes issue.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::json;
+use tracing::{info, warn};
+
+/// Arguments of `perigee workspace-provider`.
+#[derive(clap::Args)]
+pub(crate) struct ProviderArgs {
+    /// The control plane's URL.
+    #[arg(long, env = "PERIGEE_PRIMARY_URL")]
+    primary_url: String,
+    /// The REMOTE token printed by `perigee providers create`.
+    #[arg(long, env = "PERIGEE_PROVIDER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Where this provider keeps its local workspaces
+    /// [default: $XDG_DATA_HOME/perigee-provider].
+    #[arg(long, env = "PERIGEE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// CA certificate to trust for the control plane (self-signed deployments).
+    #[arg(long, env = "PERIGEE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "PERIGEE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_secs: u64,
+}
+
+/// Startup checks; the failure is reported to the control plane (and shown by
+/// `perigee providers ls`) instead of crashing in a loop.
+fn startup(a: &ProviderArgs) -> Result<PathBuf, String> {
+    let dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => crate::server::default_data_dir()
+            .map_err(|e| e.to_string())?
+            .with_file_name("perigee-provider"),
+    };
+    crate::server::create_private_dir(&dir.join("workspaces"))
+        .map_err(|e| format!("startup failed: {e:#}"))?;
+    Ok(dir)
+}
+
+pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
+    let url = a.primary_url.trim_end_matches('/').to_owned();
+    let roots = relay_core::tls::roots(a.ca_cert.as_deref()).context("loading --ca-cert")?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(relay_core::tls::client_config(
+            roots,
+            &[b"h2", b"http/1.1"],
+        )?)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let problem = startup(&a).err();
+    if let Some(p) = &problem {
+        warn!(error = %p, "reporting a startup failure to the control plane");
+    }
+    let every = Duration::from_secs(a.heartbeat_secs);
+    let mut announced = false;
+    loop {
+        let sent = http
+            .post(format!("{url}/api/v2/providers/heartbeat"))
+            .bearer_auth(a.token.trim())
+            .json(&json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "heartbeat_secs": a.heartbeat_secs,
+                "error": problem,
+            }))
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let v = crate::client::json_limited(resp, 64 * 1024).await?;
+                if !announced {
+                    let name = v["name"].as_str().unwrap_or("?");
+                    info!(provider = name, "registered with the control plane");
+                    println!("perigee workspace-provider ready: registered as {name} with {url}");
+                    announced = true;
+                }
+            }
+            Ok(resp) if resp.status().is_client_error() => {
+                let status = resp.status().as_u16();
+                let v = crate::client::json_limited(resp, 64 * 1024)
+                    .await
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "the control plane at {url} refused this provider: {} (HTTP {status})",
+                    v["error"].as_str().unwrap_or("no reason given")
+                );
+            }
+            Ok(resp) => warn!(
+                status = resp.status().as_u16(),
+                "control plane error; retrying"
+            ),
+            Err(e) => warn!(error = %e, "control plane unreachable; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = crate::server::shutdown_signal() => return Ok(()),
+        }
+    }
+}
