@@ -78,13 +78,8 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// One haproxy process forwarding plain TCP from a new port to `target`.
-fn haproxy_hop(dir: &std::path::Path, target: u16) -> anyhow::Result<(Procs, String)> {
-    std::fs::create_dir_all(dir)?;
-    let port = free_port();
-    let cfg = format!(
-        "global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server t 127.0.0.1:{target}\n"
-    );
+/// Runs haproxy with `cfg` (written to `dir/hop.cfg`).
+fn run_haproxy(dir: &std::path::Path, cfg: &str) -> anyhow::Result<Procs> {
     std::fs::write(dir.join("hop.cfg"), cfg)?;
     let child = Command::new("haproxy")
         .args(["-db", "-f"])
@@ -93,7 +88,17 @@ fn haproxy_hop(dir: &std::path::Path, target: u16) -> anyhow::Result<(Procs, Str
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("haproxy.log"))?)
         .spawn()?;
-    Ok((Procs(vec![child]), format!("127.0.0.1:{port}")))
+    Ok(Procs(vec![child]))
+}
+
+/// One haproxy process forwarding plain TCP from a new port to `target`.
+fn haproxy_hop(dir: &std::path::Path, target: u16) -> anyhow::Result<(Procs, String)> {
+    std::fs::create_dir_all(dir)?;
+    let port = free_port();
+    let cfg = format!(
+        "global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server t 127.0.0.1:{target}\n"
+    );
+    Ok((run_haproxy(dir, &cfg)?, format!("127.0.0.1:{port}")))
 }
 
 /// One haproxy process terminating TLS (its own certificate) and re-encrypting to `target`:
@@ -105,15 +110,7 @@ fn haproxy_tls_hop(dir: &std::path::Path, target: u16) -> anyhow::Result<(Procs,
         "global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\nfrontend f\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1\n  default_backend b\nbackend b\n  server t 127.0.0.1:{target} ssl verify none sni str(localhost) alpn http/1.1\n",
         dir.join("combined.pem").display()
     );
-    std::fs::write(dir.join("hop.cfg"), cfg)?;
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(dir.join("hop.cfg"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("haproxy.log"))?)
-        .spawn()?;
-    Ok((Procs(vec![child]), format!("127.0.0.1:{port}"), ca))
+    Ok((run_haproxy(dir, &cfg)?, format!("127.0.0.1:{port}"), ca))
 }
 
 /// Starts a satellite registered with `pg` (sharing its CA); returns it and its address.
@@ -155,6 +152,16 @@ fn satellite(pg: &Perigee, dir: &std::path::Path) -> anyhow::Result<(Procs, Stri
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("satellite.log"))?)
         .spawn()?;
+    let line = first_line(&mut child)?;
+    anyhow::ensure!(
+        line.starts_with("perigee satellite ready"),
+        "satellite did not start: {line:?}"
+    );
+    Ok((Procs(vec![child]), format!("127.0.0.1:{port}")))
+}
+
+/// The first line a child prints on stdout (its readiness line).
+fn first_line(child: &mut std::process::Child) -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::BufReader::new(
         child
@@ -163,11 +170,7 @@ fn satellite(pg: &Perigee, dir: &std::path::Path) -> anyhow::Result<(Procs, Stri
             .ok_or_else(|| anyhow::anyhow!("stdout"))?,
     )
     .read_line(&mut line)?;
-    anyhow::ensure!(
-        line.starts_with("perigee satellite ready"),
-        "satellite did not start: {line:?}"
-    );
-    Ok((Procs(vec![child]), format!("127.0.0.1:{port}")))
+    Ok(line)
 }
 
 /// The echo target in a child process of its own: the bench process needs its file
@@ -178,15 +181,7 @@ fn echo_process() -> anyhow::Result<(Procs, u16)> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("stdout"))?,
-    )
-    .read_line(&mut line)?;
-    let port = line.trim().parse()?;
+    let port = first_line(&mut child)?.trim().parse()?;
     Ok((Procs(vec![child]), port))
 }
 

@@ -295,14 +295,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
             ca.issue(&names)?
         }
     };
-    let http_tls = if tls_on {
-        Some(Arc::new(relay_core::tls::server_config(
-            &identity,
-            &[b"h2", b"http/1.1"],
-        )?))
-    } else {
-        None
-    };
+    let http_tls = crate::server::https_config(&identity, tls_on)?;
     let registry = prometheus::Registry::new();
     let auth = ControlPlaneAgentAuth {
         http: http.clone(),

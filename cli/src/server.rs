@@ -116,14 +116,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
         _ => ca.issue(&names)?,
     };
-    let http_tls = if tls_on {
-        Some(Arc::new(relay_core::tls::server_config(
-            &identity,
-            &[b"h2", b"http/1.1"],
-        )?))
-    } else {
-        None
-    };
+    let http_tls = crate::server::https_config(&identity, tls_on)?;
 
     let registry = prometheus::Registry::new();
     let verifier = relay_core::ticket::Verifier::new(store.ticket_public_keys().await?);
@@ -189,6 +182,21 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     info!("shutting down; local workspace agents keep running and are adopted on the next start");
     serving.stop().await;
     Ok(())
+}
+
+/// The HTTPS configuration of a role's TCP listener (`None`: plain HTTP).
+pub(crate) fn https_config(
+    identity: &Identity,
+    tls_on: bool,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(if tls_on {
+        Some(Arc::new(relay_core::tls::server_config(
+            identity,
+            &[b"h2", b"http/1.1"],
+        )?))
+    } else {
+        None
+    })
 }
 
 pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
