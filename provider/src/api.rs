@@ -31,9 +31,8 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
 }
 
 /// The token in an `Authorization: Bearer` header.
-pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
@@ -61,7 +60,7 @@ impl FromRequestParts<ControlPlane> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let Some(token) = bearer(parts) else {
+        let Some(token) = bearer(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing API token: send `Authorization: Bearer <token>` (run `perigee login`)",
             ));

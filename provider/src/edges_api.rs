@@ -237,7 +237,7 @@ impl FromRequestParts<ControlPlane> for SatelliteCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let token = crate::api::bearer(parts).ok_or_else(|| {
+        let token = crate::api::bearer(&parts.headers).ok_or_else(|| {
             ApiError::unauthorized("missing satellite token (Authorization: Bearer)")
         })?;
         match cp.store.satellite_by_token(token.trim()).await? {

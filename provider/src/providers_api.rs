@@ -100,10 +100,7 @@ async fn heartbeat(
     headers: http::HeaderMap,
     Json(hb): Json<crate::store_providers::ProviderHeartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+    let token = crate::api::bearer(&headers)
         .ok_or_else(|| ApiError::unauthorized("missing provider token (Authorization: Bearer)"))?;
     let Some(p) = cp.store.provider_by_token(token.trim()).await? else {
         return Err(ApiError::unauthorized(
