@@ -110,10 +110,17 @@ impl Client {
             return serde_json::from_slice(&body)
                 .with_context(|| format!("unexpected answer from {}", self.base));
         }
-        let message = serde_json::from_slice::<Value>(&body)
-            .ok()
+        let parsed = serde_json::from_slice::<Value>(&body).ok();
+        let mut message = parsed
+            .as_ref()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        // Name the field at fault, unless the message already starts with it.
+        if let Some(field) = parsed.as_ref().and_then(|v| v["field"].as_str()) {
+            if !message.starts_with(field) {
+                message = format!("{field}: {message}");
+            }
+        }
         anyhow::bail!("{message} (HTTP {})", status.as_u16())
     }
 
@@ -123,6 +130,10 @@ impl Client {
 
     pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub(crate) async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 
     pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {

@@ -43,6 +43,11 @@ pub(crate) struct ServerArgs {
     /// `ip netns exec ws1` or `systemd-run --user --scope`.
     #[arg(long, env = "PERIGEE_AGENT_EXEC_PREFIX")]
     agent_exec_prefix: Option<String>,
+    /// Keep state in PostgreSQL instead of SQLite in the data directory, e.g.
+    /// postgres://perigee:PASSWORD@db:5432/perigee. Several replicas can share one database.
+    /// Prefer the environment variable: a password on the command line shows in `ps`.
+    #[arg(long, env = "PERIGEE_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -83,9 +88,15 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     }
     create_private_dir(&data_dir)?;
 
-    let store = Store::open_sqlite(&data_dir.join("perigee.db"))
-        .await
-        .context("opening the database")?;
+    let store = match &a.postgres_url {
+        Some(url) => Store::open_postgres(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", redact_password(&e.to_string(), url)))
+            .context("opening the PostgreSQL database given by --postgres-url")?,
+        None => Store::open_sqlite(&data_dir.join("perigee.db"))
+            .await
+            .context("opening the database")?,
+    };
     store.ensure_built_in_provider().await?;
     let signer = store.signing_key().await?;
     let ca = LocalCa::load_or_create(&data_dir.join("tls"))?;
@@ -238,7 +249,17 @@ async fn first_admin(
     if store.user_count().await? > 0 {
         return Ok(());
     }
-    let admin = store.create_user("admin", "admin").await?;
+    let admin = match store.create_user("admin", "admin").await {
+        Ok(a) => a,
+        // Another replica on the same database created it first; its data dir has the token.
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let token = store.create_api_token(&admin.id, "first admin").await?;
     let path = data_dir.join("admin-token");
     relay_core::tls::write_private(&path, format!("{}\n", token.expose()).as_bytes())
@@ -254,6 +275,18 @@ async fn first_admin(
         path.display()
     );
     Ok(())
+}
+
+/// `msg` with the password of `url` (if any) replaced, for errors that may quote the URL.
+fn redact_password(msg: &str, url: &str) -> String {
+    let creds = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(c, _)| c);
+    match creds.and_then(|c| c.split_once(':')).map(|(_, p)| p) {
+        Some(p) if !p.is_empty() => msg.replace(p, "***"),
+        _ => msg.to_owned(),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

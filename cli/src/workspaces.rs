@@ -15,6 +15,10 @@ pub(crate) struct CreateArgs {
     /// The organization it belongs to [default: yours, when you belong to one].
     #[arg(long)]
     org: Option<String>,
+    /// The workspace provider (cluster) it runs on [default: the default provider]. Your
+    /// organization must be on its allowlist, and it must be ready and not cordoned.
+    #[arg(long)]
+    provider: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -41,12 +45,13 @@ pub(crate) async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let ws = c
         .post(
             "/api/v2/workspaces",
-            &json!({ "name": a.name, "edge": a.edge, "org": a.org }),
+            &json!({ "name": a.name, "edge": a.edge, "org": a.org, "provider": a.provider }),
         )
         .await?;
     eprintln!(
-        "Created workspace {}. Connect with: perigee tunnel {} PORT",
+        "Created workspace {} on provider {}. Connect with: perigee tunnel {} PORT",
         ws["name"].as_str().unwrap_or("?"),
+        ws["provider"].as_str().unwrap_or("?"),
         a.name
     );
     Ok(())

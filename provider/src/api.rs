@@ -146,6 +146,9 @@ struct CreateWorkspace {
     /// The organization (default: the caller's only organization).
     #[serde(default)]
     org: Option<String>,
+    /// The workspace provider (default: the default provider).
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 /// The organization a new workspace of `user` goes to.
@@ -237,16 +240,18 @@ async fn create_workspace(
         },
     };
     let org = workspace_org(&cp, &user, req.org.as_deref()).await?;
-    let Some((ws, agent_token)) = cp
-        .store
-        .create_workspace(&user, &org, &req.name, home)
-        .await?
-    else {
-        return Err(ApiError::forbidden(format!(
-            "provider: organization {:?} is not on the allowlist of provider \"built-in\"",
-            org.name
-        )));
+    let new = crate::store_provider_edit::NewWorkspace {
+        owner: &user,
+        org: &org,
+        name: &req.name,
+        home_edge: home,
+        provider: req.provider.as_deref(),
     };
+    let (ws, agent_token, provider) = cp.store.create_workspace(&new).await?;
+    if !provider.built_in {
+        // A remote provider's own `perigee workspace-provider` provisions it.
+        return Ok(Json(view(&cp, ws)));
+    }
     if let Err(e) = cp
         .provisioner
         .create(&ws.id, &ws.name, &agent_token, agent_url.as_deref())

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Explanation.
     pub message: String,
+    /// The request field that is wrong, when one is.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status: http::StatusCode::BAD_REQUEST,
             code: "bad_request",
             message: message.into(),
+            field: None,
         }
     }
     /// A 401.
@@ -29,6 +32,7 @@ impl ApiError {
             status: http::StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: message.into(),
+            field: None,
         }
     }
     /// A 403.
@@ -37,6 +41,7 @@ impl ApiError {
             status: http::StatusCode::FORBIDDEN,
             code: "forbidden",
             message: message.into(),
+            field: None,
         }
     }
     /// A 404.
@@ -45,6 +50,7 @@ impl ApiError {
             status: http::StatusCode::NOT_FOUND,
             code: "not_found",
             message: message.into(),
+            field: None,
         }
     }
     /// A 409.
@@ -53,7 +59,13 @@ impl ApiError {
             status: http::StatusCode::CONFLICT,
             code: "conflict",
             message: message.into(),
+            field: None,
         }
+    }
+    /// Names the request field that is wrong.
+    pub fn on(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
     /// A 500; the detail is logged, not shown.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
@@ -62,13 +74,26 @@ impl ApiError {
             status: http::StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal server error (see the server log)".into(),
+            field: None,
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // Two requests racing for one unique name: the loser gets a conflict, not a 500.
+        if e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+        {
+            return Self::conflict("that name is already taken (a concurrent request won)");
+        }
         Self::internal(e)
+    }
+}
+
+impl From<crate::k8s_schema::SchemaError> for ApiError {
+    fn from(e: crate::k8s_schema::SchemaError) -> Self {
+        Self::bad_request(e.to_string()).on(e.field)
     }
 }
 
@@ -76,7 +101,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            axum::Json(serde_json::json!({ "error": self.message, "code": self.code })),
+            axum::Json(match self.field {
+                Some(f) => {
+                    serde_json::json!({ "error": self.message, "code": self.code, "field": f })
+                }
+                None => serde_json::json!({ "error": self.message, "code": self.code }),
+            }),
         )
             .into_response()
     }

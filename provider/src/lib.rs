@@ -14,14 +14,18 @@ use relay_core::mesh::{EdgeConfig, EdgeEntry};
 use relay_core::ticket::Signer;
 
 pub mod api;
+pub mod db;
 pub mod edges_api;
 pub mod error;
+pub mod k8s_schema;
 pub mod local;
 pub mod orgs_api;
+pub mod provider_settings;
 pub mod providers_api;
 pub mod store;
 pub mod store_edges;
 pub mod store_orgs;
+pub mod store_provider_edit;
 pub mod store_providers;
 
 pub use error::ApiError;
@@ -152,6 +156,10 @@ impl ControlPlane {
     /// Starts the agents of every existing workspace (after a restart).
     pub async fn resume_workspaces(&self) -> Result<(), ApiError> {
         for ws in self.store.all_workspaces().await? {
+            // Remote providers run their own workspaces.
+            if ws.provider != store::BUILT_IN_PROVIDER {
+                continue;
+            }
             self.provisioner.start(&ws.id, &ws.name).await?;
         }
         Ok(())

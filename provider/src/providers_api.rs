@@ -1,11 +1,14 @@
-//! REST API for workspace providers: list and create (admins and site managers).
+//! REST API for workspace providers: list, create, edit, delete, cordon (admins and site
+//! managers), and the heartbeat of a provider's own deployment.
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::api::Caller;
+use crate::provider_settings::ProviderEdit;
+use crate::store_provider_edit::Edited;
 use crate::store_providers::{NewProvider, Provider};
 use crate::{ApiError, ControlPlane};
 
@@ -15,10 +18,13 @@ pub const MANAGERS: &[&str] = &["admin", "site-manager"];
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/api/v2/providers", get(list).post(create))
+        .route("/api/v2/providers/heartbeat", post(heartbeat))
         .route(
-            "/api/v2/providers/heartbeat",
-            axum::routing::post(heartbeat),
+            "/api/v2/providers/{name}",
+            get(show).patch(edit).delete(remove),
         )
+        .route("/api/v2/providers/{name}/cordon", post(cordon))
+        .route("/api/v2/providers/{name}/uncordon", post(uncordon))
         .with_state(cp)
 }
 
@@ -108,7 +114,7 @@ async fn heartbeat(
         ));
     };
     if hb.heartbeat_secs == 0 || hb.heartbeat_secs > 3600 {
-        return Err(ApiError::bad_request("heartbeat_secs: must be 1-3600"));
+        return Err(ApiError::bad_request("heartbeat_secs: must be 1-3600").on("heartbeat_secs"));
     }
     cp.store.provider_heartbeat(&p.id, &hb).await?;
     if p.status != "ready" || hb.error.is_some() {
@@ -182,14 +188,15 @@ async fn create(
     Json(req): Json<CreateProvider>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(MANAGERS, "create providers")?;
-    crate::api::validate_label("name", &req.name)?;
+    check_provider_name(&req.name)?;
     let hostname = req.hostname.trim_end_matches('/');
     check_hostname(&cp.primary.access_url, hostname)
-        .map_err(|e| ApiError::bad_request(format!("hostname: {e}")))?;
-    check_cluster_address(&req.cluster_address)
-        .map_err(|e| ApiError::bad_request(format!("cluster_address: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("hostname: {e}")).on("hostname"))?;
+    check_cluster_address(&req.cluster_address).map_err(|e| {
+        ApiError::bad_request(format!("cluster_address: {e}")).on("cluster_address")
+    })?;
     if let Some(ns) = &req.namespace {
-        crate::api::validate_label("namespace", ns)?;
+        crate::api::validate_label("namespace", ns).map_err(|e| e.on("namespace"))?;
     }
     let new = NewProvider {
         name: &req.name,
@@ -201,7 +208,8 @@ async fn create(
         return Err(ApiError::conflict(format!(
             "name: a provider named {:?} exists (see `perigee providers ls`)",
             req.name
-        )));
+        ))
+        .on("name"));
     };
     let (command, data) = helm(&cp, &p, token.expose());
     Ok(Json(serde_json::json!({
@@ -210,6 +218,94 @@ async fn create(
         "helm_command": command,
         "helm": data,
     })))
+}
+
+/// Path segments the provider routes use for themselves.
+const RESERVED: &[&str] = &["heartbeat"];
+
+fn check_provider_name(name: &str) -> Result<(), ApiError> {
+    crate::api::validate_label("name", name).map_err(|e| e.on("name"))?;
+    if RESERVED.contains(&name) {
+        return Err(ApiError::bad_request(format!("name: {name:?} is reserved")).on("name"));
+    }
+    Ok(())
+}
+
+async fn show(
+    State(cp): State<ControlPlane>,
+    Caller(_): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Provider>, ApiError> {
+    cp.store
+        .provider_by_name(&name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no provider named {name:?} (see `perigee providers ls`)"
+            ))
+        })
+}
+
+async fn edit(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<ProviderEdit>,
+) -> Result<Json<Edited>, ApiError> {
+    caller.require(MANAGERS, "edit providers")?;
+    if let Some(new) = &req.name {
+        check_provider_name(new)?;
+    }
+    let edited = cp.store.edit_provider(&name, &req).await?;
+    tracing::info!(provider = %edited.provider.name, by = %caller.0.username, "provider edited");
+    Ok(Json(edited))
+}
+
+async fn remove(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(MANAGERS, "delete providers")?;
+    let p = cp.store.delete_provider(&name).await?;
+    tracing::info!(provider = %p.name, by = %caller.0.username, "provider deleted");
+    Ok(Json(serde_json::json!({ "deleted": p.name })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CordonRequest {
+    reason: String,
+}
+
+/// Longest cordon reason kept.
+const MAX_REASON: usize = 500;
+
+async fn cordon(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<CordonRequest>,
+) -> Result<Json<Provider>, ApiError> {
+    caller.require(MANAGERS, "cordon providers")?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "reason: say why, in 1-{MAX_REASON} characters on one line"
+        ))
+        .on("reason"));
+    }
+    Ok(Json(cp.store.cordon_provider(&name, Some(reason)).await?))
+}
+
+async fn uncordon(
+    State(cp): State<ControlPlane>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Provider>, ApiError> {
+    caller.require(MANAGERS, "uncordon providers")?;
+    Ok(Json(cp.store.cordon_provider(&name, None).await?))
 }
 
 #[cfg(test)]

@@ -1,20 +1,8 @@
-//! Persistence: SQLite in the data directory, migrations embedded from `migrations/`.
-
-use std::path::Path;
-use std::str::FromStr as _;
+//! Persistence: users, tokens, workspaces and signing keys (opening and migrating: `db`).
 
 use relay_core::token;
 use relay_core::unix_now;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row as _, SqlitePool};
-
-/// Embedded migrations, applied in order; a version is never edited once released.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_satellites.sql")),
-    (3, include_str!("../migrations/0003_orgs.sql")),
-    (4, include_str!("../migrations/0004_providers.sql")),
-];
+use sqlx::Row as _;
 
 /// Name of the built-in provider.
 pub const BUILT_IN_PROVIDER: &str = "built-in";
@@ -22,7 +10,8 @@ pub const BUILT_IN_PROVIDER: &str = "built-in";
 /// The database.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: crate::db::Pool,
+    pub(crate) backend: crate::db::Backend,
 }
 
 /// A user.
@@ -65,6 +54,9 @@ pub enum StoreError {
     /// SQL failure.
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// The database URL is not usable.
+    #[error("database URL: {0}")]
+    Url(String),
     /// A migration failed.
     #[error("database migration {version}: {source}")]
     Migration {
@@ -76,69 +68,20 @@ pub enum StoreError {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
-    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .execute(&self.pool)
-            .await?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                    .bind(version)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if done.is_some() {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            let wrap = |source| StoreError::Migration {
-                version: *version,
-                source,
-            };
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(wrap)?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await
-                .map_err(wrap)?;
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-
-    /// Creates the built-in provider if missing; returns its id.
+    /// Creates the built-in provider if missing; returns its id. Replicas starting together
+    /// agree: the unique indexes let one insert win and the others read it.
     pub async fn ensure_built_in_provider(&self) -> Result<String, sqlx::Error> {
-        if let Some(id) =
-            sqlx::query_scalar::<_, String>("SELECT id FROM providers WHERE built_in = 1")
-                .fetch_optional(&self.pool)
-                .await?
-        {
-            return Ok(id);
-        }
-        let id = token::random_id();
-        sqlx::query("INSERT INTO providers (id, name, built_in, is_default, status, created_at) VALUES (?, ?, 1, 1, 'ready', ?)")
-            .bind(&id)
+        sqlx::query("INSERT INTO providers (id, name, built_in, is_default, status, created_at) \
+             SELECT $1, $2, 1, CASE WHEN EXISTS (SELECT 1 FROM providers WHERE is_default = 1) THEN 0 ELSE 1 END, 'ready', $3 \
+             WHERE NOT EXISTS (SELECT 1 FROM providers WHERE built_in = 1) ON CONFLICT DO NOTHING")
+            .bind(token::random_id())
             .bind(BUILT_IN_PROVIDER)
             .bind(now())
             .execute(&self.pool)
             .await?;
-        Ok(id)
+        sqlx::query_scalar::<_, String>("SELECT id FROM providers WHERE built_in = 1")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Number of users.
@@ -151,7 +94,7 @@ impl Store {
     /// Creates a user.
     pub async fn create_user(&self, username: &str, role: &str) -> Result<User, sqlx::Error> {
         let id = token::random_id();
-        sqlx::query("INSERT INTO users (id, username, role, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO users (id, username, role, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&id)
             .bind(username)
             .bind(role)
@@ -173,7 +116,7 @@ impl Store {
     ) -> Result<token::Secret, sqlx::Error> {
         let secret = token::generate(token::API_PREFIX);
         sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, name, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, user_id, name, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token::random_id())
         .bind(user_id)
@@ -188,7 +131,7 @@ impl Store {
     /// The user holding an API token.
     pub async fn user_by_token(&self, secret: &str) -> Result<Option<User>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
         .bind(token::hash(secret))
         .fetch_optional(&self.pool)
@@ -198,78 +141,33 @@ impl Store {
 
     /// The ticket-signing key, generated and stored on first use.
     pub async fn signing_key(&self) -> Result<relay_core::ticket::Signer, anyhow::Error> {
-        let row: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT pkcs8 FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, rowid DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
-        if let Some(pkcs8) = row {
-            return Ok(relay_core::ticket::Signer::from_pkcs8(&pkcs8)?);
-        }
-        let (signer, pkcs8) = relay_core::ticket::Signer::generate()?;
-        sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES (?, ?, ?)")
-            .bind(signer.kid())
-            .bind(pkcs8)
-            .bind(now())
-            .execute(&self.pool)
+        // Read, else generate and read again: replicas racing on the first key all end up
+        // with the same one (newest, then highest kid).
+        for _ in 0..2 {
+            let row: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT pkcs8 FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(signer)
-    }
-
-    /// Creates a workspace of `org` on the built-in provider with a fresh agent token.
-    /// `Ok(None)` when the org is not on the provider's allowlist: the check and the insert
-    /// are one statement, so a concurrent allowlist change cannot slip between them.
-    pub async fn create_workspace(
-        &self,
-        owner: &User,
-        org: &crate::store_orgs::Org,
-        name: &str,
-        home_edge: Option<&str>,
-    ) -> Result<Option<(Workspace, token::Secret)>, sqlx::Error> {
-        let provider_id = self.ensure_built_in_provider().await?;
-        let id = token::random_id();
-        let agent_token = token::generate(token::AGENT_PREFIX);
-        let created_at = now();
-        let done = sqlx::query(
-            "INSERT INTO workspaces (id, name, owner_id, provider_id, status, agent_token_hash, created_at, home_edge, org_id) \
-             SELECT ?, ?, ?, ?, 'running', ?, ?, ?, ? \
-             WHERE EXISTS (SELECT 1 FROM provider_orgs WHERE provider_id = ? AND org_id = ?)",
-        )
-        .bind(&id)
-        .bind(name)
-        .bind(&owner.id)
-        .bind(&provider_id)
-        .bind(token::hash(agent_token.expose()))
-        .bind(created_at)
-        .bind(home_edge)
-        .bind(&org.id)
-        .bind(&provider_id)
-        .bind(&org.id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
+            if let Some(pkcs8) = row {
+                return Ok(relay_core::ticket::Signer::from_pkcs8(&pkcs8)?);
+            }
+            let (signer, pkcs8) = relay_core::ticket::Signer::generate()?;
+            sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES ($1, $2, $3)")
+                .bind(signer.kid())
+                .bind(pkcs8)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
         }
-        let ws = Workspace {
-            id,
-            name: name.to_owned(),
-            owner_id: owner.id.clone(),
-            owner: owner.username.clone(),
-            provider: BUILT_IN_PROVIDER.to_owned(),
-            status: "running".into(),
-            created_at,
-            home_edge: home_edge
-                .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
-                .to_owned(),
-            org: org.name.clone(),
-        };
-        Ok(Some((ws, agent_token)))
+        anyhow::bail!("the signing key just stored cannot be read back")
     }
 
     const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at, w.home_edge, o.name \
         FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN providers p ON p.id = w.provider_id \
         LEFT JOIN orgs o ON o.id = w.org_id";
 
-    fn ws_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace, sqlx::Error> {
+    fn ws_from_row(r: &sqlx::any::AnyRow) -> Result<Workspace, sqlx::Error> {
         Ok(Workspace {
             id: r.try_get(0)?,
             name: r.try_get(1)?,
@@ -288,7 +186,7 @@ impl Store {
     /// A user's workspaces, by name.
     pub async fn workspaces_of(&self, owner_id: &str) -> Result<Vec<Workspace>, sqlx::Error> {
         let rows = sqlx::query(&format!(
-            "{} WHERE w.owner_id = ? ORDER BY w.name",
+            "{} WHERE w.owner_id = $1 ORDER BY w.name",
             Self::WS_SELECT
         ))
         .bind(owner_id)
@@ -310,7 +208,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<Workspace>, sqlx::Error> {
         let row = sqlx::query(&format!(
-            "{} WHERE w.owner_id = ? AND w.name = ?",
+            "{} WHERE w.owner_id = $1 AND w.name = $2",
             Self::WS_SELECT
         ))
         .bind(owner_id)
@@ -325,17 +223,20 @@ impl Store {
         &self,
         secret: &str,
     ) -> Result<Option<Workspace>, sqlx::Error> {
-        let row = sqlx::query(&format!("{} WHERE w.agent_token_hash = ?", Self::WS_SELECT))
-            .bind(token::hash(secret))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "{} WHERE w.agent_token_hash = $1",
+            Self::WS_SELECT
+        ))
+        .bind(token::hash(secret))
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(Self::ws_from_row).transpose()
     }
 
     /// Records the edge a workspace's agent links to.
     pub async fn set_home_edge(&self, id: &str, edge: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE workspaces SET home_edge = ? WHERE id = ? AND COALESCE(home_edge, '') <> ?",
+            "UPDATE workspaces SET home_edge = $1 WHERE id = $2 AND COALESCE(home_edge, '') <> $3",
         )
         .bind(edge)
         .bind(id)
@@ -347,7 +248,7 @@ impl Store {
 
     /// Deletes a workspace row.
     pub async fn delete_workspace(&self, id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+        sqlx::query("DELETE FROM workspaces WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -356,7 +257,7 @@ impl Store {
 }
 
 /// A user from the columns `id, username, role`.
-pub(crate) fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
+pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: r.try_get(0)?,
         username: r.try_get(1)?,
@@ -375,58 +276,48 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_are_stored_hashed_and_workspaces_unique_per_owner() {
-        let dir = std::env::temp_dir().join(format!("perigee-store-{}", token::random_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open_sqlite(&dir.join("db.sqlite")).await.unwrap();
-        // Migrating twice is harmless.
-        store.migrate().await.unwrap();
-        let user = store.create_user("ada", "admin").await.unwrap();
-        let secret = store.create_api_token(&user.id, "cli").await.unwrap();
-        let stored: Vec<String> = sqlx::query_scalar("SELECT hash FROM api_tokens")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(stored, vec![token::hash(secret.expose())]);
-        assert!(!stored[0].contains(secret.expose()));
-        assert_eq!(
-            store
-                .user_by_token(secret.expose())
+        for db in crate::db::test_support::both().await {
+            let store = &db.store;
+            // Migrating twice is harmless.
+            store.migrate().await.unwrap();
+            let user = store.create_user("ada", "admin").await.unwrap();
+            let secret = store.create_api_token(&user.id, "cli").await.unwrap();
+            let stored: Vec<String> = sqlx::query_scalar("SELECT hash FROM api_tokens")
+                .fetch_all(&store.pool)
                 .await
-                .unwrap()
-                .unwrap()
-                .username,
-            "ada"
-        );
-        assert!(store.user_by_token("pgt_wrong").await.unwrap().is_none());
+                .unwrap();
+            assert_eq!(stored, vec![token::hash(secret.expose())]);
+            assert!(!stored[0].contains(secret.expose()));
+            let found = store.user_by_token(secret.expose()).await.unwrap().unwrap();
+            assert_eq!(found.username, "ada");
+            assert!(store.user_by_token("pgt_wrong").await.unwrap().is_none());
 
-        let org = store.ensure_default_org().await.unwrap();
-        let (ws, agent) = store
-            .create_workspace(&user, &org, "dev", None)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(store
-            .create_workspace(&user, &org, "dev", None)
-            .await
-            .is_err());
-        assert_eq!(
-            store
+            let org = store.ensure_default_org().await.unwrap();
+            let new = crate::store_provider_edit::NewWorkspace {
+                owner: &user,
+                org: &org,
+                name: "dev",
+                home_edge: None,
+                provider: None,
+            };
+            let (ws, agent, p) = store.create_workspace(&new).await.unwrap();
+            assert!(p.built_in && p.default);
+            let again = store.create_workspace(&new).await.unwrap_err();
+            assert_eq!(again.status, http::StatusCode::CONFLICT, "{again}");
+            let by_agent = store
+                .workspace_by_agent_token(agent.expose())
+                .await
+                .unwrap();
+            assert_eq!(by_agent.unwrap().id, ws.id);
+            store.delete_workspace(&ws.id).await.unwrap();
+            assert!(store
                 .workspace_by_agent_token(agent.expose())
                 .await
                 .unwrap()
-                .unwrap()
-                .id,
-            ws.id
-        );
-        store.delete_workspace(&ws.id).await.unwrap();
-        assert!(store
-            .workspace_by_agent_token(agent.expose())
-            .await
-            .unwrap()
-            .is_none());
-        let k1 = store.signing_key().await.unwrap();
-        let k2 = store.signing_key().await.unwrap();
-        assert_eq!(k1.kid(), k2.kid());
-        let _ = std::fs::remove_dir_all(&dir);
+                .is_none());
+            let k1 = store.signing_key().await.unwrap();
+            let k2 = store.signing_key().await.unwrap();
+            assert_eq!(k1.kid(), k2.kid());
+        }
     }
 }

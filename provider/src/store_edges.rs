@@ -75,7 +75,7 @@ const SAT_SELECT: &str =
     "SELECT id, name, region, access_url, devurl_host, created_at, registered_at, \
     last_heartbeat_at, heartbeat_secs, version, reported_error, mesh_rtt_ms FROM satellites";
 
-fn sat_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Satellite, sqlx::Error> {
+fn sat_from_row(r: &sqlx::any::AnyRow) -> Result<Satellite, sqlx::Error> {
     let rtt: Option<String> = r.try_get(11)?;
     Ok(Satellite {
         id: r.try_get(0)?,
@@ -106,7 +106,7 @@ impl Store {
     ) -> Result<(Satellite, token::Secret), sqlx::Error> {
         let secret = token::generate(token::SATELLITE_PREFIX);
         let id = token::random_id();
-        sqlx::query("INSERT INTO satellites (id, name, region, access_url, devurl_host, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO satellites (id, name, region, access_url, devurl_host, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&id)
             .bind(name)
             .bind(region)
@@ -153,7 +153,7 @@ impl Store {
     pub async fn record_heartbeat(&self, id: &str, hb: &Heartbeat) -> Result<(), sqlx::Error> {
         let now = now();
         let rtt = serde_json::Value::Object(hb.mesh_rtt_ms.clone()).to_string();
-        sqlx::query("UPDATE satellites SET registered_at = COALESCE(registered_at, ?), last_heartbeat_at = ?, heartbeat_secs = ?, version = ?, reported_error = ?, mesh_rtt_ms = ? WHERE id = ?")
+        sqlx::query("UPDATE satellites SET registered_at = COALESCE(registered_at, $1), last_heartbeat_at = $2, heartbeat_secs = $3, version = $4, reported_error = $5, mesh_rtt_ms = $6 WHERE id = $7")
             .bind(now)
             .bind(now)
             .bind(i64::try_from(hb.heartbeat_secs).unwrap_or(i64::MAX))
@@ -168,7 +168,7 @@ impl Store {
 
     /// Deletes a satellite (its token stops working at once); false when there is none.
     pub async fn delete_satellite(&self, name: &str) -> Result<bool, sqlx::Error> {
-        let r = sqlx::query("DELETE FROM satellites WHERE name = ?")
+        let r = sqlx::query("DELETE FROM satellites WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -179,7 +179,7 @@ impl Store {
     /// keys still within their grace period.
     pub async fn mesh_keys(&self) -> Result<Vec<MeshKey>, sqlx::Error> {
         let cutoff = now() - MESH_KEY_GRACE_SECS;
-        let rows = sqlx::query("SELECT id, secret FROM mesh_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY retired_at IS NOT NULL, created_at DESC, rowid DESC")
+        let rows = sqlx::query("SELECT id, secret FROM mesh_keys WHERE retired_at IS NULL OR retired_at > $1 ORDER BY retired_at IS NOT NULL, created_at DESC, id DESC")
             .bind(cutoff)
             .fetch_all(&self.pool)
             .await?;
@@ -204,11 +204,12 @@ impl Store {
         let k = MeshKey::generate();
         let now = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE mesh_keys SET retired_at = ? WHERE retired_at IS NULL")
+        crate::db::lock(&mut tx, "keys").await?;
+        sqlx::query("UPDATE mesh_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO mesh_keys (id, secret, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO mesh_keys (id, secret, created_at) VALUES ($1, $2, $3)")
             .bind(&k.id)
             .bind(&k.secret)
             .bind(now)
@@ -223,11 +224,12 @@ impl Store {
         let (signer, pkcs8) = Signer::generate()?;
         let now = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+        crate::db::lock(&mut tx, "keys").await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES ($1, $2, $3)")
             .bind(signer.kid())
             .bind(pkcs8)
             .bind(now)
@@ -242,7 +244,7 @@ impl Store {
     pub async fn ticket_public_keys(&self) -> Result<Vec<Vec<u8>>, anyhow::Error> {
         let window = i64::try_from(MAX_LIFETIME_SECS + 2 * CLOCK_SKEW_SECS).unwrap_or(i64::MAX);
         let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT pkcs8 FROM signing_keys WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at DESC",
+            "SELECT pkcs8 FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
         )
         .bind(now() - window)
         .fetch_all(&self.pool)

@@ -32,7 +32,7 @@ pub struct UserView {
     pub orgs: Vec<String>,
 }
 
-fn org_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Org, sqlx::Error> {
+fn org_from_row(r: &sqlx::any::AnyRow) -> Result<Org, sqlx::Error> {
     Ok(Org {
         id: r.try_get(0)?,
         name: r.try_get(1)?,
@@ -47,13 +47,25 @@ impl Store {
     pub async fn ensure_default_org(&self) -> Result<Org, sqlx::Error> {
         let org = match self.org_by_name(DEFAULT_ORG).await? {
             Some(o) => o,
-            None => self.create_org(DEFAULT_ORG).await?,
+            None => match self.create_org(DEFAULT_ORG).await {
+                Ok(o) => o,
+                // A replica starting at the same time created it.
+                Err(e)
+                    if e.as_database_error()
+                        .is_some_and(|d| d.is_unique_violation()) =>
+                {
+                    self.org_by_name(DEFAULT_ORG)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)?
+                }
+                Err(e) => return Err(e),
+            },
         };
-        sqlx::query("INSERT INTO org_members (org_id, user_id) SELECT ?, u.id FROM users u WHERE NOT EXISTS (SELECT 1 FROM org_members m WHERE m.user_id = u.id)")
+        sqlx::query("INSERT INTO org_members (org_id, user_id) SELECT $1, u.id FROM users u WHERE NOT EXISTS (SELECT 1 FROM org_members m WHERE m.user_id = u.id)")
             .bind(&org.id)
             .execute(&self.pool)
             .await?;
-        sqlx::query("UPDATE workspaces SET org_id = ? WHERE org_id IS NULL")
+        sqlx::query("UPDATE workspaces SET org_id = $1 WHERE org_id IS NULL")
             .bind(&org.id)
             .execute(&self.pool)
             .await?;
@@ -69,13 +81,13 @@ impl Store {
             created_at: now(),
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&org.id)
             .bind(&org.name)
             .bind(org.created_at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO provider_orgs (provider_id, org_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO provider_orgs (provider_id, org_id) VALUES ($1, $2)")
             .bind(&provider_id)
             .bind(&org.id)
             .execute(&mut *tx)
@@ -86,7 +98,7 @@ impl Store {
 
     /// An organization by name.
     pub async fn org_by_name(&self, name: &str) -> Result<Option<Org>, sqlx::Error> {
-        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE name = ?")
+        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -112,7 +124,7 @@ impl Store {
     pub async fn orgs_of(&self, user_id: &str) -> Result<Vec<Org>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT o.id, o.name, o.created_at FROM orgs o JOIN org_members m ON m.org_id = o.id \
-             WHERE m.user_id = ? ORDER BY o.name",
+             WHERE m.user_id = $1 ORDER BY o.name",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -123,7 +135,7 @@ impl Store {
     /// Adds a user to an organization (no-op when already a member).
     pub async fn add_member(&self, org_id: &str, user_id: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO org_members (org_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO org_members (org_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(org_id)
         .bind(user_id)
@@ -134,7 +146,7 @@ impl Store {
 
     /// A user by name.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, sqlx::Error> {
-        let row = sqlx::query("SELECT id, username, role FROM users WHERE username = ?")
+        let row = sqlx::query("SELECT id, username, role FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
@@ -175,7 +187,7 @@ impl Store {
     pub async fn built_in_allowlist(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT o.name FROM provider_orgs a JOIN orgs o ON o.id = a.org_id \
-             JOIN providers p ON p.id = a.provider_id WHERE p.name = ? ORDER BY o.name",
+             JOIN providers p ON p.id = a.provider_id WHERE p.name = $1 ORDER BY o.name",
         )
         .bind(BUILT_IN_PROVIDER)
         .fetch_all(&self.pool)
@@ -211,27 +223,27 @@ mod tests {
         let users = store.users().await.unwrap();
         let b = users.iter().find(|u| u.user.username == "bob").unwrap();
         assert_eq!(b.orgs, vec!["eng"]);
-        let (ws, _) = store
-            .create_workspace(&bob, &eng, "dev", None)
-            .await
-            .unwrap()
-            .unwrap();
+        let new = |name| crate::store_provider_edit::NewWorkspace {
+            owner: &bob,
+            org: &eng,
+            name,
+            home_edge: None,
+            provider: None,
+        };
+        let (ws, _, _) = store.create_workspace(&new("dev")).await.unwrap();
         assert_eq!(ws.org, "eng");
         let counts = store.orgs().await.unwrap();
         let e = counts.iter().find(|(o, _, _)| o.name == "eng").unwrap();
         assert_eq!((e.1, e.2), (1, 1));
 
         // Off the allowlist: refused, and nothing is written.
-        sqlx::query("DELETE FROM provider_orgs WHERE org_id = ?")
+        sqlx::query("DELETE FROM provider_orgs WHERE org_id = $1")
             .bind(&eng.id)
             .execute(&store.pool)
             .await
             .unwrap();
-        assert!(store
-            .create_workspace(&bob, &eng, "other", None)
-            .await
-            .unwrap()
-            .is_none());
+        let e = store.create_workspace(&new("other")).await.unwrap_err();
+        assert_eq!(e.status, http::StatusCode::FORBIDDEN, "{e}");
         assert_eq!(store.workspaces_of(&bob.id).await.unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -3,6 +3,7 @@
 use relay_core::token;
 use sqlx::Row as _;
 
+use crate::provider_settings::ProviderSettings;
 use crate::store::{now, Store};
 
 /// A provider as the API shows it.
@@ -36,6 +37,14 @@ pub struct Provider {
     pub last_heartbeat_at: Option<i64>,
     /// Version its deployment runs.
     pub version: Option<String>,
+    /// Why it takes no new workspaces (`None`: not cordoned).
+    pub cordon_reason: Option<String>,
+    /// When it was cordoned (Unix seconds).
+    pub cordoned_at: Option<i64>,
+    /// Features and Kubernetes settings.
+    pub settings: ProviderSettings,
+    /// The pod affinity its workspaces get (the configured one, else the default).
+    pub effective_affinity: serde_json::Value,
 }
 
 /// Heartbeats a remote provider may miss before it is `error`.
@@ -66,13 +75,14 @@ pub struct NewProvider<'a> {
     pub namespace: Option<&'a str>,
 }
 
-const SELECT: &str = "SELECT p.id, p.name, p.built_in, p.is_default, p.status, p.status_message, \
+pub(crate) const SELECT: &str = "SELECT p.id, p.name, p.built_in, p.is_default, p.status, p.status_message, \
     p.hostname, p.cluster_address, p.namespace, p.created_at, p.last_heartbeat_at, p.heartbeat_secs, p.version, \
     (SELECT COUNT(*) FROM workspaces w WHERE w.provider_id = p.id), \
-    (SELECT GROUP_CONCAT(o.name, ',') FROM provider_orgs a JOIN orgs o ON o.id = a.org_id WHERE a.provider_id = p.id) \
+    (SELECT string_agg(o.name, ',') FROM provider_orgs a JOIN orgs o ON o.id = a.org_id WHERE a.provider_id = p.id), \
+    p.settings, p.cordon_reason, p.cordoned_at \
     FROM providers p";
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Provider, sqlx::Error> {
+pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Provider, sqlx::Error> {
     let orgs: Option<String> = r.try_get(14)?;
     let mut orgs: Vec<String> = orgs
         .unwrap_or_default()
@@ -81,7 +91,12 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Provider, sqlx::Error> {
         .map(str::to_owned)
         .collect();
     orgs.sort();
+    let settings = ProviderSettings::from_column(&r.try_get::<String, _>(15)?);
     Ok(Provider {
+        effective_affinity: settings.kubernetes.effective_affinity(),
+        settings,
+        cordon_reason: r.try_get(16)?,
+        cordoned_at: r.try_get(17)?,
         id: r.try_get(0)?,
         name: r.try_get(1)?,
         built_in: r.try_get::<i64, _>(2)? != 0,
@@ -125,7 +140,7 @@ impl Store {
 
     /// A provider by name.
     pub async fn provider_by_name(&self, name: &str) -> Result<Option<Provider>, sqlx::Error> {
-        let row = sqlx::query(&format!("{SELECT} WHERE p.name = ?"))
+        let row = sqlx::query(&format!("{SELECT} WHERE p.name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -134,7 +149,7 @@ impl Store {
 
     /// The remote provider a REMOTE token belongs to.
     pub async fn provider_by_token(&self, secret: &str) -> Result<Option<Provider>, sqlx::Error> {
-        let row = sqlx::query(&format!("{SELECT} WHERE p.token_hash = ?"))
+        let row = sqlx::query(&format!("{SELECT} WHERE p.token_hash = $1"))
             .bind(token::hash(secret))
             .fetch_optional(&self.pool)
             .await?;
@@ -148,7 +163,7 @@ impl Store {
         hb: &ProviderHeartbeat,
     ) -> Result<(), sqlx::Error> {
         let status = if hb.error.is_some() { "error" } else { "ready" };
-        sqlx::query("UPDATE providers SET status = ?, status_message = ?, last_heartbeat_at = ?, heartbeat_secs = ?, version = ? WHERE id = ? AND built_in = 0")
+        sqlx::query("UPDATE providers SET status = $1, status_message = $2, last_heartbeat_at = $3, heartbeat_secs = $4, version = $5 WHERE id = $6 AND built_in = 0")
             .bind(status)
             .bind(&hb.error)
             .bind(now())
@@ -169,7 +184,7 @@ impl Store {
         let secret = token::generate(token::PROVIDER_PREFIX);
         let r = sqlx::query(
             "INSERT INTO providers (id, name, built_in, is_default, status, created_at, hostname, cluster_address, namespace, token_hash) \
-             VALUES (?, ?, 0, 0, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             VALUES ($1, $2, 0, 0, 'pending', $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .bind(token::random_id())
         .bind(p.name)

@@ -11,6 +11,7 @@ mod forward;
 mod harness;
 mod netns;
 mod orgs;
+mod provider_rules;
 mod providers;
 mod proxy;
 mod regions;

@@ -138,7 +138,11 @@ fn providers_are_created_by_the_rules() {
 }
 
 /// Starts `perigee workspace-provider`; waits for its readiness line.
-fn start_provider(server: &Server, token: &str, data: &std::path::Path) -> std::process::Child {
+pub(crate) fn start_provider(
+    server: &Server,
+    token: &str,
+    data: &std::path::Path,
+) -> std::process::Child {
     let mut child = std::process::Command::new(crate::harness::BIN)
         .args([
             "workspace-provider",
