@@ -16,6 +16,10 @@ pub const TICKET_LIFETIME_SECS: u64 = 240;
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/api/v2/buildinfo", get(buildinfo))
+        .route(
+            "/api/v2/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/api/v2/users/me", get(me))
         .route("/api/v2/users/me/tokens", post(create_token))
         .route(
@@ -36,6 +40,82 @@ pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
+}
+
+/// A JSON request body. A body that is not JSON, or not the expected shape, is a 400 in the
+/// API's error format naming the field at fault; a missing JSON content type is a 415.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the request body as JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
+        // PostgreSQL text cannot hold NUL, and no field has a use for it.
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            return Err(ApiError::bad_request(
+                "invalid request body: strings may not contain NUL (\\u0000)",
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let err = ApiError::bad_request(format!("invalid request body: {}", e.inner()));
+            if path == "." {
+                err
+            } else {
+                err.on(path)
+            }
+        })?;
+        de.end()
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+        Ok(Body(value))
+    }
+}
+
+/// Largest API request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Reads the whole (small) request body before any handler or extractor runs. A request
+/// refused early (no token) then leaves nothing unread on the connection: closing a socket
+/// with unread input makes the kernel reset it, and the client would see a broken connection
+/// instead of the 401.
+pub(crate) async fn read_body_first(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(_) => ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request bodies are at most {MAX_BODY} bytes"),
+        )
+        .into_response(),
+    }
 }
 
 /// The caller, from the `Authorization` header.
@@ -91,7 +171,7 @@ struct TokenRequest {
 async fn create_token(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
-    Json(req): Json<TokenRequest>,
+    Body(req): Body<TokenRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if req.name.is_empty() || req.name.len() > 64 {
         return Err(ApiError::bad_request("token name must be 1-64 characters"));
@@ -212,9 +292,9 @@ pub fn validate_label(what: &str, name: &str) -> Result<(), ApiError> {
 async fn create_workspace(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
-    Json(req): Json<CreateWorkspace>,
+    Body(req): Body<CreateWorkspace>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    validate_name(&req.name)?;
+    validate_name(&req.name).map_err(|e| e.on("name"))?;
     if cp
         .store
         .workspace_by_name(&user.id, &req.name)
@@ -319,7 +399,7 @@ async fn create_ticket(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
     Path(name): Path<String>,
-    Json(req): Json<TicketRequest>,
+    Body(req): Body<TicketRequest>,
 ) -> Result<Json<TicketResponse>, ApiError> {
     if req.ports.is_empty() || req.ports.len() > MAX_PORTS || req.ports.contains(&0) {
         return Err(ApiError::bad_request(format!(

@@ -8,7 +8,7 @@ use http::request::Parts;
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use serde::{Deserialize, Serialize};
 
-use crate::api::Caller;
+use crate::api::{Body, Caller};
 use crate::store_edges::{Heartbeat, Satellite};
 use crate::{ApiError, ControlPlane};
 
@@ -162,10 +162,10 @@ fn check_access_url(cp: &ControlPlane, url: &str) -> Result<(), ApiError> {
 async fn create(
     State(cp): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<CreateSatellite>,
+    Body(req): Body<CreateSatellite>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&caller)?;
-    crate::api::validate_label("satellite name", &req.name)?;
+    crate::api::validate_label("satellite name", &req.name).map_err(|e| e.on("name"))?;
     if req.name == PRIMARY_EDGE {
         return Err(ApiError::bad_request(format!(
             "{PRIMARY_EDGE:?} is the control plane's own edge; choose another name"
@@ -252,7 +252,7 @@ impl FromRequestParts<ControlPlane> for SatelliteCaller {
 async fn register(
     State(cp): State<ControlPlane>,
     SatelliteCaller(sat): SatelliteCaller,
-    Json(hb): Json<Heartbeat>,
+    Body(hb): Body<Heartbeat>,
 ) -> Result<Json<EdgeConfig>, ApiError> {
     let url = hb.access_url.trim_end_matches('/');
     if url != sat.access_url {
@@ -274,7 +274,7 @@ async fn register(
 async fn heartbeat(
     State(cp): State<ControlPlane>,
     SatelliteCaller(sat): SatelliteCaller,
-    Json(hb): Json<Heartbeat>,
+    Body(hb): Body<Heartbeat>,
 ) -> Result<Json<EdgeConfig>, ApiError> {
     if hb.access_url.trim_end_matches('/') != sat.access_url {
         return Err(ApiError::conflict(format!(
@@ -319,7 +319,7 @@ struct AgentAuthRequest {
 async fn agent_auth(
     State(cp): State<ControlPlane>,
     SatelliteCaller(sat): SatelliteCaller,
-    Json(req): Json<AgentAuthRequest>,
+    Body(req): Body<AgentAuthRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(ws) = cp.store.workspace_by_agent_token(&req.token).await? else {
         return Err(ApiError::unauthorized("agent token not accepted"));

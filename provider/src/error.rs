@@ -17,6 +17,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with any status.
+    pub fn new(status: http::StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
     /// A 400 with a message.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
@@ -98,7 +107,20 @@ impl From<crate::k8s_schema::SchemaError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        // Messages follow the convention "field: why"; name the field from it when the
+        // handler did not.
+        if self.field.is_none() && self.status.is_client_error() {
+            if let Some((head, _)) = self.message.split_once(": ") {
+                let ident = !head.is_empty()
+                    && head
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+                if ident {
+                    self.field = Some(head.to_owned());
+                }
+            }
+        }
         (
             self.status,
             axum::Json(match self.field {

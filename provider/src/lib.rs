@@ -19,6 +19,7 @@ pub mod edges_api;
 pub mod error;
 pub mod k8s_schema;
 pub mod local;
+pub mod openapi;
 pub mod orgs_api;
 pub mod provider_settings;
 pub mod providers_api;
@@ -135,6 +136,7 @@ impl ControlPlane {
             .merge(edges_api::router(self.clone()))
             .merge(orgs_api::router(self.clone()))
             .merge(providers_api::router(self.clone()))
+            .layer(axum::middleware::from_fn(api::read_body_first))
     }
 
     /// The current ticket-signing key.

@@ -5,7 +5,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::api::{validate_label, Caller};
+use crate::api::{validate_label, Body, Caller};
 use crate::store_orgs::ROLES;
 use crate::{ApiError, ControlPlane};
 
@@ -57,10 +57,10 @@ struct CreateOrg {
 async fn create_org(
     State(cp): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<CreateOrg>,
+    Body(req): Body<CreateOrg>,
 ) -> Result<Json<crate::store_orgs::Org>, ApiError> {
     caller.require(&["admin"], "create organizations")?;
-    validate_label("organization name", &req.name)?;
+    validate_label("organization name", &req.name).map_err(|e| e.on("name"))?;
     if cp.store.org_by_name(&req.name).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "name: an organization named {:?} exists",
@@ -80,7 +80,7 @@ async fn add_member(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Path(name): Path<String>,
-    Json(req): Json<AddMember>,
+    Body(req): Body<AddMember>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&["admin"], "change organization membership")?;
     let org = cp
@@ -123,10 +123,10 @@ fn member() -> String {
 async fn create_user(
     State(cp): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<CreateUser>,
+    Body(req): Body<CreateUser>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&["admin"], "create users")?;
-    validate_label("username", &req.username)?;
+    validate_label("username", &req.username).map_err(|e| e.on("username"))?;
     if !ROLES.contains(&req.role.as_str()) {
         return Err(ApiError::bad_request(format!(
             "role: {:?} is not a site role; use one of {}",

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::api::Caller;
+use crate::api::{Body, Caller};
 use crate::provider_settings::ProviderEdit;
 use crate::store_provider_edit::Edited;
 use crate::store_providers::{NewProvider, Provider};
@@ -104,7 +104,7 @@ pub fn check_cluster_address(url: &str) -> Result<(), String> {
 async fn heartbeat(
     State(cp): State<ControlPlane>,
     headers: http::HeaderMap,
-    Json(hb): Json<crate::store_providers::ProviderHeartbeat>,
+    Body(hb): Body<crate::store_providers::ProviderHeartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let token = crate::api::bearer(&headers)
         .ok_or_else(|| ApiError::unauthorized("missing provider token (Authorization: Bearer)"))?;
@@ -185,7 +185,7 @@ fn helm(cp: &ControlPlane, p: &Provider, token: &str) -> (String, serde_json::Va
 async fn create(
     State(cp): State<ControlPlane>,
     caller: Caller,
-    Json(req): Json<CreateProvider>,
+    Body(req): Body<CreateProvider>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(MANAGERS, "create providers")?;
     check_provider_name(&req.name)?;
@@ -251,7 +251,7 @@ async fn edit(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Path(name): Path<String>,
-    Json(req): Json<ProviderEdit>,
+    Body(req): Body<ProviderEdit>,
 ) -> Result<Json<Edited>, ApiError> {
     caller.require(MANAGERS, "edit providers")?;
     if let Some(new) = &req.name {
@@ -286,7 +286,7 @@ async fn cordon(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Path(name): Path<String>,
-    Json(req): Json<CordonRequest>,
+    Body(req): Body<CordonRequest>,
 ) -> Result<Json<Provider>, ApiError> {
     caller.require(MANAGERS, "cordon providers")?;
     let reason = req.reason.trim();

@@ -1,0 +1,380 @@
+//! The OpenAPI 3.0 description of `/api/v2`, served at `/api/v2/openapi.json`.
+//!
+//! Written next to the handlers and checked both ways: a unit test requires every route the
+//! routers register to be described (and nothing else), and the test suite runs
+//! schemathesis against a live server with this document (no 5xx, every response matching
+//! its schema).
+
+use serde_json::{json, Map, Value};
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// Names of workspaces, organizations, users, providers and satellites (DNS labels).
+fn label() -> Value {
+    json!({ "type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "minLength": 1, "maxLength": 32 })
+}
+
+fn nullable(t: &str) -> Value {
+    json!({ "type": t, "nullable": true })
+}
+
+fn array(items: Value) -> Value {
+    json!({ "type": "array", "items": items })
+}
+
+fn object(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+/// A closed request body (the server refuses unknown fields).
+fn closed(required: &[&str], props: Value) -> Value {
+    let mut o = object(required, props);
+    o["additionalProperties"] = json!(false);
+    o
+}
+
+fn error_responses(codes: &[u16]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for c in codes {
+        let desc = match c {
+            400 => "A field is wrong: `field` names it, `error` says why; nothing changed",
+            401 => "No valid token",
+            403 => "The caller may not do this",
+            404 => "No such object",
+            409 => "Conflicts with the current state (a name taken, an invariant); nothing changed",
+            415 => "The body is not JSON",
+            _ => "Error",
+        };
+        m.insert(
+            c.to_string(),
+            json!({ "description": desc, "content": { "application/json": { "schema": r("Error") } } }),
+        );
+    }
+    m
+}
+
+/// One operation: `body` is the request schema (if any), `ok` the 200 schema, `errors` the
+/// documented refusals.
+fn op(
+    summary: &str,
+    tag: &str,
+    body: Option<Value>,
+    ok: Value,
+    errors: &[u16],
+    auth: bool,
+) -> Value {
+    let mut responses = error_responses(errors);
+    if body.is_some() {
+        responses.extend(error_responses(&[400, 415]));
+    }
+    if auth {
+        responses.extend(error_responses(&[401]));
+    }
+    responses.insert(
+        "200".into(),
+        json!({ "description": "OK", "content": { "application/json": { "schema": ok } } }),
+    );
+    let mut o = json!({ "summary": summary, "tags": [tag], "responses": responses });
+    if let Some(b) = body {
+        o["requestBody"] =
+            json!({ "required": true, "content": { "application/json": { "schema": b } } });
+    }
+    if !auth {
+        o["security"] = json!([]);
+    }
+    o
+}
+
+fn name_param() -> Value {
+    json!([{ "name": "name", "in": "path", "required": true, "schema": label() }])
+}
+
+fn with_name(mut o: Value) -> Value {
+    o["parameters"] = name_param();
+    o
+}
+
+fn deleted() -> Value {
+    object(&["deleted"], json!({ "deleted": { "type": "string" } }))
+}
+
+fn schemas() -> Value {
+    let s = || json!({ "type": "string" });
+    let i = || json!({ "type": "integer" });
+    let b = || json!({ "type": "boolean" });
+    let strings = || array(json!({ "type": "string" }));
+    json!({
+        "Error": object(&["error", "code"], json!({ "error": s(), "code": s(), "field": s() })),
+        "User": object(&["id", "username", "role"], json!({
+            "id": s(), "username": s(), "role": { "type": "string", "enum": ["admin", "site-manager", "member"] }
+        })),
+        "UserView": object(&["id", "username", "role", "orgs"], json!({
+            "id": s(), "username": s(), "role": s(), "orgs": strings()
+        })),
+        "Org": object(&["id", "name", "created_at"], json!({ "id": s(), "name": s(), "created_at": i() })),
+        "OrgSummary": object(&["id", "name", "created_at", "members", "workspaces"], json!({
+            "id": s(), "name": s(), "created_at": i(), "members": i(), "workspaces": i()
+        })),
+        "AgentStatus": object(&["transport", "uptime_secs"], json!({ "transport": s(), "uptime_secs": i() })),
+        "Workspace": object(
+            &["id", "name", "owner_id", "owner", "provider", "status", "created_at", "home_edge", "org", "agent_connected"],
+            json!({
+                "id": s(), "name": s(), "owner_id": s(), "owner": s(), "provider": s(),
+                "status": { "type": "string", "enum": ["running", "stopped", "pending"] },
+                "created_at": i(), "home_edge": s(), "org": s(), "agent_connected": b(),
+                "agent": { "allOf": [r("AgentStatus")], "nullable": true },
+                "agent_pid": nullable("integer")
+            })
+        ),
+        "Ticket": object(&["ticket", "expires_at", "workspace_id", "edge_url", "home_edge"], json!({
+            "ticket": s(), "expires_at": i(), "workspace_id": s(), "edge_url": s(), "home_edge": s()
+        })),
+        "EdgeEntry": object(&["name", "region", "access_url"], json!({
+            "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
+        })),
+        "Region": object(&["name", "region", "access_url", "latency_check_url", "primary"], json!({
+            "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string"),
+            "latency_check_url": s(), "primary": b()
+        })),
+        "EdgeConfig": object(&["edge", "region", "ticket_keys", "mesh_keys", "edges", "control_plane_version"], json!({
+            "edge": s(), "region": s(), "ticket_keys": strings(),
+            "mesh_keys": array(object(&["id", "secret"], json!({ "id": s(), "secret": s() }))),
+            "edges": array(r("EdgeEntry")), "control_plane_version": s()
+        })),
+        "Satellite": object(&["id", "name", "region", "access_url", "created_at", "health", "version_mismatch"], json!({
+            "id": s(), "name": s(), "region": s(), "access_url": s(),
+            "devurl_host": nullable("string"), "created_at": i(),
+            "registered_at": nullable("integer"), "last_heartbeat_at": nullable("integer"),
+            "heartbeat_secs": nullable("integer"), "version": nullable("string"),
+            "reported_error": nullable("string"), "mesh_rtt_ms": { "type": "object" },
+            "health": s(), "error": nullable("string"), "version_mismatch": b()
+        })),
+        "SatelliteHeartbeat": closed(&["access_url", "version", "heartbeat_secs"], json!({
+            "access_url": s(), "version": s(), "heartbeat_secs": i(),
+            "error": nullable("string"), "mesh_rtt_ms": { "type": "object" },
+            "agents": array(object(&["workspace_id", "transport", "uptime_secs"], json!({
+                "workspace_id": s(), "transport": s(), "uptime_secs": i()
+            })))
+        })),
+        "ProviderSettings": object(&["features", "kubernetes"], json!({
+            "features": object(&["e2e_encryption", "external_ssh", "networking_v2"], json!({
+                "e2e_encryption": b(), "external_ssh": b(), "networking_v2": b(),
+                "access_url": nullable("string"), "storage_class": nullable("string"),
+                "service_account": nullable("string")
+            })),
+            "kubernetes": object(&[], json!({
+                "pod_tolerations": array(json!({ "type": "object" })),
+                "pod_node_selector": { "type": "object" },
+                "service_account_annotations": { "type": "object" },
+                "affinity": { "type": "object", "nullable": true }
+            }))
+        })),
+        "Provider": object(
+            &["id", "name", "built_in", "default", "status", "orgs", "workspaces", "created_at", "settings", "effective_affinity"],
+            json!({
+                "id": s(), "name": s(), "built_in": b(), "default": b(),
+                "status": { "type": "string", "enum": ["pending", "ready", "error"] },
+                "status_message": nullable("string"), "hostname": nullable("string"),
+                "cluster_address": nullable("string"), "namespace": nullable("string"),
+                "orgs": strings(), "workspaces": i(), "created_at": i(),
+                "last_heartbeat_at": nullable("integer"), "version": nullable("string"),
+                "cordon_reason": nullable("string"), "cordoned_at": nullable("integer"),
+                "settings": r("ProviderSettings"), "effective_affinity": { "type": "object" }
+            })
+        ),
+        "ProviderEdit": closed(&[], json!({
+            "name": label(), "orgs_add": strings(), "orgs_remove": strings(),
+            "orgs_set": { "type": "array", "items": s(), "nullable": true },
+            "default": { "type": "boolean", "nullable": true },
+            "features": { "type": "object", "nullable": true, "additionalProperties": false, "properties": {
+                "e2e_encryption": { "type": "boolean", "nullable": true },
+                "external_ssh": { "type": "boolean", "nullable": true },
+                "networking_v2": { "type": "boolean", "nullable": true },
+                "access_url": nullable("string"), "storage_class": nullable("string"),
+                "service_account": nullable("string")
+            }},
+            "kubernetes": {
+                "type": "object", "nullable": true,
+                "description": "Keys pod_tolerations, pod_node_selector, service_account_annotations, affinity: Kubernetes v1 JSON, null to reset"
+            }
+        })),
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let any = || json!({ "type": "object" });
+    let s = || json!({ "type": "string" });
+    let name_body = |k: &str| closed(&[k], json!({ k: s() }));
+    let paths = json!({
+        "/api/v2/buildinfo": { "get": op("Server version", "meta", None, object(&["version"], json!({ "version": s() })), &[], false) },
+        "/api/v2/openapi.json": { "get": op("This document", "meta", None, any(), &[], false) },
+        "/api/v2/users/me": { "get": op("The caller", "users", None, r("User"), &[], true) },
+        "/api/v2/users/me/tokens": { "post": op("Create an API token for the caller (shown once)", "users",
+            Some(name_body("name")), object(&["token"], json!({ "token": s() })), &[], true) },
+        "/api/v2/users": {
+            "get": op("Users with their organizations (admins, site managers)", "users", None, array(r("UserView")), &[403], true),
+            "post": op("Create a user (admins); returns their first API token once", "users",
+                Some(closed(&["username"], json!({
+                    "username": label(),
+                    "role": { "type": "string", "enum": ["admin", "site-manager", "member"] },
+                    "orgs": array(s())
+                }))),
+                object(&["user", "orgs", "token"], json!({ "user": r("User"), "orgs": array(s()), "token": s() })),
+                &[403, 409], true)
+        },
+        "/api/v2/orgs": {
+            "get": op("Organizations (yours; all for admins and site managers)", "orgs", None, array(r("OrgSummary")), &[], true),
+            "post": op("Create an organization (admins); it is on the built-in provider's allowlist", "orgs",
+                Some(closed(&["name"], json!({ "name": label() }))), r("Org"), &[403, 409], true)
+        },
+        "/api/v2/orgs/{name}/members": { "post": with_name(op("Add a member (admins)", "orgs",
+            Some(name_body("username")), object(&["org", "member"], json!({ "org": s(), "member": s() })), &[403, 404], true)) },
+        "/api/v2/workspaces": {
+            "get": op("Your workspaces", "workspaces", None, array(r("Workspace")), &[], true),
+            "post": op("Create a workspace on a provider (the default one unless named)", "workspaces",
+                Some(closed(&["name"], json!({
+                    "name": label(), "edge": nullable("string"), "org": nullable("string"), "provider": nullable("string")
+                }))),
+                r("Workspace"), &[403, 404, 409], true)
+        },
+        "/api/v2/workspaces/{name}": {
+            "get": with_name(op("One of your workspaces", "workspaces", None, r("Workspace"), &[404], true)),
+            "delete": with_name(op("Delete one of your workspaces", "workspaces", None, deleted(), &[404], true))
+        },
+        "/api/v2/workspaces/{name}/ticket": { "post": with_name(op("A connection ticket for ports of the workspace", "workspaces",
+            Some(closed(&["ports"], json!({ "ports": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } } }))),
+            r("Ticket"), &[404], true)) },
+        "/api/v2/regions": { "get": op("Edges users may enter through", "satellites", None, array(r("Region")), &[], true) },
+        "/api/v2/satellites": {
+            "get": op("Satellites and their health (admins)", "satellites", None,
+                object(&["control_plane_version", "satellites"], json!({ "control_plane_version": s(), "satellites": array(r("Satellite")) })),
+                &[403], true),
+            "post": op("Register a satellite (admins); returns its token once", "satellites",
+                Some(closed(&["name", "region", "access_url"], json!({
+                    "name": label(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
+                }))),
+                object(&["satellite", "token", "command"], json!({ "satellite": r("Satellite"), "token": s(), "command": s() })),
+                &[403, 409], true)
+        },
+        "/api/v2/satellites/{name}": { "delete": with_name(op("Remove a satellite (admins)", "satellites", None, deleted(), &[403, 404], true)) },
+        "/api/v2/satellites/register": { "post": op("A satellite registers (satellite token)", "satellites",
+            Some(r("SatelliteHeartbeat")), r("EdgeConfig"), &[403], true) },
+        "/api/v2/satellites/heartbeat": { "post": op("A satellite reports in (satellite token)", "satellites",
+            Some(r("SatelliteHeartbeat")), r("EdgeConfig"), &[403], true) },
+        "/api/v2/satellites/agent-auth": { "post": op("A satellite asks whose an agent token is (satellite token)", "satellites",
+            Some(name_body("token")),
+            object(&["workspace_id", "workspace_name"], json!({ "workspace_id": s(), "workspace_name": s() })),
+            &[], true) },
+        "/api/v2/keys/rotate": { "post": op("Rotate the ticket-signing key (admins)", "satellites", None,
+            object(&["kid", "note"], json!({ "kid": s(), "note": s() })), &[403], true) },
+        "/api/v2/providers": {
+            "get": op("Workspace providers", "providers", None, array(r("Provider")), &[], true),
+            "post": op("Create a remote provider (admins, site managers); returns its REMOTE token once and the Helm command", "providers",
+                Some(closed(&["name", "hostname", "cluster_address"], json!({
+                    "name": label(), "hostname": s(), "cluster_address": s(), "namespace": nullable("string")
+                }))),
+                object(&["provider", "token", "helm_command", "helm"], json!({
+                    "provider": r("Provider"), "token": s(), "helm_command": s(), "helm": any()
+                })),
+                &[403, 409], true)
+        },
+        "/api/v2/providers/heartbeat": { "post": op("A provider's deployment reports in (REMOTE token)", "providers",
+            Some(closed(&["version", "heartbeat_secs"], json!({
+                "version": s(), "heartbeat_secs": { "type": "integer" }, "error": nullable("string")
+            }))),
+            object(&["name", "control_plane_version"], json!({ "name": s(), "control_plane_version": s() })),
+            &[], true) },
+        "/api/v2/providers/{name}": {
+            "get": with_name(op("One provider", "providers", None, r("Provider"), &[404], true)),
+            "patch": with_name(op("Edit a provider as a whole (admins, site managers)", "providers",
+                Some(r("ProviderEdit")),
+                object(&["provider", "warnings"], json!({ "provider": r("Provider"), "warnings": array(s()) })),
+                &[403, 404, 409], true)),
+            "delete": with_name(op("Delete a provider with no workspaces (admins, site managers)", "providers", None, deleted(), &[403, 404, 409], true))
+        },
+        "/api/v2/providers/{name}/cordon": { "post": with_name(op("Stop new workspaces there (admins, site managers)", "providers",
+            Some(name_body("reason")), r("Provider"), &[403, 404], true)) },
+        "/api/v2/providers/{name}/uncordon": { "post": with_name(op("Take new workspaces again (admins, site managers)", "providers",
+            None, r("Provider"), &[403, 404], true)) },
+    });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "perigee API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Control-plane REST API. Authenticate with `Authorization: Bearer TOKEN` (API, satellite or provider token as each operation says); tokens never go in URLs."
+        },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `(path, method)` pairs registered by the routers, read from their source.
+    fn routes_in_source() -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for src in [
+            include_str!("api.rs"),
+            include_str!("edges_api.rs"),
+            include_str!("orgs_api.rs"),
+            include_str!("providers_api.rs"),
+            include_str!("lib.rs"),
+        ] {
+            let flat: String = src
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace("( ", "(");
+            for part in flat.split(".route(\"").skip(1) {
+                let (path, rest) = part.split_once('"').unwrap();
+                let call = rest.split(".route(").next().unwrap();
+                let call = call.split(".with_state(").next().unwrap();
+                for m in ["get", "post", "patch", "delete", "put"] {
+                    if call.contains(&format!(" {m}(")) || call.contains(&format!(".{m}(")) {
+                        out.push((path.to_owned(), m.to_owned()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn every_route_is_described_and_nothing_else() {
+        let doc = document();
+        let mut described: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (p.clone(), m.clone()))
+            })
+            .collect();
+        described.sort();
+        let routes = routes_in_source();
+        assert!(routes.len() >= 27, "{routes:?}");
+        assert_eq!(described, routes);
+        // Every reference resolves.
+        let text = doc.to_string();
+        for name in text.split("#/components/schemas/").skip(1) {
+            let name = name.split('"').next().unwrap();
+            assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+        }
+    }
+}

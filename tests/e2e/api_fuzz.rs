@@ -1,0 +1,85 @@
+//! The OpenAPI document against the implementation: schemathesis (from PyPI) generates
+//! requests from `/api/v2/openapi.json`, valid and invalid, for every operation, as an admin;
+//! no response may be a 5xx or break its documented schema, status code or content type.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{free_port, wait_until, Server, TempDir};
+use crate::providers::start_provider;
+
+/// schemathesis: `PERIGEE_SCHEMATHESIS`, else on PATH (`.ci/run` installs it in a venv).
+fn schemathesis() -> String {
+    if let Ok(p) = std::env::var("PERIGEE_SCHEMATHESIS") {
+        return p;
+    }
+    let found = Command::new("schemathesis").arg("--version").output();
+    match found {
+        Ok(o) if o.status.success() => "schemathesis".into(),
+        _ => panic!(
+            "schemathesis not found: `.ci/run` installs it (pip install schemathesis), or set PERIGEE_SCHEMATHESIS"
+        ),
+    }
+}
+
+#[test]
+fn the_openapi_document_holds_under_schemathesis() {
+    let st = schemathesis();
+    let tmp = TempDir::new("api-fuzz");
+    let port = free_port("127.0.0.1");
+    let server = Server::start_full(
+        &tmp.0,
+        &format!("127.0.0.1:{port}"),
+        &[],
+        &[],
+        &["--access-url", &format!("https://localhost:{port}")],
+    );
+    // Something to read and edit: a ready remote provider.
+    let v: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "providers",
+        "create",
+        "eu",
+        "--hostname",
+        &format!("https://eu.localhost:{port}"),
+        "--cluster-address",
+        "https://10.0.0.1:6443",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let mut p = start_provider(&server, v["token"].as_str().unwrap(), &tmp.0.join("eu"));
+    wait_until("eu ready", Duration::from_secs(15), || {
+        server.ok(&["providers", "ls"]).contains("ready")
+    });
+
+    let out = Command::new(&st)
+        .args(["run", &format!("{}/api/v2/openapi.json", server.url)])
+        .args(["--url", &server.url])
+        .arg("--tls-verify")
+        .arg(server.data().join("tls/ca.pem"))
+        .args(["-H", &format!("Authorization: Bearer {}", server.token())])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        ])
+        .args(["--max-examples", "20", "--workers", "2"])
+        .args(["--report-dir"])
+        .arg(tmp.0.join("schemathesis"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tail: Vec<&str> = stdout.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{}\n{}",
+        tail.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+    // The server is still up.
+    server.ok(&["providers", "ls"]);
+    let _ = p.kill();
+    let _ = p.wait();
+}
