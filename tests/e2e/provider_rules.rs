@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::harness::{free_port, wait_until, Server, TempDir};
-use crate::providers::start_provider;
+use crate::providers::{create_provider, start_provider};
 
 /// Two servers: on SQLite both are the same one; on PostgreSQL two replicas.
 struct Deployment {
@@ -97,28 +97,6 @@ fn provider(s: &Server, name: &str) -> Value {
 fn providers(s: &Server) -> Vec<Value> {
     let v: Value = serde_json::from_str(&s.ok(&["providers", "ls", "-o", "json"])).unwrap();
     v.as_array().cloned().unwrap_or_default()
-}
-
-/// Creates remote provider `name` through `s`; returns its REMOTE token.
-fn create_provider(s: &Server, port: u16, name: &str, cluster: &str) -> String {
-    let v: Value = serde_json::from_str(&s.ok(&[
-        "providers",
-        "create",
-        name,
-        "--hostname",
-        &format!("https://{name}.localhost:{port}"),
-        "--cluster-address",
-        cluster,
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    assert_eq!(
-        v["provider"]["orgs"],
-        json!([]),
-        "a new provider allows nobody yet"
-    );
-    v["token"].as_str().unwrap().to_owned()
 }
 
 fn rules(d: &Deployment) {

@@ -177,9 +177,31 @@ fn status(server: &Server, name: &str) -> (String, String) {
     )
 }
 
-#[test]
-fn provider_status_follows_its_deployment() {
-    let tmp = TempDir::new("provider-status");
+/// Creates remote provider `name` through `s`; returns its REMOTE token.
+pub(crate) fn create_provider(s: &Server, port: u16, name: &str, cluster: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&[
+        "providers",
+        "create",
+        name,
+        "--hostname",
+        &format!("https://{name}.localhost:{port}"),
+        "--cluster-address",
+        cluster,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        v["provider"]["orgs"],
+        serde_json::json!([]),
+        "a new provider allows nobody yet"
+    );
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// A server whose access URL has a DNS name (`localhost`), so providers' hostnames can be
+/// its subdomains; returns it and its port.
+pub(crate) fn start_named(tmp: &TempDir) -> (Server, u16) {
     let port = free_port("127.0.0.1");
     let server = Server::start_full(
         &tmp.0,
@@ -188,19 +210,14 @@ fn provider_status_follows_its_deployment() {
         &[],
         &["--access-url", &format!("https://localhost:{port}")],
     );
-    let v: serde_json::Value = serde_json::from_str(&server.ok(&[
-        "providers",
-        "create",
-        "eu",
-        "--hostname",
-        &format!("https://eu.localhost:{port}"),
-        "--cluster-address",
-        "https://10.0.0.1:6443",
-        "-o",
-        "json",
-    ]))
-    .expect("json");
-    let token = v["token"].as_str().expect("token").to_owned();
+    (server, port)
+}
+
+#[test]
+fn provider_status_follows_its_deployment() {
+    let tmp = TempDir::new("provider-status");
+    let (server, port) = start_named(&tmp);
+    let token = create_provider(&server, port, "eu", "https://10.0.0.1:6443");
     assert_eq!(status(&server, "eu").0, "pending");
 
     // pending → ready when it registers.
