@@ -1,7 +1,9 @@
 //! `perigee workspace-provider`: the deployment of a remote workspace provider. It registers
 //! with its REMOTE token and heartbeats, reporting a startup failure when it has one
-//! (`pending → ready`, or `error` with the message). Provisioning workspaces into its
-//! cluster and serving its edge come with the Kubernetes issue.
+//! (`pending → ready`, or `error` with the message). Each heartbeat's answer lists the
+//! workspaces placed on the provider; it runs them with the local provisioner (agents dial
+//! the provider's access URL override, else their home edge) and removes the ones that are
+//! gone. The Kubernetes provisioner comes with the Kubernetes issue.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +61,21 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
     if let Some(p) = &problem {
         warn!(error = %p, "reporting a startup failure to the control plane");
     }
+    let provisioner = match &problem {
+        Some(_) => None,
+        None => {
+            let dir = startup(&a).map_err(anyhow::Error::msg)?;
+            Some(provider::LocalProvisioner::new(
+                provider::LocalProvisionerConfig {
+                    root: dir.join("workspaces"),
+                    exe: std::env::current_exe().context("locating the perigee binary")?,
+                    agent_url: url.clone(),
+                    ca_cert: a.ca_cert.clone(),
+                    exec_prefix: Vec::new(),
+                },
+            ))
+        }
+    };
     let every = Duration::from_secs(a.heartbeat_secs);
     let mut announced = false;
     loop {
@@ -81,6 +98,9 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
                     println!("perigee workspace-provider ready: registered as {name} with {url}");
                     announced = true;
                 }
+                if let Some(p) = &provisioner {
+                    reconcile(p, &http, &url, a.token.trim(), &v["workspaces"]).await;
+                }
             }
             Ok(resp) if resp.status().is_client_error() => {
                 let status = resp.status().as_u16();
@@ -102,5 +122,74 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(every) => {}
             _ = crate::server::shutdown_signal() => return Ok(()),
         }
+    }
+}
+
+/// Runs the workspaces the control plane placed here and removes the ones that are gone.
+/// Failures are logged and retried at the next heartbeat.
+async fn reconcile(
+    p: &provider::LocalProvisioner,
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    assigned: &serde_json::Value,
+) {
+    let assigned = assigned.as_array().cloned().unwrap_or_default();
+    let mut wanted = Vec::with_capacity(assigned.len());
+    for w in &assigned {
+        let (Some(id), Some(name), Some(agent_url)) = (
+            w["id"].as_str(),
+            w["name"].as_str(),
+            w["agent_url"].as_str(),
+        ) else {
+            continue;
+        };
+        wanted.push(id.to_owned());
+        let result = if p.has(id) {
+            p.start(id, name).await.map_err(|e| e.to_string())
+        } else {
+            match agent_token(http, url, token, id).await {
+                Ok(t) => p
+                    .create(id, name, &t, Some(agent_url))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        };
+        if let Err(e) = result {
+            warn!(workspace = name, error = %e, "cannot run workspace; retrying at the next heartbeat");
+        }
+    }
+    for id in p.workspace_ids() {
+        if !wanted.contains(&id) {
+            info!(workspace = %id, "workspace deleted on the control plane; removing it");
+            if let Err(e) = p.delete(&id).await {
+                warn!(workspace = %id, error = %e, "cannot remove workspace");
+            }
+        }
+    }
+}
+
+async fn agent_token(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    workspace_id: &str,
+) -> anyhow::Result<relay_core::token::Secret> {
+    let resp = http
+        .post(format!("{url}/api/v2/providers/agent-token"))
+        .bearer_auth(token)
+        .json(&json!({ "workspace_id": workspace_id }))
+        .send()
+        .await?;
+    let status = resp.status();
+    let v = crate::client::json_limited(resp, 64 * 1024).await?;
+    match v["token"].as_str() {
+        Some(t) if status.is_success() => Ok(relay_core::token::Secret::new(t)),
+        _ => anyhow::bail!(
+            "agent token for {workspace_id}: {} (HTTP {})",
+            v["error"].as_str().unwrap_or("no token in the answer"),
+            status.as_u16()
+        ),
     }
 }

@@ -419,14 +419,7 @@ async fn create_ticket(
         sid: relay_core::token::random_id(),
         home: ws.home_edge.clone(),
     };
-    let edge_url = if ws.home_edge == cp.primary.name {
-        cp.primary.access_url.clone()
-    } else {
-        match cp.store.satellite_by_name(&ws.home_edge).await? {
-            Some(s) => s.access_url,
-            None => cp.primary.access_url.clone(),
-        }
-    };
+    let edge_url = cp.edge_url(&ws.home_edge).await?;
     Ok(Json(TicketResponse {
         ticket: cp.signer().sign(claims),
         expires_at: exp,

@@ -139,6 +139,17 @@ impl ControlPlane {
             .layer(axum::middleware::from_fn(api::read_body_first))
     }
 
+    /// The access URL of edge `name` (the primary's for itself, an unknown name or `""`).
+    pub(crate) async fn edge_url(&self, name: &str) -> Result<String, ApiError> {
+        if name.is_empty() || name == self.primary.name {
+            return Ok(self.primary.access_url.clone());
+        }
+        Ok(match self.store.satellite_by_name(name).await? {
+            Some(s) => s.access_url,
+            None => self.primary.access_url.clone(),
+        })
+    }
+
     /// The current ticket-signing key.
     pub(crate) fn signer(&self) -> Arc<Signer> {
         match self.signer.read() {

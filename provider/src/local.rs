@@ -59,6 +59,23 @@ impl LocalProvisioner {
         self.cfg.root.join(workspace_id)
     }
 
+    /// Whether the workspace exists here (its directory holds an agent token).
+    pub fn has(&self, workspace_id: &str) -> bool {
+        self.dir(workspace_id).join(TOKEN_FILE).exists()
+    }
+
+    /// Ids of the workspaces that exist here.
+    pub fn workspace_ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.cfg.root) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(TOKEN_FILE).exists())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Creates the workspace directory, stores the agent token (mode 0600) and starts the agent,
     /// which dials `agent_url` (default: the built-in edge).
     pub async fn create(

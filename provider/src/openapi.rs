@@ -285,8 +285,13 @@ pub fn document() -> Value {
             Some(closed(&["version", "heartbeat_secs"], json!({
                 "version": s(), "heartbeat_secs": { "type": "integer" }, "error": nullable("string")
             }))),
-            object(&["name", "control_plane_version"], json!({ "name": s(), "control_plane_version": s() })),
+            object(&["name", "control_plane_version", "workspaces"], json!({
+                "name": s(), "control_plane_version": s(),
+                "workspaces": array(object(&["id", "name", "agent_url"], json!({ "id": s(), "name": s(), "agent_url": s() })))
+            })),
             &[], true) },
+        "/api/v2/providers/agent-token": { "post": op("A provider's deployment gets the agent token of a workspace it starts (REMOTE token; the previous token stops working)", "providers",
+            Some(name_body("workspace_id")), object(&["token"], json!({ "token": s() })), &[404], true) },
         "/api/v2/providers/{name}": {
             "get": with_name(op("One provider", "providers", None, r("Provider"), &[404], true)),
             "patch": with_name(op("Edit a provider as a whole (admins, site managers)", "providers",

@@ -19,6 +19,7 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/api/v2/providers", get(list).post(create))
         .route("/api/v2/providers/heartbeat", post(heartbeat))
+        .route("/api/v2/providers/agent-token", post(agent_token))
         .route(
             "/api/v2/providers/{name}",
             get(show).patch(edit).delete(remove),
@@ -106,13 +107,7 @@ async fn heartbeat(
     headers: http::HeaderMap,
     Body(hb): Body<crate::store_providers::ProviderHeartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let token = crate::api::bearer(&headers)
-        .ok_or_else(|| ApiError::unauthorized("missing provider token (Authorization: Bearer)"))?;
-    let Some(p) = cp.store.provider_by_token(token.trim()).await? else {
-        return Err(ApiError::unauthorized(
-            "provider token not recognised: the provider was removed, or the token is for another deployment",
-        ));
-    };
+    let p = provider_caller(&cp, &headers).await?;
     if hb.heartbeat_secs == 0 || hb.heartbeat_secs > 3600 {
         return Err(ApiError::bad_request("heartbeat_secs: must be 1-3600").on("heartbeat_secs"));
     }
@@ -120,10 +115,58 @@ async fn heartbeat(
     if p.status != "ready" || hb.error.is_some() {
         tracing::info!(provider = %p.name, error = ?hb.error, "provider reported in");
     }
+    // What it should run, and where each agent dials: the provider's access URL override
+    // when set, else the workspace's home edge.
+    let override_url = p.settings.features.access_url.clone();
+    let mut workspaces = Vec::new();
+    for (id, name, home) in cp.store.provider_workspaces(&p.id).await? {
+        let agent_url = match &override_url {
+            Some(u) => u.clone(),
+            None => cp.edge_url(&home).await?,
+        };
+        workspaces.push(serde_json::json!({ "id": id, "name": name, "agent_url": agent_url }));
+    }
     Ok(Json(serde_json::json!({
         "name": p.name,
         "control_plane_version": env!("CARGO_PKG_VERSION"),
+        "workspaces": workspaces,
     })))
+}
+
+/// The provider's REMOTE token from the `Authorization` header.
+async fn provider_caller(
+    cp: &ControlPlane,
+    headers: &http::HeaderMap,
+) -> Result<Provider, ApiError> {
+    let token = crate::api::bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized("missing provider token (Authorization: Bearer)"))?;
+    cp.store.provider_by_token(token.trim()).await?.ok_or_else(|| {
+        ApiError::unauthorized(
+            "provider token not recognised: the provider was removed, or the token is for another deployment",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentTokenRequest {
+    workspace_id: String,
+}
+
+/// A provider's deployment asks for the agent token of a workspace it is about to start.
+async fn agent_token(
+    State(cp): State<ControlPlane>,
+    headers: http::HeaderMap,
+    Body(req): Body<AgentTokenRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = provider_caller(&cp, &headers).await?;
+    match cp.store.issue_agent_token(&p.id, &req.workspace_id).await? {
+        Some(t) => Ok(Json(serde_json::json!({ "token": t.expose() }))),
+        None => Err(ApiError::not_found(format!(
+            "workspace_id: no workspace {:?} on provider {:?}",
+            req.workspace_id, p.name
+        ))),
+    }
 }
 
 async fn list(
@@ -221,7 +264,7 @@ async fn create(
 }
 
 /// Path segments the provider routes use for themselves.
-const RESERVED: &[&str] = &["heartbeat"];
+const RESERVED: &[&str] = &["heartbeat", "agent-token"];
 
 fn check_provider_name(name: &str) -> Result<(), ApiError> {
     crate::api::validate_label("name", name).map_err(|e| e.on("name"))?;

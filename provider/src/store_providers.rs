@@ -175,6 +175,41 @@ impl Store {
         Ok(())
     }
 
+    /// The workspaces placed on a provider: `(id, name, home edge)`.
+    pub async fn provider_workspaces(
+        &self,
+        provider_id: &str,
+    ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, name, COALESCE(home_edge, '') FROM workspaces WHERE provider_id = $1 ORDER BY id",
+        )
+        .bind(provider_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// A fresh agent token for a workspace placed on `provider_id` (the previous one stops
+    /// working); the workspace becomes `running`. `None` when the workspace is not there.
+    pub async fn issue_agent_token(
+        &self,
+        provider_id: &str,
+        workspace_id: &str,
+    ) -> Result<Option<token::Secret>, sqlx::Error> {
+        let secret = token::generate(token::AGENT_PREFIX);
+        let r = sqlx::query(
+            "UPDATE workspaces SET agent_token_hash = $1, status = 'running' WHERE id = $2 AND provider_id = $3",
+        )
+        .bind(token::hash(secret.expose()))
+        .bind(workspace_id)
+        .bind(provider_id)
+        .execute(&self.pool)
+        .await?;
+        Ok((r.rows_affected() > 0).then_some(secret))
+    }
+
     /// Creates a remote provider in `pending`; its REMOTE token is returned once and only
     /// its hash kept. `Ok(None)` when the name is taken.
     pub async fn create_provider(

@@ -222,15 +222,7 @@ impl Server {
 
     /// The PIDs of every local agent this server started.
     pub fn agent_pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(self.data().join("workspaces")) {
-            for e in rd.flatten() {
-                if let Ok(s) = std::fs::read_to_string(e.path().join("agent.pid")) {
-                    pids.extend(s.trim().parse::<u32>().ok());
-                }
-            }
-        }
-        pids
+        agent_pids_in(&self.data().join("workspaces"))
     }
 
     /// Stops the server (SIGTERM, then SIGKILL), leaving its agents running.
@@ -263,6 +255,19 @@ impl Drop for Server {
             signal(pid, "-KILL");
         }
     }
+}
+
+/// The PIDs of the local agents whose workspaces are under `root`.
+pub fn agent_pids_in(root: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("agent.pid")) {
+                pids.extend(s.trim().parse::<u32>().ok());
+            }
+        }
+    }
+    pids
 }
 
 /// Waits for the readiness line starting with `prefix` on the child's stdout; returns the rest.

@@ -137,12 +137,40 @@ fn providers_are_created_by_the_rules() {
     );
 }
 
+/// A running `perigee workspace-provider`; dropping it stops the process and the agents it
+/// started (they are built to outlive it, so a test must end them).
+pub(crate) struct ProviderProcess {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+}
+
+impl ProviderProcess {
+    /// Stops the process only (its agents keep running, as after a crash).
+    pub(crate) fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
+    }
+
+    pub(crate) fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in crate::harness::agent_pids_in(&self.data.join("workspaces")) {
+            crate::harness::signal(pid, "-KILL");
+        }
+    }
+}
+
 /// Starts `perigee workspace-provider`; waits for its readiness line.
 pub(crate) fn start_provider(
     server: &Server,
     token: &str,
     data: &std::path::Path,
-) -> std::process::Child {
+) -> ProviderProcess {
     let mut child = std::process::Command::new(crate::harness::BIN)
         .args([
             "workspace-provider",
@@ -157,11 +185,16 @@ pub(crate) fn start_provider(
         .arg(data)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(format!("{}.log", data.display())).expect("provider log file"),
+        )
         .spawn()
         .expect("spawn workspace-provider");
     crate::harness::wait_ready(&mut child, "perigee workspace-provider ready: ", data);
-    child
+    ProviderProcess {
+        child,
+        data: data.to_path_buf(),
+    }
 }
 
 fn status(server: &Server, name: &str) -> (String, String) {
@@ -276,4 +309,67 @@ fn provider_status_follows_its_deployment() {
         !out.status.success() && err.contains("provider token not recognised"),
         "{err}"
     );
+}
+
+/// A remote provider's deployment runs the workspaces placed on it (local provisioner), its
+/// agents dial the provider's access URL override, and a deleted workspace is removed.
+#[test]
+fn a_remote_provider_runs_its_workspaces_through_its_access_url() {
+    let tmp = TempDir::new("provider-runs");
+    let (server, port) = start_named(&tmp);
+    let token = create_provider(&server, port, "eu", "https://10.0.0.1:6443");
+    // The override: a TCP+UDP relay in front of the server (as a regional load balancer).
+    let relay_port = free_port("127.0.0.1");
+    let relay: std::net::SocketAddr = format!("127.0.0.1:{relay_port}").parse().unwrap();
+    crate::delay::start(relay, server.addr, Duration::ZERO);
+    let override_url = format!("https://127.0.0.1:{relay_port}");
+    server.ok(&[
+        "providers",
+        "edit",
+        "eu",
+        "--org-add",
+        "default",
+        "--access-url",
+        &override_url,
+    ]);
+    let data = tmp.0.join("eu");
+    let mut p = start_provider(&server, &token, &data);
+    wait_until("eu ready", Duration::from_secs(15), || {
+        status(&server, "eu").0 == "ready"
+    });
+    server.ok(&["create", "far", "--provider", "eu"]);
+    wait_until(
+        "the provider's agent connects",
+        Duration::from_secs(20),
+        || server.workspace("far")["agent_connected"] == true,
+    );
+    let w = server.workspace("far");
+    assert_eq!(
+        (&w["provider"], &w["status"]),
+        (&serde_json::json!("eu"), &serde_json::json!("running"))
+    );
+    let id = w["id"].as_str().unwrap().to_owned();
+    let url_file = data.join("workspaces").join(&id).join("agent-url");
+    assert_eq!(std::fs::read_to_string(&url_file).unwrap(), override_url);
+    // A tunnel reaches a port next to that agent.
+    let echo = crate::harness::echo_server();
+    let out = crate::harness::run_with_stdin(
+        server.cmd(&["tunnel", "far", &echo.to_string()]),
+        b"via eu",
+    );
+    assert_eq!(
+        out.stdout,
+        b"via eu",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Deleted on the control plane: the provider removes it.
+    server.ok(&["delete", "far"]);
+    wait_until(
+        "workspace removed by the provider",
+        Duration::from_secs(15),
+        || !data.join("workspaces").join(&id).exists(),
+    );
+    let _ = p.kill();
+    let _ = p.wait();
 }
