@@ -145,7 +145,11 @@ async fn stream(
     let Some(port) = port else {
         return Ok(refuse(StatusCode::BadFrame, "missing perigee-port".into()));
     };
-    let tcp = match crate::serve::connect_port(port).await {
+    let e2e = req
+        .headers()
+        .get(wire::H2_E2E_HEADER)
+        .is_some_and(|v| v == "1");
+    let tcp = match crate::e2e::connect(port, e2e).await {
         Ok(s) => s,
         Err((code, message)) => return Ok(refuse(code, message)),
     };

@@ -17,6 +17,7 @@ use relay_core::backoff::Backoff;
 use relay_core::token::Secret;
 use tracing::{info, warn};
 
+pub mod e2e;
 mod h2;
 mod quic;
 mod serve;

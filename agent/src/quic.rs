@@ -129,8 +129,12 @@ pub(crate) async fn serve(conn: quinn::Connection) -> Result<(), LinkError> {
 }
 
 async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let (port, session_id) = match wire::read_frame(&mut recv).await {
-        Ok(Frame::Open { port, session_id }) => (port, session_id),
+    let (port, session_id, e2e) = match wire::read_frame(&mut recv).await {
+        Ok(Frame::Open {
+            port,
+            session_id,
+            e2e,
+        }) => (port, session_id, e2e),
         Ok(f) => {
             let msg = format!("expected OPEN, got {f:?}");
             let _ = send
@@ -161,7 +165,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     };
     let span = tracing::debug_span!("stream", stream = session_id, port, path = "envproxy");
     async move {
-        let tcp = match crate::serve::connect_port(port).await {
+        let tcp = match crate::e2e::connect(port, e2e).await {
             Ok(s) => s,
             Err((code, message)) => {
                 let _ = send

@@ -49,6 +49,19 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
             anyhow::bail!("no agent token: pass --token-file (or PERIGEE_AGENT_TOKEN_FILE)")
         }
     };
+    // The inner-session key for end-to-end encrypted tunnels: a fresh one per start, its
+    // fingerprint reported to the control plane (which hands it to clients with tickets).
+    let identity =
+        relay_core::e2e::AgentIdentity::generate().context("making the end-to-end key")?;
+    agent::e2e::start(identity.server.clone())
+        .await
+        .context("starting the end-to-end terminator")?;
+    tokio::spawn(report_key(
+        a.url.trim_end_matches('/').to_owned(),
+        token.clone(),
+        a.ca_cert.clone(),
+        identity.fingerprint.clone(),
+    ));
     let cfg = agent::AgentConfig {
         url: a.url,
         token: Secret::new(token),
@@ -59,4 +72,59 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
     };
     agent::run(cfg, crate::server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Reports the end-to-end key's fingerprint, retrying until the control plane (directly or
+/// through the agent's edge) takes it.
+async fn report_key(url: String, token: String, ca_cert: Option<PathBuf>, fingerprint: String) {
+    let client = relay_core::tls::roots(ca_cert.as_deref())
+        .map_err(anyhow::Error::from)
+        .and_then(|roots| {
+            Ok(relay_core::tls::client_config(
+                roots,
+                &[b"h2", b"http/1.1"],
+            )?)
+        })
+        .and_then(|tls| {
+            Ok(reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .timeout(Duration::from_secs(10))
+                .build()?)
+        });
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot report the end-to-end key");
+            return;
+        }
+    };
+    let mut backoff =
+        relay_core::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        let sent = client
+            .post(format!("{url}/api/v2/workspaceagent/e2e-key"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "fingerprint": fingerprint }))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!("end-to-end key reported");
+                return;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    "the control plane refused the end-to-end key"
+                );
+                return;
+            }
+            Ok(r) => tracing::debug!(
+                status = r.status().as_u16(),
+                "reporting the end-to-end key; retrying"
+            ),
+            Err(e) => tracing::debug!(error = %e, "reporting the end-to-end key; retrying"),
+        }
+        tokio::time::sleep(backoff.next_delay(relay_core::token::random_u64())).await;
+    }
 }

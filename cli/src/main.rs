@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod agent_cmd;
 mod client;
 mod dial;
+mod e2e_stream;
 mod orgs;
 mod provider_cmd;
 mod providers;

@@ -58,6 +58,9 @@ struct Ticket {
     edge_url: String,
     home_edge: String,
     workspace_id: String,
+    /// The agent's end-to-end key, when the provider encrypts tunnels end to end.
+    #[serde(default)]
+    e2e_fingerprint: Option<String>,
 }
 
 /// Tickets kept on disk (mode 0600, next to the session) so that each `perigee tunnel`
@@ -94,6 +97,15 @@ mod ticket_cache {
         load()
             .remove(&key(deployment, workspace, port))
             .filter(|t| t.expires_at > min_expiry)
+    }
+
+    pub(super) fn remove(deployment: &str, workspace: &str, port: u16) {
+        let mut all = load();
+        if all.remove(&key(deployment, workspace, port)).is_some() {
+            if let (Some(p), Ok(bytes)) = (path(), serde_json::to_vec(&all)) {
+                let _ = relay_core::tls::write_private(&p, &bytes);
+            }
+        }
     }
 
     pub(super) fn put(deployment: &str, workspace: &str, port: u16, t: &Ticket) {
@@ -165,6 +177,7 @@ impl Tickets {
                 .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
                 .to_owned(),
             workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
+            e2e_fingerprint: v["e2e_fingerprint"].as_str().map(str::to_owned),
         };
         ticket_cache::put(&self.client.base, &self.workspace, self.port, &t);
         *cached = Some(t.clone());
@@ -265,7 +278,58 @@ impl Tickets {
     }
 }
 
+/// Where a tunnel went: the edge that accepted it and `local` or `mesh:HOME`.
+struct Via {
+    edge: String,
+    path: String,
+}
+
+/// A tunnel ready for bytes: plain, or with the inner end-to-end session established.
+/// One lives per tunnel, briefly on the stack before its splice: no point boxing a variant.
+#[allow(clippy::large_enum_variant)]
+enum Stream {
+    Plain(Ws),
+    E2e(crate::e2e_stream::E2eStream),
+}
+
+impl Stream {
+    async fn splice<R, W>(self, rd: R, wr: W) -> anyhow::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        match self {
+            Stream::Plain(ws) => splice(ws, rd, wr).await,
+            Stream::E2e(s) => s.splice(rd, wr).await,
+        }
+    }
+}
+
 impl Tickets {
+    /// Opens a tunnel and, for an end-to-end provider, the inner session. A key that no longer
+    /// matches (the agent restarted since the ticket was cached) gets one fresh ticket.
+    async fn open(&self, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<(Stream, Via, Entry)> {
+        let mut attempt = 0;
+        loop {
+            let t = self.get().await?;
+            let (dial::Opened { ws, edge, path }, entry) = self.dial(tls).await?;
+            let via = Via { edge, path };
+            let Some(fp) = t.e2e_fingerprint.as_deref() else {
+                return Ok((Stream::Plain(ws), via, entry));
+            };
+            match crate::e2e_stream::connect(ws, fp).await {
+                Ok(s) => return Ok((Stream::E2e(s), via, entry)),
+                Err(e) if attempt == 0 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "end-to-end session failed; fetching a fresh ticket");
+                    *self.cached.lock().await = None;
+                    ticket_cache::remove(&self.client.base, &self.workspace, self.port);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn new(workspace: &str, port: u16, pin: Option<String>) -> anyhow::Result<Self> {
         Ok(Self {
             client: Client::from_session()?,
@@ -285,14 +349,19 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     let tickets = Tickets::new(&a.workspace, a.port, a.region.clone())?;
     tickets.get().await?;
     let t_ticket = start.elapsed();
-    let (opened, entry) = tickets.dial(&tls).await?;
+    let (stream, opened, entry) = tickets.open(&tls).await?;
     if a.verbose {
         let via = match opened.path.strip_prefix("mesh:") {
             Some(home) => format!("{} -> mesh -> {home}", opened.edge),
             None => opened.edge.clone(),
         };
+        let e2e = if matches!(stream, Stream::E2e(_)) {
+            " e2e=on"
+        } else {
+            ""
+        };
         eprintln!(
-            "perigee: {}:{} path=envproxy edge={} via={via} url={} chosen-by={:?} (ticket {:.1} ms, edge choice + tunnel {:.1} ms)",
+            "perigee: {}:{} path=envproxy{e2e} edge={} via={via} url={} chosen-by={:?} (ticket {:.1} ms, edge choice + tunnel {:.1} ms)",
             a.workspace,
             a.port,
             entry.name,
@@ -302,7 +371,8 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
             (start.elapsed() - t_ticket).as_secs_f64() * 1e3
         );
     }
-    splice(opened.ws, tokio::io::stdin(), tokio::io::stdout())
+    stream
+        .splice(tokio::io::stdin(), tokio::io::stdout())
         .await
         .context("tunnel")
 }
@@ -353,9 +423,9 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                 let (tickets, tls) = (tickets.clone(), tls.clone());
                 tokio::spawn(async move {
                     let result = async {
-                        let (opened, _) = tickets.dial(&tls).await?;
+                        let (stream, _, _) = tickets.open(&tls).await?;
                         let (rd, wr) = sock.into_split();
-                        splice(opened.ws, rd, wr).await?;
+                        stream.splice(rd, wr).await?;
                         anyhow::Ok(())
                     }
                     .await;

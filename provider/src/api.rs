@@ -31,6 +31,7 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
             get(show_workspace).delete(delete_workspace),
         )
         .route("/api/v2/workspaces/{name}/ticket", post(create_ticket))
+        .route("/api/v2/workspaceagent/e2e-key", post(agent_e2e_key))
         .with_state(cp)
 }
 
@@ -393,6 +394,38 @@ pub struct TicketResponse {
     pub edge_url: String,
     /// The workspace's home edge's name.
     pub home_edge: String,
+    /// Fingerprint (SHA-256, hex) of the agent's end-to-end key when the workspace's provider
+    /// has end-to-end encryption on: streams then carry a TLS session with exactly that key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_fingerprint: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentKey {
+    fingerprint: String,
+}
+
+/// An agent reports its end-to-end key (agent token), at every start.
+async fn agent_e2e_key(
+    State(cp): State<ControlPlane>,
+    headers: http::HeaderMap,
+    Body(req): Body<AgentKey>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = bearer(&headers)
+        .ok_or_else(|| ApiError::unauthorized("missing agent token (Authorization: Bearer)"))?;
+    let ws = cp
+        .store
+        .workspace_by_agent_token(token.trim())
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("agent token not accepted"))?;
+    if !relay_core::e2e::is_fingerprint(&req.fingerprint) {
+        return Err(ApiError::bad_request(
+            "fingerprint: expected 64 lowercase hex digits (SHA-256 of the certificate)",
+        ));
+    }
+    cp.store.set_agent_key(&ws.id, &req.fingerprint).await?;
+    Ok(Json(serde_json::json!({ "workspace_id": ws.id })))
 }
 
 async fn create_ticket(
@@ -407,6 +440,21 @@ async fn create_ticket(
         )));
     }
     let ws = find(&cp, &user, &name).await?;
+    let e2e =
+        match cp.store.provider_by_name(&ws.provider).await? {
+            Some(p) if p.settings.features.e2e_encryption => {
+                match cp.store.agent_key(&ws.id).await? {
+                Some(fp) => Some(fp),
+                None => {
+                    return Err(ApiError::conflict(format!(
+                        "workspace {name:?} is on provider {:?}, which encrypts tunnels end to end, but its agent has not reported its key yet (is it running? see `perigee ls`)",
+                        p.name
+                    )))
+                }
+            }
+            }
+            _ => None,
+        };
     let now = relay_core::unix_now();
     let exp = now + TICKET_LIFETIME_SECS;
     let claims = Claims {
@@ -418,6 +466,7 @@ async fn create_ticket(
         exp,
         sid: relay_core::token::random_id(),
         home: ws.home_edge.clone(),
+        e2e: e2e.is_some(),
     };
     let edge_url = cp.edge_url(&ws.home_edge).await?;
     Ok(Json(TicketResponse {
@@ -426,5 +475,6 @@ async fn create_ticket(
         workspace_id: ws.id,
         edge_url,
         home_edge: ws.home_edge,
+        e2e_fingerprint: e2e,
     }))
 }

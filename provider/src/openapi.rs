@@ -129,7 +129,8 @@ fn schemas() -> Value {
             })
         ),
         "Ticket": object(&["ticket", "expires_at", "workspace_id", "edge_url", "home_edge"], json!({
-            "ticket": s(), "expires_at": i(), "workspace_id": s(), "edge_url": s(), "home_edge": s()
+            "ticket": s(), "expires_at": i(), "workspace_id": s(), "edge_url": s(), "home_edge": s(),
+            "e2e_fingerprint": s()
         })),
         "EdgeEntry": object(&["name", "region", "access_url"], json!({
             "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
@@ -246,7 +247,10 @@ pub fn document() -> Value {
         },
         "/api/v2/workspaces/{name}/ticket": { "post": with_name(op("A connection ticket for ports of the workspace", "workspaces",
             Some(closed(&["ports"], json!({ "ports": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } } }))),
-            r("Ticket"), &[404], true)) },
+            r("Ticket"), &[404, 409], true)) },
+        "/api/v2/workspaceagent/e2e-key": { "post": op("An agent reports its end-to-end key's fingerprint (agent token)", "workspaces",
+            Some(closed(&["fingerprint"], json!({ "fingerprint": { "type": "string", "pattern": "^[0-9a-f]{64}$" } }))),
+            object(&["workspace_id"], json!({ "workspace_id": s() })), &[], true) },
         "/api/v2/regions": { "get": op("Edges users may enter through", "satellites", None, array(r("Region")), &[], true) },
         "/api/v2/satellites": {
             "get": op("Satellites and their health (admins)", "satellites", None,

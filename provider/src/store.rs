@@ -233,6 +233,26 @@ impl Store {
         row.as_ref().map(Self::ws_from_row).transpose()
     }
 
+    /// Records the fingerprint of the agent's end-to-end key (reported at each agent start).
+    pub async fn set_agent_key(&self, id: &str, fingerprint: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE workspaces SET agent_public_key = $1 WHERE id = $2")
+            .bind(fingerprint)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The fingerprint of the agent's end-to-end key, once reported.
+    pub async fn agent_key(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT agent_public_key FROM workspaces WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.flatten())
+    }
+
     /// Records the edge a workspace's agent links to.
     pub async fn set_home_edge(&self, id: &str, edge: &str) -> Result<(), sqlx::Error> {
         sqlx::query(

@@ -46,6 +46,7 @@ fn sample_claims() -> Claims {
         exp: 1_000_060,
         sid: "s".into(),
         home: String::new(),
+        e2e: false,
     }
 }
 
@@ -125,6 +126,7 @@ mod tests {
             Frame::Open {
                 port: 22,
                 session_id: 9,
+                e2e: false,
             }
             .to_bytes(),
             Frame::Status {

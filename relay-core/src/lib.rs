@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod e2e;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;

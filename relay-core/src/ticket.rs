@@ -49,6 +49,10 @@ pub struct Claims {
     /// hold the agent forwards the tunnel there over the mesh. Empty: the primary edge.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub home: String,
+    /// Streams carry an end-to-end encrypted session the agent terminates (the provider has
+    /// end-to-end encryption on); edges tell the agent so when they open the stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub e2e: bool,
 }
 
 /// Why a ticket was refused. Every variant is the client's fault except `UnknownKey`, which
@@ -239,6 +243,7 @@ mod tests {
             exp: now + 60,
             sid: "s".into(),
             home: String::new(),
+            e2e: false,
         }
     }
 

@@ -11,6 +11,8 @@
 //!         u8 version | u8 type=1 | u16 token_len | token (≤ MAX_TOKEN_LEN bytes, UTF-8)
 //! OPEN    edge → agent, first bytes of every tunnel bi-stream
 //!         u8 version | u8 type=2 | u16 port | u64 session_id
+//!         (type=6, same layout: the stream carries an end-to-end encrypted session that the
+//!         agent terminates; see `crate::e2e`)
 //! STATUS  reply to HELLO, OPEN, MESH_HELLO or MESH_OPEN
 //!         u8 version | u8 type=3 | u8 code | u16 msg_len | msg (≤ MAX_MESSAGE_LEN bytes, UTF-8)
 //! MESH_HELLO  edge → edge, first bi-stream of a mesh QUIC connection (ALPN MESH_ALPN)
@@ -46,6 +48,8 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 pub const MAX_FRAME_LEN: usize = 14 + MAX_TICKET_LEN;
 /// Header carrying the workspace port on an HTTP/2 link stream request.
 pub const H2_PORT_HEADER: &str = "perigee-port";
+/// Header marking an HTTP/2 link stream as end-to-end encrypted (value `1`).
+pub const H2_E2E_HEADER: &str = "perigee-e2e";
 /// Header carrying the session id on an HTTP/2 link stream request.
 pub const H2_SESSION_HEADER: &str = "perigee-session";
 /// `Upgrade:` token of the HTTP/2 agent-link fallback.
@@ -56,6 +60,7 @@ const TYPE_OPEN: u8 = 2;
 const TYPE_STATUS: u8 = 3;
 const TYPE_MESH_HELLO: u8 = 4;
 const TYPE_MESH_OPEN: u8 = 5;
+const TYPE_OPEN_E2E: u8 = 6;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +76,8 @@ pub enum Frame {
         port: u16,
         /// Session id, for logs and tracing on both sides.
         session_id: u64,
+        /// The stream carries an end-to-end encrypted session for the agent to terminate.
+        e2e: bool,
     },
     /// Answer to HELLO, OPEN, MESH_HELLO or MESH_OPEN.
     Status {
@@ -165,8 +172,12 @@ impl Frame {
                 out.extend_from_slice(&(t.len() as u16).to_be_bytes());
                 out.extend_from_slice(t);
             }
-            Frame::Open { port, session_id } => {
-                out.push(TYPE_OPEN);
+            Frame::Open {
+                port,
+                session_id,
+                e2e,
+            } => {
+                out.push(if *e2e { TYPE_OPEN_E2E } else { TYPE_OPEN });
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&session_id.to_be_bytes());
             }
@@ -240,7 +251,7 @@ impl Frame {
                     4 + len,
                 )))
             }
-            TYPE_OPEN => {
+            TYPE_OPEN | TYPE_OPEN_E2E => {
                 let (Some(port), Some(sid)) = (be_u16(buf, 2), buf.get(4..12)) else {
                     return Ok(None);
                 };
@@ -250,6 +261,7 @@ impl Frame {
                     Frame::Open {
                         port,
                         session_id: u64::from_be_bytes(id),
+                        e2e: ty == TYPE_OPEN_E2E,
                     },
                     12,
                 )))
@@ -359,7 +371,7 @@ impl Frame {
         };
         match ty {
             TYPE_HELLO => var(2, 4, MAX_TOKEN_LEN),
-            TYPE_OPEN => Ok(12),
+            TYPE_OPEN | TYPE_OPEN_E2E => Ok(12),
             TYPE_STATUS => var(3, 5, MAX_MESSAGE_LEN),
             TYPE_MESH_HELLO => var(2, 4 + MESH_MAC_LEN, MAX_EDGE_NAME_LEN),
             TYPE_MESH_OPEN => var(12, 14, MAX_TICKET_LEN),
@@ -430,12 +442,18 @@ mod tests {
     #[test]
     fn round_trips_every_frame() {
         for f in [
+            Frame::Open {
+                port: 8443,
+                session_id: 11,
+                e2e: true,
+            },
             Frame::Hello {
                 token: "abc".into(),
             },
             Frame::Open {
                 port: 22,
                 session_id: u64::MAX,
+                e2e: false,
             },
             Frame::Status {
                 code: StatusCode::ConnectRefused,
@@ -488,6 +506,7 @@ mod tests {
         let mut bytes = Frame::Open {
             port: 80,
             session_id: 7,
+            e2e: false,
         }
         .to_bytes();
         bytes.extend_from_slice(b"payload");
@@ -497,7 +516,8 @@ mod tests {
             f,
             Frame::Open {
                 port: 80,
-                session_id: 7
+                session_id: 7,
+                e2e: false,
             }
         );
         assert_eq!(r, b"payload");

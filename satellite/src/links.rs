@@ -134,13 +134,15 @@ impl AgentLink {
         let _ = rx.wait_for(|c| *c).await;
     }
 
-    /// Opens a stream to `127.0.0.1:port` in the workspace.
+    /// Opens a stream to `127.0.0.1:port` in the workspace (`e2e`: the stream carries an
+    /// end-to-end encrypted session the agent terminates).
     pub async fn open(
         &self,
         port: u16,
         session_id: u64,
+        e2e: bool,
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
-        match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(port, session_id)).await {
+        match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(port, session_id, e2e)).await {
             Ok(r) => r,
             Err(_) => Err(OpenError::Timeout(OPEN_TIMEOUT)),
         }
@@ -150,6 +152,7 @@ impl AgentLink {
         &self,
         port: u16,
         session_id: u64,
+        e2e: bool,
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
         match &self.conn {
             LinkConn::Quic(conn) => {
@@ -157,7 +160,12 @@ impl AgentLink {
                     .open_bi()
                     .await
                     .map_err(|e| OpenError::Link(e.to_string()))?;
-                send.write_all(&Frame::Open { port, session_id }.to_bytes())
+                let open = Frame::Open {
+                    port,
+                    session_id,
+                    e2e,
+                };
+                send.write_all(&open.to_bytes())
                     .await
                     .map_err(|e| OpenError::Link(e.to_string()))?;
                 match wire::read_frame(&mut recv)
@@ -175,11 +183,13 @@ impl AgentLink {
             LinkConn::H2(sender) => {
                 let mut sender = sender.clone();
                 let (tx, body) = ChannelBody::new();
-                let req = http::Request::post("/stream")
+                let mut req = http::Request::post("/stream")
                     .header(wire::H2_PORT_HEADER, port)
-                    .header(wire::H2_SESSION_HEADER, session_id)
-                    .body(body)
-                    .map_err(|e| OpenError::Link(e.to_string()))?;
+                    .header(wire::H2_SESSION_HEADER, session_id);
+                if e2e {
+                    req = req.header(wire::H2_E2E_HEADER, "1");
+                }
+                let req = req.body(body).map_err(|e| OpenError::Link(e.to_string()))?;
                 sender
                     .ready()
                     .await

@@ -412,7 +412,11 @@ async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: qui
         return;
     };
     let span = tracing::info_span!("stream", workspace = %link.workspace_name(), session.id = %claims.sid, stream = session_id, port, path = "mesh_in");
-    let (to_ws, from_ws) = match link.open(port, session_id).instrument(span.clone()).await {
+    let (to_ws, from_ws) = match link
+        .open(port, session_id, claims.e2e)
+        .instrument(span.clone())
+        .await
+    {
         Ok(pair) => pair,
         Err(e) => {
             let code = match e {

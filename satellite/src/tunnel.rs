@@ -141,7 +141,11 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .unwrap_or_else(|| claims.ws.clone());
     let span = tracing::info_span!("stream", workspace = %workspace_name, session.id = %claims.sid, stream = session_id, port, path, home, client.addr = %peer);
     let opened = match &link {
-        Some(link) => link.open(port, session_id).instrument(span.clone()).await,
+        Some(link) => {
+            link.open(port, session_id, claims.e2e)
+                .instrument(span.clone())
+                .await
+        }
         None => {
             edge.mesh_open(home, &ticket, port, session_id)
                 .instrument(span.clone())

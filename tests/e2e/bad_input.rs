@@ -64,6 +64,7 @@ fn claims(ws: &str, port: u16, iat: u64, exp: u64) -> Claims {
         exp,
         sid: "t".into(),
         home: String::new(),
+        e2e: false,
     }
 }
 

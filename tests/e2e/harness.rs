@@ -77,17 +77,28 @@ impl Server {
         env: &[(&str, &str)],
         extra: &[&str],
     ) -> Self {
+        let mut args = vec!["--tls-self-signed"];
+        args.extend_from_slice(extra);
+        Self::start_args(dir, address, prefix, env, &args)
+    }
+
+    /// A server speaking plain HTTP (what an edge reads is then what the wire carries).
+    pub fn start_plain(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_args(dir, "127.0.0.1:0", &[], &[], extra)
+    }
+
+    fn start_args(
+        dir: &Path,
+        address: &str,
+        prefix: &[&str],
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Self {
         let mut words: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         words.push(BIN.into());
         let mut cmd = Command::new(&words[0]);
         cmd.args(&words[1..])
-            .args([
-                "server",
-                "--tls-self-signed",
-                "--address",
-                address,
-                "--data-dir",
-            ])
+            .args(["server", "--address", address, "--data-dir"])
             .arg(dir.join("data"))
             .args(extra)
             .env("PERIGEE_LOG", "info,satellite=debug")

@@ -8,6 +8,7 @@
 mod api_fuzz;
 mod bad_input;
 mod delay;
+mod e2e_encryption;
 mod forward;
 mod harness;
 mod netns;
