@@ -41,6 +41,9 @@ pub(crate) enum UsersCmd {
         /// Organization to add them to (repeatable).
         #[arg(long = "org")]
         orgs: Vec<String>,
+        /// Their e-mail address (providers may render it into annotations: {{.UserEmail}}).
+        #[arg(long)]
+        email: Option<String>,
     },
     /// List users with their role and organizations (admins and site managers).
     Ls {
@@ -103,11 +106,12 @@ pub(crate) async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
             username,
             role,
             orgs,
+            email,
         } => {
             let v = c
                 .post(
                     "/api/v2/users",
-                    &json!({ "username": username, "role": role, "orgs": orgs }),
+                    &json!({ "username": username, "role": role, "orgs": orgs, "email": email }),
                 )
                 .await?;
             println!("{}", v["token"].as_str().unwrap_or_default());

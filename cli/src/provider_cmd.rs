@@ -159,6 +159,17 @@ async fn reconcile(
         if let Err(e) = result {
             warn!(workspace = name, error = %e, "cannot run workspace; retrying at the next heartbeat");
         }
+        if p.has(id) {
+            // What the Kubernetes provisioner will apply to the pod; the local provisioner
+            // keeps it next to the workspace.
+            let path = p.dir(id).join("kubernetes.json");
+            let text = serde_json::to_string_pretty(&w["kubernetes"]).unwrap_or_default();
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                if let Err(e) = std::fs::write(&path, text) {
+                    warn!(workspace = name, error = %e, "cannot write kubernetes.json");
+                }
+            }
+        }
     }
     for id in p.workspace_ids() {
         if !wanted.contains(&id) {

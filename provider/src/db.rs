@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_orgs.sql")),
     (4, include_str!("../migrations/0004_providers.sql")),
     (5, include_str!("../migrations/0005_provider_settings.sql")),
+    (6, include_str!("../migrations/0006_user_email.sql")),
 ];
 
 /// Which database a store runs on.

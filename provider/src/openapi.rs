@@ -221,7 +221,8 @@ pub fn document() -> Value {
                 Some(closed(&["username"], json!({
                     "username": label(),
                     "role": { "type": "string", "enum": ["admin", "site-manager", "member"] },
-                    "orgs": array(s())
+                    "orgs": array(s()),
+                    "email": nullable("string")
                 }))),
                 object(&["user", "orgs", "token"], json!({ "user": r("User"), "orgs": array(s()), "token": s() })),
                 &[403, 409], true)
@@ -291,7 +292,9 @@ pub fn document() -> Value {
             }))),
             object(&["name", "control_plane_version", "workspaces"], json!({
                 "name": s(), "control_plane_version": s(),
-                "workspaces": array(object(&["id", "name", "agent_url"], json!({ "id": s(), "name": s(), "agent_url": s() })))
+                "workspaces": array(object(&["id", "name", "agent_url", "kubernetes"], json!({
+                    "id": s(), "name": s(), "agent_url": s(), "kubernetes": any()
+                })))
             })),
             &[], true) },
         "/api/v2/providers/agent-token": { "post": op("A provider's deployment gets the agent token of a workspace it starts (REMOTE token; the previous token stops working)", "providers",

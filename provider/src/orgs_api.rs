@@ -113,6 +113,23 @@ struct CreateUser {
     role: String,
     #[serde(default)]
     orgs: Vec<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// A plausible e-mail address: one `@`, something on each side, a dot in the domain, no
+/// spaces or control characters, at most 254 bytes.
+fn check_email(e: &str) -> Result<(), ApiError> {
+    let ok = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(e.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "email: {e:?} is not an e-mail address"
+        )))
+    }
 }
 
 fn member() -> String {
@@ -140,6 +157,9 @@ async fn create_user(
             req.username
         )));
     }
+    if let Some(e) = &req.email {
+        check_email(e)?;
+    }
     // Check every org before writing anything.
     let mut orgs = Vec::new();
     for name in &req.orgs {
@@ -148,6 +168,9 @@ async fn create_user(
         })?);
     }
     let user = cp.store.create_user(&req.username, &req.role).await?;
+    if let Some(e) = &req.email {
+        cp.store.set_user_email(&user.id, e).await?;
+    }
     for o in &orgs {
         cp.store.add_member(&o.id, &user.id).await?;
     }

@@ -88,6 +88,31 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
+    /// What a provisioner applies to one workspace's pod: the Kubernetes settings with the
+    /// affinity resolved and annotation templates rendered for the workspace's owner.
+    pub fn pod_settings(&self, user_email: &str) -> Value {
+        let annotations: Map<String, Value> = self
+            .kubernetes
+            .service_account_annotations
+            .iter()
+            .map(|(k, v)| {
+                let text = v.as_str().unwrap_or_default();
+                (
+                    k.clone(),
+                    Value::String(k8s_schema::render_template(text, user_email)),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "storage_class": self.features.storage_class,
+            "service_account": self.features.service_account,
+            "pod_tolerations": self.kubernetes.pod_tolerations,
+            "pod_node_selector": self.kubernetes.pod_node_selector,
+            "affinity": self.kubernetes.effective_affinity(),
+            "service_account_annotations": annotations,
+        })
+    }
+
     /// Parses the stored column (an unreadable value falls back to the defaults, logged).
     pub fn from_column(s: &str) -> Self {
         serde_json::from_str(s).unwrap_or_else(|e| {

@@ -119,12 +119,17 @@ async fn heartbeat(
     // when set, else the workspace's home edge.
     let override_url = p.settings.features.access_url.clone();
     let mut workspaces = Vec::new();
-    for (id, name, home) in cp.store.provider_workspaces(&p.id).await? {
+    for w in cp.store.provider_workspaces(&p.id).await? {
         let agent_url = match &override_url {
             Some(u) => u.clone(),
-            None => cp.edge_url(&home).await?,
+            None => cp.edge_url(&w.home_edge).await?,
         };
-        workspaces.push(serde_json::json!({ "id": id, "name": name, "agent_url": agent_url }));
+        workspaces.push(serde_json::json!({
+            "id": w.id,
+            "name": w.name,
+            "agent_url": agent_url,
+            "kubernetes": p.settings.pod_settings(&w.owner_email),
+        }));
     }
     Ok(Json(serde_json::json!({
         "name": p.name,

@@ -183,6 +183,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Sets a user's e-mail address.
+    pub async fn set_user_email(&self, user_id: &str, email: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+            .bind(email)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Names of the organizations on the built-in provider's allowlist.
     pub async fn built_in_allowlist(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(

@@ -47,6 +47,19 @@ pub struct Provider {
     pub effective_affinity: serde_json::Value,
 }
 
+/// A workspace placed on a provider, as its deployment needs it.
+#[derive(Debug, Clone)]
+pub struct PlacedWorkspace {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Home edge (`""`: the primary).
+    pub home_edge: String,
+    /// The owner's e-mail address (`""` when unknown).
+    pub owner_email: String,
+}
+
 /// Heartbeats a remote provider may miss before it is `error`.
 pub const MISSED_HEARTBEATS: i64 = 3;
 
@@ -175,19 +188,27 @@ impl Store {
         Ok(())
     }
 
-    /// The workspaces placed on a provider: `(id, name, home edge)`.
+    /// The workspaces placed on a provider.
     pub async fn provider_workspaces(
         &self,
         provider_id: &str,
-    ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    ) -> Result<Vec<PlacedWorkspace>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT id, name, COALESCE(home_edge, '') FROM workspaces WHERE provider_id = $1 ORDER BY id",
+            "SELECT w.id, w.name, COALESCE(w.home_edge, ''), COALESCE(u.email, '') \
+             FROM workspaces w JOIN users u ON u.id = w.owner_id WHERE w.provider_id = $1 ORDER BY w.id",
         )
         .bind(provider_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                Ok(PlacedWorkspace {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    home_edge: r.try_get(2)?,
+                    owner_email: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 

@@ -331,19 +331,60 @@ fn a_remote_provider_runs_its_workspaces_through_its_access_url() {
         "default",
         "--access-url",
         &override_url,
+        "--storage-class",
+        "fast-ssd",
+        "--pod-node-selector",
+        r#"{"pool":"workspaces"}"#,
+        "--service-account-annotations",
+        r#"{"iam.gke.io/gcp-service-account":"ws-{{ .UserEmail }}"}"#,
     ]);
+    let ada = server
+        .ok(&[
+            "users",
+            "create",
+            "ada",
+            "--email",
+            "ada@example.com",
+            "--org",
+            "default",
+        ])
+        .trim()
+        .to_owned();
+    server.refused(
+        &["users", "create", "bad", "--email", "not an address"],
+        "email: \"not an address\" is not an e-mail address",
+    );
     let data = tmp.0.join("eu");
     let mut p = start_provider(&server, &token, &data);
     wait_until("eu ready", Duration::from_secs(15), || {
         status(&server, "eu").0 == "ready"
     });
-    server.ok(&["create", "far", "--provider", "eu"]);
+    let as_ada = |args: &[&str]| {
+        let mut c = server.cmd(args);
+        c.env("PERIGEE_TOKEN", &ada);
+        c
+    };
+    let out = as_ada(&["create", "far", "--provider", "eu"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ada_ws = || -> serde_json::Value {
+        let out = as_ada(&["ls", "-o", "json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .and_then(|a| a.iter().find(|w| w["name"] == "far").cloned())
+            .unwrap_or_default()
+    };
     wait_until(
         "the provider's agent connects",
         Duration::from_secs(20),
-        || server.workspace("far")["agent_connected"] == true,
+        || ada_ws()["agent_connected"] == true,
     );
-    let w = server.workspace("far");
+    let w = ada_ws();
     assert_eq!(
         (&w["provider"], &w["status"]),
         (&serde_json::json!("eu"), &serde_json::json!("running"))
@@ -351,12 +392,34 @@ fn a_remote_provider_runs_its_workspaces_through_its_access_url() {
     let id = w["id"].as_str().unwrap().to_owned();
     let url_file = data.join("workspaces").join(&id).join("agent-url");
     assert_eq!(std::fs::read_to_string(&url_file).unwrap(), override_url);
+    // The settings reach the provisioner, the annotation rendered for the owner.
+    let pod_file = data.join("workspaces").join(&id).join("kubernetes.json");
+    wait_until("kubernetes.json", Duration::from_secs(10), || {
+        pod_file.exists()
+    });
+    let pod: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("workspaces").join(&id).join("kubernetes.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pod["storage_class"], "fast-ssd");
+    assert_eq!(
+        pod["pod_node_selector"],
+        serde_json::json!({"pool": "workspaces"})
+    );
+    assert_eq!(
+        pod["service_account_annotations"]["iam.gke.io/gcp-service-account"],
+        "ws-ada@example.com"
+    );
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+            ["weight"],
+        1
+    );
     // A tunnel reaches a port next to that agent.
     let echo = crate::harness::echo_server();
-    let out = crate::harness::run_with_stdin(
-        server.cmd(&["tunnel", "far", &echo.to_string()]),
-        b"via eu",
-    );
+    let out =
+        crate::harness::run_with_stdin(as_ada(&["tunnel", "far", &echo.to_string()]), b"via eu");
     assert_eq!(
         out.stdout,
         b"via eu",
@@ -364,7 +427,8 @@ fn a_remote_provider_runs_its_workspaces_through_its_access_url() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Deleted on the control plane: the provider removes it.
-    server.ok(&["delete", "far"]);
+    let out = as_ada(&["delete", "far"]).output().unwrap();
+    assert!(out.status.success());
     wait_until(
         "workspace removed by the provider",
         Duration::from_secs(15),
