@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::{User, Workspace};
 use crate::{AgentStatus, ApiError, ControlPlane};
 
+/// The port SSH tunnels reach (`ssh -o ProxyCommand='perigee tunnel WS %p'`); refused on
+/// providers with external SSH off.
+pub const SSH_PORT: u16 = 22;
+
 /// Lifetime of connection tickets (the format allows at most 5 minutes).
 pub const TICKET_LIFETIME_SECS: u64 = 240;
 
@@ -440,8 +444,20 @@ async fn create_ticket(
         )));
     }
     let ws = find(&cp, &user, &name).await?;
+    let provider = cp.store.provider_by_name(&ws.provider).await?;
+    if let Some(p) = provider
+        .as_ref()
+        .filter(|p| !p.settings.features.external_ssh)
+    {
+        if req.ports.contains(&SSH_PORT) {
+            return Err(ApiError::forbidden(format!(
+                "ports: provider {:?} has external SSH turned off, so SSH (port {SSH_PORT}) to workspace {name:?} is refused; an admin can allow it with `perigee providers edit {} --external-ssh on`",
+                p.name, p.name
+            )));
+        }
+    }
     let e2e =
-        match cp.store.provider_by_name(&ws.provider).await? {
+        match provider {
             Some(p) if p.settings.features.e2e_encryption => {
                 match cp.store.agent_key(&ws.id).await? {
                 Some(fp) => Some(fp),

@@ -248,7 +248,7 @@ pub fn document() -> Value {
         },
         "/api/v2/workspaces/{name}/ticket": { "post": with_name(op("A connection ticket for ports of the workspace", "workspaces",
             Some(closed(&["ports"], json!({ "ports": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } } }))),
-            r("Ticket"), &[404, 409], true)) },
+            r("Ticket"), &[403, 404, 409], true)) },
         "/api/v2/workspaceagent/e2e-key": { "post": op("An agent reports its end-to-end key's fingerprint (agent token)", "workspaces",
             Some(closed(&["fingerprint"], json!({ "fingerprint": { "type": "string", "pattern": "^[0-9a-f]{64}$" } }))),
             object(&["workspace_id"], json!({ "workspace_id": s() })), &[], true) },

@@ -235,6 +235,13 @@ fn rules(d: &Deployment) {
         (&f["storage_class"], &f["service_account"]),
         (&json!("fast-ssd"), &json!("workspaces"))
     );
+    // External SSH off: SSH tunnels to its workspaces are refused, other ports are not.
+    refused_as(
+        b,
+        &bob,
+        &["tunnel", "w1", "22"],
+        "provider \"eu\" has external SSH turned off",
+    );
     let k = &p["settings"]["kubernetes"];
     assert_eq!(
         k["pod_tolerations"],

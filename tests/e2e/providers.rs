@@ -8,17 +8,24 @@ use crate::harness::{free_port, wait_until, Server, TempDir};
 
 #[test]
 fn providers_are_created_by_the_rules() {
+    creation_rules(&[]);
+}
+
+#[test]
+fn providers_are_created_by_the_rules_on_postgres() {
+    let pg = testkit::Postgres::start();
+    let url = pg.create_database();
+    creation_rules(&["--postgres-url", &url]);
+}
+
+fn creation_rules(extra: &[&str]) {
     let tmp = TempDir::new("providers");
     // Providers need a DNS name to be subdomains of: `localhost` resolves here.
     let port = free_port("127.0.0.1");
     let access = format!("https://localhost:{port}");
-    let server = Server::start_full(
-        &tmp.0,
-        &format!("127.0.0.1:{port}"),
-        &[],
-        &[],
-        &["--access-url", &access],
-    );
+    let mut args = vec!["--access-url", access.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start_full(&tmp.0, &format!("127.0.0.1:{port}"), &[], &[], &args);
     let ls = |s: &Server| -> serde_json::Value {
         serde_json::from_str(&s.ok(&["providers", "ls", "-o", "json"])).expect("json")
     };
