@@ -1,0 +1,9 @@
+//! STUN and TURN for perigee's edges (RFC 8489, RFC 8656): the message codec, the peer
+//! policy that keeps the relay off the edge's own networks, ephemeral credentials shared
+//! with the control plane, and the UDP server.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod policy;
+pub mod stun;
