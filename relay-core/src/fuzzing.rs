@@ -78,6 +78,40 @@ pub fn ticket(data: &[u8]) {
     });
 }
 
+/// Feeds `f` every seed and `rounds` deterministic mutations of it (byte changes,
+/// truncations, appended bytes): a bounded stand-in for coverage-guided fuzzing that runs in
+/// the test suite on stable Rust.
+pub fn mutate_all(seeds: &[Vec<u8>], f: fn(&[u8]), rounds: usize) {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for seed in seeds {
+        f(seed);
+        for _ in 0..rounds {
+            let mut m = seed.clone();
+            for _ in 0..(1 + next() % 4) {
+                let r = next();
+                match r % 4 {
+                    0 if !m.is_empty() => {
+                        let i = (r >> 8) as usize % m.len();
+                        m[i] = (r >> 32) as u8;
+                    }
+                    1 if !m.is_empty() => {
+                        m.truncate((r >> 8) as usize % m.len());
+                    }
+                    2 => m.push((r >> 16) as u8),
+                    _ => m.extend_from_slice(&[(r >> 24) as u8; 3]),
+                }
+            }
+            f(&m);
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -85,37 +119,6 @@ mod tests {
     use crate::wire::StatusCode;
 
     /// Bounded, deterministic mutation of valid encodings (a fuzzer's first minutes).
-    fn mutate_all(seeds: &[Vec<u8>], f: fn(&[u8]), rounds: usize) {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for seed in seeds {
-            f(seed);
-            for _ in 0..rounds {
-                let mut m = seed.clone();
-                for _ in 0..(1 + next() % 4) {
-                    let r = next();
-                    match r % 4 {
-                        0 if !m.is_empty() => {
-                            let i = (r >> 8) as usize % m.len();
-                            m[i] = (r >> 32) as u8;
-                        }
-                        1 if !m.is_empty() => {
-                            m.truncate((r >> 8) as usize % m.len());
-                        }
-                        2 => m.push((r >> 16) as u8),
-                        _ => m.extend_from_slice(&[(r >> 24) as u8; 3]),
-                    }
-                }
-                f(&m);
-            }
-        }
-    }
-
     #[test]
     fn wire_decoder_survives_mutation() {
         let seeds = vec![

@@ -5,5 +5,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod fuzzing;
 pub mod policy;
+pub mod server;
 pub mod stun;
+
+pub use server::{TurnConfig, TurnMetrics, TurnServer};

@@ -169,9 +169,13 @@ pub fn is_stun(buf: &[u8]) -> bool {
     buf.len() >= HEADER_LEN && buf[0] & 0xC0 == 0 && buf[4..8] == MAGIC_COOKIE.to_be_bytes()
 }
 
-/// Whether `buf` starts like ChannelData (channel numbers 0x4000-0x4FFF).
+/// Channel numbers accepted: RFC 8656 narrowed them to 0x4000-0x4FFF, but RFC 5766 clients
+/// (coturn's among them) use up to 0x7FFE, so the older range is accepted.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFE;
+
+/// Whether `buf` starts like ChannelData (first two bits `01`).
 pub fn is_channel_data(buf: &[u8]) -> bool {
-    buf.len() >= 4 && (0x40..=0x4F).contains(&buf[0])
+    buf.len() >= 4 && buf[0] & 0xC0 == 0x40
 }
 
 /// Splits ChannelData into its channel number and payload.

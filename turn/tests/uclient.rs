@@ -1,0 +1,176 @@
+//! coturn's own client, `turnutils_uclient` (Debian's `coturn` package), against our server:
+//! ephemeral credentials in coturn's REST form, allocations, permissions, channels and
+//! relaying between two clients; and 403 for peers in refused ranges.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::process::Command;
+
+use turn::policy::{Cidr, PeerPolicy};
+use turn::{TurnConfig, TurnMetrics, TurnServer};
+
+const SECRET: &str = "shared-with-the-control-plane";
+
+fn uclient() -> String {
+    for p in ["/usr/bin/turnutils_uclient", "turnutils_uclient"] {
+        if Command::new(p).arg("-h").output().is_ok() {
+            return p.to_owned();
+        }
+    }
+    panic!("turnutils_uclient not found: `.ci/run` installs Debian's coturn package");
+}
+
+async fn start(
+    allow: Vec<Cidr>,
+) -> (
+    u16,
+    TurnServer,
+    prometheus::Registry,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let registry = prometheus::Registry::new();
+    let server = TurnServer::new(
+        TurnConfig {
+            realm: "perigee".into(),
+            secret: SECRET.as_bytes().to_vec(),
+            relay_ips: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            policy: PeerPolicy::new(allow),
+            max_allocations: 100,
+            max_per_user: 10,
+            bandwidth: 0,
+        },
+        TurnMetrics::new(&registry).unwrap(),
+    );
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(server.clone().serve(sock, async move {
+        let _ = rx.await;
+    }));
+    (port, server, registry, tx)
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(uclient()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn uclient_run(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn args(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    a.extend(["-p".to_owned(), port.to_string(), "127.0.0.1".to_owned()]);
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_client_relays_through_our_server() {
+    // The two clients relay to each other's relayed addresses on loopback, which the
+    // default policy refuses: this deployment allows loopback explicitly.
+    let (port, server, registry, _stop) = start(vec!["127.0.0.0/8".parse().unwrap()]).await;
+    for (how, extra) in [("channels", vec![]), ("send indications", vec!["-s"])] {
+        let mut a = vec![
+            "-y", "-c", "-m", "2", "-n", "40", "-l", "400", "-W", SECRET, "-u", "ada",
+        ];
+        a.extend(extra);
+        let (ok, out) = uclient_run(args(port, &a)).await;
+        assert!(ok, "{how}: {out}");
+        assert!(
+            out.contains("tot_send_msgs=40, tot_recv_msgs=40"),
+            "{how}: {out}"
+        );
+        assert!(out.contains("Total lost packets 0 ("), "{how}: {out}");
+    }
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("perigee_turn_relayed_bytes_total{direction=\"to_peer\"}"),
+        "{text}"
+    );
+    // Two clients per run; an allocation stays until refreshed to zero or expired.
+    assert!(
+        (1..=4).contains(&server.allocations()),
+        "{}",
+        server.allocations()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_peers_get_403_and_bad_credentials_get_nothing() {
+    let (port, _server, registry, _stop) = start(Vec::new()).await;
+    for (i, peer) in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "224.0.0.1",
+        "240.0.0.1",
+        "192.0.2.1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "::1",
+        "::",
+        "fe80::1",
+        "fd00::1",
+        "64:ff9b::7f00:1",
+        "2001:db8::1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // One user per peer: a refused client leaves its allocation until it expires, and
+        // the per-user quota (10) would stop the eleventh.
+        let user = format!("u{i}");
+        let (_, out) = uclient_run(args(
+            port,
+            &["-c", "-n", "1", "-e", peer, "-W", SECRET, "-u", &user],
+        ))
+        .await;
+        assert!(out.contains("error 403 (Forbidden)"), "{peer}: {out}");
+    }
+    // Wrong password, and credentials past their expiry: no allocation.
+    for (user, pass) in [("99999999999:ada", "wrong"), ("1:ada", "")] {
+        let pass = if pass.is_empty() {
+            turn::auth::ephemeral_password(SECRET.as_bytes(), user)
+        } else {
+            pass.to_owned()
+        };
+        let (ok, out) = uclient_run(args(
+            port,
+            &["-c", "-n", "1", "-e", "8.8.8.8", "-u", user, "-w", &pass],
+        ))
+        .await;
+        assert!(
+            !ok && out.contains("Cannot complete Allocation"),
+            "{user}: {out}"
+        );
+    }
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    for reason in ["forbidden_peer", "bad_integrity", "expired_credentials"] {
+        assert!(
+            text.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {text}"
+        );
+    }
+}
