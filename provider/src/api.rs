@@ -402,7 +402,25 @@ pub struct TicketResponse {
     /// has end-to-end encryption on: streams then carry a TLS session with exactly that key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub e2e_fingerprint: Option<String>,
+    /// STUN/TURN servers with ephemeral credentials for the WebRTC path, when the
+    /// workspace's provider has Networking v2 on (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServer>,
 }
+
+/// One ICE server entry, in the WebRTC `RTCIceServer` shape.
+#[derive(Serialize)]
+pub struct IceServer {
+    /// `stun:` and `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (`EXPIRY:USER-ID`).
+    pub username: String,
+    /// TURN password.
+    pub credential: String,
+}
+
+/// How long TURN credentials in a ticket answer last (allocations are refreshed with them).
+pub const TURN_CREDENTIAL_SECS: u64 = 3600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -456,6 +474,23 @@ async fn create_ticket(
             )));
         }
     }
+    let ice_servers = match (&cp.turn, provider.as_ref()) {
+        (Some(t), Some(p)) if p.settings.features.networking_v2 => {
+            let username = turn::auth::ephemeral_username(
+                relay_core::unix_now() + TURN_CREDENTIAL_SECS,
+                &user.id,
+            );
+            vec![IceServer {
+                urls: vec![
+                    format!("stun:{}", t.address),
+                    format!("turn:{}?transport=udp", t.address),
+                ],
+                credential: turn::auth::ephemeral_password(&t.secret, &username),
+                username,
+            }]
+        }
+        _ => Vec::new(),
+    };
     let e2e =
         match provider {
             Some(p) if p.settings.features.e2e_encryption => {
@@ -492,5 +527,6 @@ async fn create_ticket(
         edge_url,
         home_edge: ws.home_edge,
         e2e_fingerprint: e2e,
+        ice_servers,
     }))
 }

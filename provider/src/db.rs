@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_providers.sql")),
     (5, include_str!("../migrations/0005_provider_settings.sql")),
     (6, include_str!("../migrations/0006_user_email.sql")),
+    (7, include_str!("../migrations/0007_secrets.sql")),
 ];
 
 /// Which database a store runs on.

@@ -64,6 +64,18 @@ pub struct ControlPlane {
     pub(crate) primary: EdgeEntry,
     /// Agents linked to satellites, as their last heartbeat reported them.
     remote_agents: Arc<Mutex<HashMap<String, RemoteAgent>>>,
+    /// The built-in edge's STUN/TURN server, when it runs one.
+    pub(crate) turn: Option<TurnInfo>,
+}
+
+/// Where the built-in edge's TURN server is reached, and the secret its ephemeral
+/// credentials are made with.
+#[derive(Clone)]
+pub struct TurnInfo {
+    /// `HOST:PORT` clients use (UDP).
+    pub address: String,
+    /// The credential secret shared with the TURN servers.
+    pub secret: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -90,7 +102,14 @@ impl ControlPlane {
             hooks,
             primary,
             remote_agents: Arc::default(),
+            turn: None,
         }
+    }
+
+    /// Advertises the built-in edge's TURN server in connection tickets.
+    pub fn with_turn(mut self, turn: TurnInfo) -> Self {
+        self.turn = Some(turn);
+        self
     }
 
     /// Replaces what satellite `edge` last reported about the agents linked to it.

@@ -130,7 +130,10 @@ fn schemas() -> Value {
         ),
         "Ticket": object(&["ticket", "expires_at", "workspace_id", "edge_url", "home_edge"], json!({
             "ticket": s(), "expires_at": i(), "workspace_id": s(), "edge_url": s(), "home_edge": s(),
-            "e2e_fingerprint": s()
+            "e2e_fingerprint": s(),
+            "ice_servers": array(object(&["urls", "username", "credential"], json!({
+                "urls": array(s()), "username": s(), "credential": s()
+            })))
         })),
         "EdgeEntry": object(&["name", "region", "access_url"], json!({
             "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")

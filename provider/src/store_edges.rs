@@ -175,6 +175,25 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// The deployment secret named `name` (base64 of 32 random bytes), made on first use;
+    /// replicas racing to make it agree on the first one stored.
+    pub async fn secret(&self, name: &str) -> Result<String, sqlx::Error> {
+        use base64::Engine as _;
+        let fresh = base64::engine::general_purpose::STANDARD.encode(token::random_bytes::<32>());
+        sqlx::query(
+            "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// The mesh keys edges accept: the current key first (created on first use), then retired
     /// keys still within their grace period.
     pub async fn mesh_keys(&self) -> Result<Vec<MeshKey>, sqlx::Error> {

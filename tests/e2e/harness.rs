@@ -100,8 +100,13 @@ impl Server {
         cmd.args(&words[1..])
             .args(["server", "--address", address, "--data-dir"])
             .arg(dir.join("data"))
-            .args(extra)
-            .env("PERIGEE_LOG", "info,satellite=debug")
+            .args(extra);
+        // Parallel tests cannot all have UDP 3478: each TURN server takes a free port.
+        if !extra.contains(&"--turn-address") {
+            let ip = address.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+            cmd.args(["--turn-address", &format!("{ip}:0")]);
+        }
+        cmd.env("PERIGEE_LOG", "info,satellite=debug")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

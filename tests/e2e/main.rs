@@ -21,3 +21,4 @@ mod resilience;
 mod restart;
 mod satellites;
 mod ssh;
+mod turn_edge;
