@@ -1,5 +1,5 @@
 //! Test support: a real PostgreSQL server started for one test process, on loopback, in a
-//! temporary directory, and stopped (by its PID) when dropped.
+//! temporary directory, and stopped (by its PID) when dropped; reading coturn's test client.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead as _, BufReader};
@@ -219,4 +219,21 @@ impl Drop for Postgres {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The totals coturn's `turnutils_uclient` prints at the end
+/// (`start_mclient: tot_send_msgs=N, tot_recv_msgs=M`): `(N, M)`.
+pub fn uclient_totals(out: &str) -> Option<(u64, u64)> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("start_mclient: tot_send_msgs="))?;
+    let num = |key: &str| -> Option<u64> {
+        let rest = line.split(key).nth(1)?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((num("tot_send_msgs=")?, num("tot_recv_msgs=")?))
 }

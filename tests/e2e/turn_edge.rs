@@ -6,22 +6,6 @@ use std::process::Command;
 
 use crate::harness::{Server, TempDir};
 
-/// The totals uclient prints at the end: `start_mclient: tot_send_msgs=N, tot_recv_msgs=M`.
-fn totals(out: &str) -> Option<(u64, u64)> {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("start_mclient: tot_send_msgs="))?;
-    let num = |key: &str| -> Option<u64> {
-        let rest = line.split(key).nth(1)?;
-        rest.split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((num("tot_send_msgs=")?, num("tot_recv_msgs=")?))
-}
-
 fn ticket(server: &Server, ws: &str, port: u16) -> serde_json::Value {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -87,7 +71,7 @@ fn the_edge_relays_for_ticket_holders_and_refuses_its_own_networks() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Total lost packets 0 ("), "{text}");
-    let (sent, received) = totals(&text).unwrap_or_default();
+    let (sent, received) = testkit::uclient_totals(&text).unwrap_or_default();
     assert!(sent > 0 && sent == received, "{text}");
     // The edge's own network stays off limits: the metadata address is refused.
     let out = Command::new("turnutils_uclient")

@@ -53,22 +53,6 @@ async fn start(
     (port, server, registry, tx)
 }
 
-/// The totals uclient prints at the end: `start_mclient: tot_send_msgs=N, tot_recv_msgs=M`.
-fn totals(out: &str) -> Option<(u64, u64)> {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("start_mclient: tot_send_msgs="))?;
-    let num = |key: &str| -> Option<u64> {
-        let rest = line.split(key).nth(1)?;
-        rest.split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((num("tot_send_msgs=")?, num("tot_recv_msgs=")?))
-}
-
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(uclient()).args(args).output().unwrap();
     let text = format!(
@@ -106,7 +90,7 @@ async fn coturn_client_relays_through_our_server() {
         a.extend(extra);
         let (ok, out) = uclient_run(args(port, &a)).await;
         assert!(ok, "{how}: {out}");
-        let (sent, received) = totals(&out).unwrap_or_default();
+        let (sent, received) = testkit::uclient_totals(&out).unwrap_or_default();
         assert!(sent > 0 && sent == received, "{how}: {out}");
         assert!(out.contains("Total lost packets 0 ("), "{how}: {out}");
     }
