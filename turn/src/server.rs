@@ -681,6 +681,12 @@ async fn relay_loop(
 ) {
     let mut buf = vec![0u8; stun::MAX_MESSAGE_LEN];
     let mut out = Vec::with_capacity(2048);
+    // Indications need unique, not secret, transaction ids: a random start and a counter
+    // (no system call per packet).
+    let mut txid = relay_core::token::random_bytes::<12>();
+    let mut counter = u64::from_be_bytes([
+        txid[4], txid[5], txid[6], txid[7], txid[8], txid[9], txid[10], txid[11],
+    ]);
     loop {
         let Ok((n, peer)) = relay.recv_from(&mut buf).await else {
             continue;
@@ -704,11 +710,9 @@ async fn relay_loop(
         match channel {
             Some(ch) => stun::encode_channel_data(ch, &buf[..n], &mut out),
             None => {
-                let txid = relay_core::token::random_bytes::<12>();
-                let mut b = Builder::new(method::DATA, Class::Indication, &txid);
-                b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
-                b.add(attr::DATA, &buf[..n]);
-                out = b.finish(None, false);
+                counter = counter.wrapping_add(1);
+                txid[4..].copy_from_slice(&counter.to_be_bytes());
+                stun::encode_data_indication(&mut out, &txid, peer, &buf[..n]);
             }
         }
         if socket.send_to(&out, client).await.is_ok() {

@@ -368,6 +368,27 @@ pub fn encode_xor_address(addr: SocketAddr, txid: &[u8; 12]) -> Vec<u8> {
     v
 }
 
+/// Encodes a Data indication (XOR-PEER-ADDRESS, DATA) into `out`, reusing its allocation:
+/// the relay's per-packet path.
+pub fn encode_data_indication(out: &mut Vec<u8>, txid: &[u8; 12], peer: SocketAddr, data: &[u8]) {
+    out.clear();
+    let addr = encode_xor_address(peer, txid);
+    let body = 4 + addr.len() + 4 + data.len().div_ceil(4) * 4;
+    out.extend_from_slice(&message_type(method::DATA, Class::Indication).to_be_bytes());
+    out.extend_from_slice(&(body as u16).to_be_bytes());
+    out.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    out.extend_from_slice(txid);
+    out.extend_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+    out.extend_from_slice(&(addr.len() as u16).to_be_bytes());
+    out.extend_from_slice(&addr);
+    out.extend_from_slice(&attr::DATA.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
 /// Builds a message attribute by attribute; `finish` adds MESSAGE-INTEGRITY and FINGERPRINT.
 pub struct Builder {
     buf: Vec<u8>,
@@ -480,6 +501,17 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert_eq!(Message::decode(&bad), Err(StunError::BadFingerprint));
+    }
+
+    #[test]
+    fn data_indications_match_the_builder() {
+        let peer: SocketAddr = "[2001:db8::7]:9".parse().unwrap();
+        let mut b = Builder::new(method::DATA, Class::Indication, &[9; 12]);
+        b.add_xor_address(attr::XOR_PEER_ADDRESS, peer)
+            .add(attr::DATA, b"odd");
+        let mut out = Vec::new();
+        encode_data_indication(&mut out, &[9; 12], peer, b"odd");
+        assert_eq!(out, b.finish(None, false));
     }
 
     #[test]
