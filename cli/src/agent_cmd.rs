@@ -79,18 +79,7 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
 async fn report_key(url: String, token: String, ca_cert: Option<PathBuf>, fingerprint: String) {
     let client = relay_core::tls::roots(ca_cert.as_deref())
         .map_err(anyhow::Error::from)
-        .and_then(|roots| {
-            Ok(relay_core::tls::client_config(
-                roots,
-                &[b"h2", b"http/1.1"],
-            )?)
-        })
-        .and_then(|tls| {
-            Ok(reqwest::Client::builder()
-                .use_preconfigured_tls(tls)
-                .timeout(Duration::from_secs(10))
-                .build()?)
-        });
+        .and_then(crate::client::role_http);
     let client = match client {
         Ok(c) => c,
         Err(e) => {

@@ -47,6 +47,19 @@ pub(crate) struct Client {
     token: String,
 }
 
+/// An HTTPS client for a role talking to the control plane: trusts the system roots plus
+/// `roots` (from `--ca-cert`), HTTP/2 or 1.1, 10 s per request.
+pub(crate) fn role_http(roots: rustls::RootCertStore) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(relay_core::tls::client_config(
+            roots,
+            &[b"h2", b"http/1.1"],
+        )?)
+        .timeout(std::time::Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .build()?)
+}
+
 impl Client {
     pub(crate) fn new(s: &Session) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()

@@ -50,13 +50,7 @@ fn startup(a: &ProviderArgs) -> Result<PathBuf, String> {
 pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
     let url = a.primary_url.trim_end_matches('/').to_owned();
     let roots = relay_core::tls::roots(a.ca_cert.as_deref()).context("loading --ca-cert")?;
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(relay_core::tls::client_config(
-            roots,
-            &[b"h2", b"http/1.1"],
-        )?)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let http = crate::client::role_http(roots)?;
     let problem = startup(&a).err();
     if let Some(p) = &problem {
         warn!(error = %p, "reporting a startup failure to the control plane");

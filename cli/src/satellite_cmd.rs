@@ -217,14 +217,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     })?;
     let tls_on = access.scheme_str() == Some("https");
     let roots = relay_core::tls::roots(a.ca_cert.as_deref()).context("loading --ca-cert")?;
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(relay_core::tls::client_config(
-            roots.clone(),
-            &[b"h2", b"http/1.1"],
-        )?)
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .build()?;
+    let http = crate::client::role_http(roots.clone())?;
     let cp = ControlPlaneClient {
         http: http.clone(),
         primary_url: primary_url.clone(),
