@@ -5,6 +5,9 @@
 //! * [`token`]: API and agent tokens: generation and the hash we store.
 //! * [`tls`]: rustls configurations and the self-signed CA kept in a data directory.
 //! * [`mesh`]: authentication of the QUIC links between edges.
+//! * [`stun`]: the STUN/TURN message codec (RFC 8489, RFC 8656), for the edges' server and
+//!   the peers' TURN client.
+//! * [`rtc`]: WebRTC peers on str0m with one tokio driver (Networking v2), and the TURN client.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
 //!
 //! This crate never imports the other perigee crates.
@@ -17,7 +20,9 @@ pub mod e2e;
 pub mod fuzzing;
 pub mod link;
 pub mod mesh;
+pub mod rtc;
 pub mod splice;
+pub mod stun;
 pub mod ticket;
 pub mod tls;
 pub mod token;

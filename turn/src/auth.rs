@@ -4,7 +4,6 @@
 //! and they stop working at EXPIRY. Nonces are stateless (time plus a MAC) and go stale.
 
 use base64::Engine as _;
-use md5::Digest as _;
 
 /// How long a nonce stays fresh.
 pub const NONCE_LIFETIME_SECS: u64 = 600;
@@ -20,12 +19,7 @@ pub fn ephemeral_username(expiry: u64, user: &str) -> String {
     format!("{expiry}:{user}")
 }
 
-/// The long-term credential key: MD5(username ":" realm ":" password).
-pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    let mut h = md5::Md5::new();
-    h.update(format!("{username}:{realm}:{password}").as_bytes());
-    h.finalize().into()
-}
+pub use relay_core::stun::long_term_key;
 
 /// Why credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

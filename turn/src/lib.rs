@@ -8,6 +8,7 @@ pub mod auth;
 pub mod fuzzing;
 pub mod policy;
 pub mod server;
-pub mod stun;
 
+/// The STUN codec lives in `relay-core` (clients use it too).
+pub use relay_core::stun;
 pub use server::{TurnConfig, TurnMetrics, TurnServer};

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use md5::Digest as _;
 use thiserror::Error;
 
 /// The magic cookie of every STUN message.
@@ -466,6 +467,13 @@ pub fn error_code(m: &Message) -> Option<(u16, String)> {
     let v = m.get(attr::ERROR_CODE)?;
     let code = u16::from(*v.get(2)? & 0x07) * 100 + u16::from(*v.get(3)?);
     Some((code, String::from_utf8_lossy(v.get(4..)?).into_owned()))
+}
+
+/// The long-term credential key (RFC 8489 §9.2.2): MD5(username ":" realm ":" password).
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
+    let mut h = md5::Md5::new();
+    h.update(format!("{username}:{realm}:{password}").as_bytes());
+    h.finalize().into()
 }
 
 #[cfg(test)]
