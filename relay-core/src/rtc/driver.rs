@@ -26,6 +26,10 @@ use crate::stun;
 const CONTROL_LABEL: &str = "perigee";
 /// Give up when no candidate pair works within this time.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes the SCTP association may hold unsent or unacknowledged, all channels together.
+/// sctp-proto's per-SACK work grows with what is in flight: on loopback 64–128 KiB gave
+/// 37–39 MB/s, 1 MiB 6 MB/s (`docs/DECISIONS.md`).
+const SCTP_BUFFERED: usize = 128 << 10;
 /// STUN Binding retransmissions for server-reflexive candidates.
 const BINDING_TRIES: u32 = 3;
 const BINDING_RTO: Duration = Duration::from_millis(300);
@@ -94,7 +98,7 @@ impl Peer {
         }
         let rtc = Rtc::builder()
             .set_crypto_provider(crypto())
-            .set_sctp_max_buffered_amount(8 << 20)
+            .set_sctp_max_buffered_amount(SCTP_BUFFERED)
             .set_sctp_max_message_size(256 * 1024)
             .build(Instant::now());
         let driver = Driver {
@@ -276,6 +280,7 @@ impl Driver {
             if let Ok(addr) = s.local_addr() {
                 if let Ok(c) = Candidate::host(addr, "udp") {
                     self.rtc.add_local_candidate(c);
+                    self.settle().await;
                 }
             }
         }
@@ -285,6 +290,7 @@ impl Driver {
             let mut api = self.rtc.sdp_api();
             api.add_channel(CONTROL_LABEL.into());
             if let Some((offer, pending)) = api.apply() {
+                self.settle().await;
                 self.pending_offer = Some(pending);
                 let _ = self.signal_out.send(Signal::Offer {
                     sdp: offer.to_sdp_string(),
@@ -294,10 +300,7 @@ impl Driver {
         }
         let mut signals_open = true;
         loop {
-            if let Err(e) = self.drain().await {
-                self.fail(format!("WebRTC: {e}"));
-                return;
-            }
+            self.settle().await;
             if self.failed() {
                 return;
             }
@@ -317,10 +320,10 @@ impl Driver {
                 }
                 c = cmd.recv() => {
                     let Some(c) = c else { return };
-                    self.on_cmd(c);
+                    self.on_cmd(c).await;
                     for _ in 0..64 {
                         match cmd.try_recv() {
-                            Ok(c) => self.on_cmd(c),
+                            Ok(c) => self.on_cmd(c).await,
                             Err(_) => break,
                         }
                     }
@@ -340,7 +343,7 @@ impl Driver {
                     self.on_timer(Instant::now()).await;
                 }
             }
-            self.flush_blocked();
+            self.flush_blocked().await;
         }
     }
 
@@ -380,6 +383,7 @@ impl Driver {
             return;
         }
         let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.settle().await;
         if let Some(turn) = self.turn.as_mut() {
             if let Some(TurnEvent::Failed(why)) = turn.handle_timeout(now) {
                 debug!(%why, "no relayed candidate");
@@ -471,9 +475,11 @@ impl Driver {
         }
     }
 
-    fn add_local(&mut self, c: Candidate) {
+    async fn add_local(&mut self, c: Candidate) {
         let line = c.to_sdp_string();
-        if self.rtc.add_local_candidate(c).is_none() {
+        let added = self.rtc.add_local_candidate(c).is_some();
+        self.settle().await;
+        if !added {
             return;
         }
         if self.described {
@@ -483,21 +489,23 @@ impl Driver {
         }
     }
 
-    fn add_remote(&mut self, c: Candidate) {
+    async fn add_remote(&mut self, c: Candidate) {
         if c.kind() == str0m::CandidateKind::Relayed {
             self.remote_relays.insert(c.addr());
         }
         if self.described {
             self.rtc.add_remote_candidate(c);
+            self.settle().await;
         } else {
             self.early_candidates.push(c);
         }
     }
 
-    fn now_described(&mut self) {
+    async fn now_described(&mut self) {
         self.described = true;
         for c in std::mem::take(&mut self.early_candidates) {
             self.rtc.add_remote_candidate(c);
+            self.settle().await;
         }
         for line in std::mem::take(&mut self.queued_candidates) {
             let _ = self.signal_out.send(Signal::Candidate { candidate: line });
@@ -517,10 +525,11 @@ impl Driver {
                     Ok(a) => a,
                     Err(e) => return self.refuse(format!("offer not accepted: {e}")),
                 };
+                self.settle().await;
                 let _ = self.signal_out.send(Signal::Answer {
                     sdp: answer.to_sdp_string(),
                 });
-                self.now_described();
+                self.now_described().await;
                 let mut servers = self.cfg.ice_servers.clone();
                 servers.extend(ice_servers);
                 self.gather_servers(&servers).await;
@@ -536,12 +545,13 @@ impl Driver {
                 if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
                     return self.refuse(format!("answer not accepted: {e}"));
                 }
-                self.now_described();
+                self.settle().await;
+                self.now_described().await;
             }
             Signal::Candidate { candidate } => {
                 let line = candidate.strip_prefix("a=").unwrap_or(&candidate);
                 match Candidate::from_sdp_string(line) {
-                    Ok(c) => self.add_remote(c),
+                    Ok(c) => self.add_remote(c).await,
                     Err(e) => debug!(error = %e, "remote candidate ignored"),
                 }
             }
@@ -574,13 +584,13 @@ impl Driver {
                         .and_then(|s| s.local_addr().ok())
                         .unwrap_or(relayed);
                     match Candidate::relayed(relayed, local, "udp") {
-                        Ok(c) => self.add_local(c),
+                        Ok(c) => self.add_local(c).await,
                         Err(e) => debug!(error = %e, "relayed candidate refused"),
                     }
                 }
                 Some(TurnEvent::Data { peer, data }) => {
                     if let Some(relayed) = self.relayed {
-                        self.input(now, peer, relayed, &data);
+                        self.input(now, peer, relayed, &data).await;
                     }
                 }
                 Some(TurnEvent::Failed(why)) => debug!(%why, "no relayed candidate"),
@@ -607,7 +617,7 @@ impl Driver {
                     {
                         if mapped != local {
                             if let Ok(c) = Candidate::server_reflexive(mapped, local, "udp") {
-                                self.add_local(c);
+                                self.add_local(c).await;
                             }
                         }
                     }
@@ -615,10 +625,16 @@ impl Driver {
                 return;
             }
         }
-        self.input(now, p.from, local, &p.data);
+        self.input(now, p.from, local, &p.data).await;
     }
 
-    fn input(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    async fn input(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         let Ok(contents) = data.try_into() else {
             return;
         };
@@ -634,9 +650,10 @@ impl Driver {
         if let Err(e) = self.rtc.handle_input(input) {
             debug!(error = %e, "input refused");
         }
+        self.settle().await;
     }
 
-    fn on_cmd(&mut self, c: Cmd) {
+    async fn on_cmd(&mut self, c: Cmd) {
         match c {
             Cmd::Open(label, reply) => {
                 if !self.connected {
@@ -647,6 +664,7 @@ impl Driver {
                     label,
                     ..Default::default()
                 });
+                self.settle().await;
                 self.chans.insert(
                     id,
                     Chan {
@@ -668,7 +686,10 @@ impl Driver {
                 }
                 self.queue(id, false, b"e".to_vec());
             }
-            Cmd::Stream(ToDriver::Reset(id)) => self.close(id),
+            Cmd::Stream(ToDriver::Reset(id)) => {
+                self.close_now(id);
+                self.settle().await;
+            }
         }
     }
 
@@ -680,39 +701,43 @@ impl Driver {
         self.blocked.insert(id);
     }
 
-    /// Writes queued messages while the association takes them.
-    fn flush_blocked(&mut self) {
+    /// Writes queued messages while the association takes them, draining the engine after
+    /// each write (str0m's contract: one mutation, then poll to the timeout).
+    async fn flush_blocked(&mut self) {
         if self.blocked.is_empty() {
             return;
         }
         let ids: Vec<ChannelId> = self.blocked.iter().copied().collect();
         for id in ids {
-            let done = {
+            loop {
                 let Some(c) = self.chans.get_mut(&id) else {
                     self.blocked.remove(&id);
-                    continue;
+                    break;
+                };
+                let Some((binary, data)) = c.queue.pop_front() else {
+                    self.blocked.remove(&id);
+                    self.maybe_close(id);
+                    self.settle().await;
+                    break;
                 };
                 let Some(mut ch) = self.rtc.channel(id) else {
-                    continue;
+                    c.queue.push_front((binary, data));
+                    break;
                 };
-                while let Some((binary, data)) = c.queue.front() {
-                    match ch.write(*binary, data) {
-                        Ok(true) => {
-                            c.queue.pop_front();
-                        }
-                        Ok(false) => break,
-                        Err(e) => {
-                            debug!(error = %e, "channel write failed");
-                            c.queue.clear();
-                            break;
-                        }
+                match ch.write(binary, &data) {
+                    Ok(true) => self.settle().await,
+                    Ok(false) => {
+                        c.queue.push_front((binary, data));
+                        self.settle().await;
+                        break;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "channel write failed");
+                        c.queue.clear();
+                        self.settle().await;
+                        break;
                     }
                 }
-                c.queue.is_empty()
-            };
-            if done {
-                self.blocked.remove(&id);
-                self.maybe_close(id);
             }
         }
     }
@@ -723,14 +748,25 @@ impl Driver {
             .get(&id)
             .is_some_and(|c| c.local_eof && c.remote_eof && c.queue.is_empty());
         if done {
-            self.close(id);
+            self.close_now(id);
         }
     }
 
-    fn close(&mut self, id: ChannelId) {
+    /// Closes a channel; the caller drains (or is inside a drain).
+    fn close_now(&mut self, id: ChannelId) {
         if self.chans.remove(&id).is_some() {
             self.blocked.remove(&id);
             self.rtc.direct_api().close_data_channel(id);
+        }
+    }
+
+    /// Drains the engine after a mutation; an engine error fails the connection.
+    async fn settle(&mut self) {
+        if self.failed() {
+            return;
+        }
+        if let Err(e) = self.drain().await {
+            self.fail(format!("WebRTC: {e}"));
         }
     }
 
@@ -749,7 +785,7 @@ impl Driver {
 
     async fn transmit(&mut self, t: str0m::net::Transmit) {
         let via_relay = Some(t.source) == self.relayed;
-        if self.connected && is_dtls(&t.contents) {
+        if is_dtls(&t.contents) {
             let relayed = via_relay || self.remote_relays.contains(&t.destination);
             let changed = self
                 .path
@@ -768,7 +804,9 @@ impl Driver {
                 };
                 debug!(path = %info, "data path");
                 self.path = Some(info.clone());
-                self.state.send_replace(PeerState::Connected(info));
+                if self.connected {
+                    self.state.send_replace(PeerState::Connected(info));
+                }
             }
         }
         if via_relay {
@@ -860,7 +898,7 @@ impl Driver {
                     },
                 );
                 if self.incoming.send(Incoming { label, stream: app }).is_err() {
-                    self.close(id);
+                    self.close_now(id);
                 }
             }
         }

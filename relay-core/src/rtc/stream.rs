@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 /// Bytes of one channel that may be unacknowledged by the receiving application.
 pub(crate) const WINDOW: usize = 4 << 20;
 /// Largest data message.
-pub(crate) const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 16 * 1024;
 /// Size of the in-memory pipe to the application.
 const PIPE: usize = 256 * 1024;
 
