@@ -149,7 +149,16 @@ async fn stream(
         .headers()
         .get(wire::H2_E2E_HEADER)
         .is_some_and(|v| v == "1");
-    let tcp = match crate::e2e::connect(port, e2e).await {
+    let signal = req
+        .headers()
+        .get(wire::H2_SIGNAL_HEADER)
+        .is_some_and(|v| v == "1");
+    let opened = if signal {
+        crate::rtc::connect(port).await
+    } else {
+        crate::e2e::connect(port, e2e).await
+    };
+    let tcp = match opened {
         Ok(s) => s,
         Err((code, message)) => return Ok(refuse(code, message)),
     };

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 pub mod e2e;
 mod h2;
 mod quic;
+mod rtc;
 mod serve;
 
 /// How to reach the home edge.

@@ -129,12 +129,13 @@ pub(crate) async fn serve(conn: quinn::Connection) -> Result<(), LinkError> {
 }
 
 async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let (port, session_id, e2e) = match wire::read_frame(&mut recv).await {
+    let (port, session_id, e2e, signal) = match wire::read_frame(&mut recv).await {
         Ok(Frame::Open {
             port,
             session_id,
             e2e,
-        }) => (port, session_id, e2e),
+            signal,
+        }) => (port, session_id, e2e, signal),
         Ok(f) => {
             let msg = format!("expected OPEN, got {f:?}");
             let _ = send
@@ -165,7 +166,12 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     };
     let span = tracing::debug_span!("stream", stream = session_id, port, path = "envproxy");
     async move {
-        let tcp = match crate::e2e::connect(port, e2e).await {
+        let opened = if signal {
+            crate::rtc::connect(port).await
+        } else {
+            crate::e2e::connect(port, e2e).await
+        };
+        let tcp = match opened {
             Ok(s) => s,
             Err((code, message)) => {
                 let _ = send

@@ -151,6 +151,7 @@ pub(crate) async fn open(
     ticket: &str,
     workspace_id: &str,
     port: u16,
+    signal: bool,
     tls: &Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<Opened> {
     let t = Target::parse(edge_url)?;
@@ -179,6 +180,12 @@ pub(crate) async fn open(
         .insert(satellite::tunnel::PORT_HEADER, port.into());
     req.headers_mut()
         .insert(satellite::tunnel::WORKSPACE_HEADER, workspace_id.parse()?);
+    if signal {
+        req.headers_mut().insert(
+            satellite::tunnel::SIGNAL_HEADER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
     match tokio_tungstenite::client_async_with_config(req, io, Some(satellite::tunnel::ws_config()))
         .await
     {

@@ -18,6 +18,7 @@ mod server;
 mod session;
 mod table;
 mod tunnel;
+mod webrtc;
 mod workspaces;
 
 /// perigee: cloud development workspaces, reached through the edge nearest to you.

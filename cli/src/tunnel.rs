@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::Client;
 use crate::dial::{self, Ws};
 use crate::regions;
+use crate::webrtc::{self, PathChoice};
 
 #[derive(clap::Args)]
 pub(crate) struct TunnelArgs {
@@ -27,6 +28,11 @@ pub(crate) struct TunnelArgs {
     /// Enter through this region (edge name or region label) instead of the fastest one.
     #[arg(long, env = "PERIGEE_REGION")]
     region: Option<String>,
+    /// Which path the stream takes when the provider has Networking v2 on: `auto` races
+    /// the edge's envproxy path against a WebRTC connection (direct, or through the edge's
+    /// TURN relay) and uses whichever is ready first.
+    #[arg(long, value_enum, default_value = "auto", env = "PERIGEE_PATH")]
+    path: PathChoice,
 }
 
 #[derive(clap::Args)]
@@ -40,6 +46,10 @@ pub(crate) struct PortForwardArgs {
     /// Enter through this region (edge name or region label) instead of the fastest one.
     #[arg(long, env = "PERIGEE_REGION")]
     region: Option<String>,
+    /// Which path connections take when the provider has Networking v2 on: with `auto`,
+    /// connections use the envproxy path until the WebRTC connection is up, then WebRTC.
+    #[arg(long, value_enum, default_value = "auto", env = "PERIGEE_PATH")]
+    path: PathChoice,
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -61,6 +71,18 @@ struct Ticket {
     /// The agent's end-to-end key, when the provider encrypts tunnels end to end.
     #[serde(default)]
     e2e_fingerprint: Option<String>,
+    /// STUN/TURN servers when the provider has Networking v2 on (empty: envproxy only).
+    #[serde(default)]
+    ice_servers: Vec<relay_core::rtc::IceServer>,
+}
+
+impl Ticket {
+    /// WebRTC may carry streams: Networking v2 is on (the ticket carries ICE servers) and
+    /// the provider does not ask for end-to-end encryption, whose pinned key WebRTC's
+    /// DTLS does not use yet.
+    fn webrtc_allowed(&self) -> bool {
+        !self.ice_servers.is_empty() && self.e2e_fingerprint.is_none()
+    }
 }
 
 /// Tickets kept on disk (mode 0600, next to the session) so that each `perigee tunnel`
@@ -178,6 +200,7 @@ impl Tickets {
                 .to_owned(),
             workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
             e2e_fingerprint: v["e2e_fingerprint"].as_str().map(str::to_owned),
+            ice_servers: serde_json::from_value(v["ice_servers"].clone()).unwrap_or_default(),
         };
         ticket_cache::put(&self.client.base, &self.workspace, self.port, &t);
         *cached = Some(t.clone());
@@ -245,7 +268,11 @@ impl Tickets {
     }
 
     /// Opens a tunnel, moving to the next best edge when the chosen one cannot be reached.
-    async fn dial(&self, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<(dial::Opened, Entry)> {
+    async fn dial(
+        &self,
+        tls: &Arc<rustls::ClientConfig>,
+        signal: bool,
+    ) -> anyhow::Result<(dial::Opened, Entry)> {
         let t = self.get().await?;
         let mut failed: Vec<String> = Vec::new();
         loop {
@@ -253,7 +280,16 @@ impl Tickets {
                 Some(e) if failed.is_empty() => e,
                 _ => self.choose(&t, &failed).await?,
             };
-            match dial::open(&entry.url, &t.ticket, &t.workspace_id, self.port, tls).await {
+            match dial::open(
+                &entry.url,
+                &t.ticket,
+                &t.workspace_id,
+                self.port,
+                signal,
+                tls,
+            )
+            .await
+            {
                 Ok(o) => {
                     *self.entry.lock().await = Some(entry.clone());
                     return Ok((o, entry));
@@ -312,7 +348,7 @@ impl Tickets {
         let mut attempt = 0;
         loop {
             let t = self.get().await?;
-            let (dial::Opened { ws, edge, path }, entry) = self.dial(tls).await?;
+            let (dial::Opened { ws, edge, path }, entry) = self.dial(tls, false).await?;
             let via = Via { edge, path };
             let Some(fp) = t.e2e_fingerprint.as_deref() else {
                 return Ok((Stream::Plain(ws), via, entry));
@@ -328,6 +364,20 @@ impl Tickets {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Connects a WebRTC peer to the agent, signaled through the entry edge; `Ok(None)`
+    /// when the provider has Networking v2 off.
+    async fn webrtc(
+        &self,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<Option<(relay_core::rtc::Peer, relay_core::rtc::PathInfo)>> {
+        let t = self.get().await?;
+        if !t.webrtc_allowed() {
+            return Ok(None);
+        }
+        let (opened, _) = self.dial(tls, true).await?;
+        webrtc::connect(opened.ws, t.ice_servers).await.map(Some)
     }
 
     fn new(workspace: &str, port: u16, pin: Option<String>) -> anyhow::Result<Self> {
@@ -347,9 +397,113 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let tls = Arc::new(crate::client::tls_config(&[b"http/1.1"])?);
     let tickets = Tickets::new(&a.workspace, a.port, a.region.clone())?;
-    tickets.get().await?;
+    let t = tickets.get().await?;
     let t_ticket = start.elapsed();
+    let v2 = t.webrtc_allowed();
+    if a.path == PathChoice::Webrtc && !v2 {
+        anyhow::bail!(
+            "--path webrtc: the provider of workspace {:?} has Networking v2 off (an admin can turn it on with `perigee providers edit PROVIDER --networking-v2 on`)",
+            a.workspace
+        );
+    }
+    let timing = |label: &str| {
+        format!(
+            "(ticket {:.1} ms, {label} {:.1} ms)",
+            t_ticket.as_secs_f64() * 1e3,
+            (start.elapsed() - t_ticket).as_secs_f64() * 1e3
+        )
+    };
+    let race = v2 && a.path == PathChoice::Auto;
+    let why_envproxy = if t.e2e_fingerprint.is_some() {
+        "end-to-end encryption is on and WebRTC's DTLS keys are not pinned to the agent yet"
+            .to_owned()
+    } else if !v2 {
+        "Networking v2 is off for the provider".to_owned()
+    } else if a.path == PathChoice::Envproxy {
+        "--path envproxy".to_owned()
+    } else {
+        String::new()
+    };
+    if v2 && a.path != PathChoice::Envproxy {
+        let rtc = tickets.webrtc(&tls);
+        tokio::pin!(rtc);
+        let outcome = if race {
+            let env = tickets.open(&tls);
+            tokio::pin!(env);
+            tokio::select! {
+                r = &mut rtc => match r {
+                    Ok(Some(p)) => Ok(p),
+                    Ok(None) => Err("Networking v2 is off for the provider".to_owned()),
+                    Err(e) => Err(format!("{e:#}")),
+                },
+                r = &mut env => {
+                    let (stream, opened, entry) = r?;
+                    return envproxy(&a, stream, opened, entry, "envproxy was ready first (WebRTC still connecting)", &timing("edge choice + tunnel")).await;
+                }
+            }
+        } else {
+            match rtc.await {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => Err("Networking v2 is off for the provider".to_owned()),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        };
+        match outcome {
+            Ok((peer, _)) => {
+                let stream = peer.open(&format!("tcp:{}", a.port)).await?;
+                if a.verbose {
+                    let path = match peer.state() {
+                        relay_core::rtc::PeerState::Connected(p) => p,
+                        _ => anyhow::bail!("the WebRTC connection dropped"),
+                    };
+                    eprintln!(
+                        "perigee: {}:{} path={} why=\"{}\" {}",
+                        a.workspace,
+                        a.port,
+                        path.kind(),
+                        path,
+                        timing("WebRTC")
+                    );
+                }
+                let r = webrtc::splice(stream, tokio::io::stdin(), tokio::io::stdout()).await;
+                drop(peer);
+                return r.context("tunnel");
+            }
+            Err(why) if a.path == PathChoice::Webrtc => anyhow::bail!("{why}"),
+            Err(why) => {
+                let (stream, opened, entry) = tickets.open(&tls).await?;
+                return envproxy(
+                    &a,
+                    stream,
+                    opened,
+                    entry,
+                    &format!("WebRTC failed: {why}"),
+                    &timing("edge choice + tunnel"),
+                )
+                .await;
+            }
+        }
+    }
     let (stream, opened, entry) = tickets.open(&tls).await?;
+    envproxy(
+        &a,
+        stream,
+        opened,
+        entry,
+        &why_envproxy,
+        &timing("edge choice + tunnel"),
+    )
+    .await
+}
+
+async fn envproxy(
+    a: &TunnelArgs,
+    stream: Stream,
+    opened: Via,
+    entry: Entry,
+    why: &str,
+    timing: &str,
+) -> anyhow::Result<()> {
     if a.verbose {
         let via = match opened.path.strip_prefix("mesh:") {
             Some(home) => format!("{} -> mesh -> {home}", opened.edge),
@@ -360,21 +514,58 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         } else {
             ""
         };
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" why=\"{why}\"")
+        };
         eprintln!(
-            "perigee: {}:{} path=envproxy{e2e} edge={} via={via} url={} chosen-by={:?} (ticket {:.1} ms, edge choice + tunnel {:.1} ms)",
-            a.workspace,
-            a.port,
-            entry.name,
-            entry.url,
-            entry.how,
-            t_ticket.as_secs_f64() * 1e3,
-            (start.elapsed() - t_ticket).as_secs_f64() * 1e3
+            "perigee: {}:{} path=envproxy{e2e}{why} edge={} via={via} url={} chosen-by={:?} {timing}",
+            a.workspace, a.port, entry.name, entry.url, entry.how,
         );
     }
     stream
         .splice(tokio::io::stdin(), tokio::io::stdout())
         .await
         .context("tunnel")
+}
+
+/// Keeps a WebRTC connection to the agent for one forwarded port, reconnecting with backoff;
+/// the watch holds the connected peer (or nothing while it is down).
+fn background_peer(
+    tickets: Arc<Tickets>,
+    tls: Arc<rustls::ClientConfig>,
+    port: u16,
+) -> tokio::sync::watch::Receiver<Option<relay_core::rtc::Peer>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let mut backoff = relay_core::backoff::Backoff::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        );
+        loop {
+            match tickets.webrtc(&tls).await {
+                Ok(Some((peer, path))) => {
+                    eprintln!("perigee: port {port}: WebRTC connected, path={} ({path}); new connections use it", path.kind());
+                    backoff.reset();
+                    tx.send_replace(Some(peer.clone()));
+                    let _ = peer.connected().await;
+                    while matches!(peer.state(), relay_core::rtc::PeerState::Connected(_)) {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    tx.send_replace(None);
+                    eprintln!("perigee: port {port}: WebRTC connection lost; new connections use the envproxy path");
+                }
+                Ok(None) => return,
+                Err(e) => eprintln!("perigee: port {port}: WebRTC: {e:#}; using the envproxy path"),
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff.next_delay(relay_core::token::random_u64())).await;
+        }
+    });
+    rx
 }
 
 fn parse_spec(spec: &str) -> anyhow::Result<(SocketAddr, u16)> {
@@ -411,9 +602,15 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         let tickets = Arc::new(Tickets::new(&a.workspace, remote, a.region.clone())?);
         // Fail fast on a bad workspace or token rather than on the first connection.
-        tickets.get().await?;
+        let t = tickets.get().await?;
         println!("Forwarding {bound} -> {}:{remote}", a.workspace);
         let tls = tls.clone();
+        let rtc = if !t.webrtc_allowed() || a.path == PathChoice::Envproxy {
+            None
+        } else {
+            Some(background_peer(tickets.clone(), tls.clone(), remote))
+        };
+        let only_webrtc = a.path == PathChoice::Webrtc;
         tasks.push(tokio::spawn(async move {
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
@@ -421,8 +618,20 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                 };
                 let _ = sock.set_nodelay(true);
                 let (tickets, tls) = (tickets.clone(), tls.clone());
+                let current = rtc.as_ref().and_then(|r| r.borrow().clone());
                 tokio::spawn(async move {
                     let result = async {
+                        // New connections take WebRTC once it is up, the envproxy path before.
+                        if let Some(peer) = current {
+                            if let Ok(s) = peer.open(&format!("tcp:{remote}")).await {
+                                let (rd, wr) = sock.into_split();
+                                return webrtc::splice(s, rd, wr).await;
+                            }
+                        }
+                        anyhow::ensure!(
+                            !only_webrtc,
+                            "--path webrtc: the WebRTC connection is not up"
+                        );
                         let (stream, _, _) = tickets.open(&tls).await?;
                         let (rd, wr) = sock.into_split();
                         stream.splice(rd, wr).await?;

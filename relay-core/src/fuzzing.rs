@@ -130,6 +130,14 @@ mod tests {
                 port: 22,
                 session_id: 9,
                 e2e: false,
+                signal: false,
+            }
+            .to_bytes(),
+            Frame::Open {
+                port: 22,
+                session_id: 10,
+                e2e: false,
+                signal: true,
             }
             .to_bytes(),
             Frame::Status {

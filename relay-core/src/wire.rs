@@ -13,6 +13,8 @@
 //!         u8 version | u8 type=2 | u16 port | u64 session_id
 //!         (type=6, same layout: the stream carries an end-to-end encrypted session that the
 //!         agent terminates; see `crate::e2e`)
+//!         (type=7, same layout: the stream carries WebRTC signaling for a peer connection
+//!         whose data channels reach `port`; see `crate::rtc::signal`)
 //! STATUS  reply to HELLO, OPEN, MESH_HELLO or MESH_OPEN
 //!         u8 version | u8 type=3 | u8 code | u16 msg_len | msg (≤ MAX_MESSAGE_LEN bytes, UTF-8)
 //! MESH_HELLO  edge → edge, first bi-stream of a mesh QUIC connection (ALPN MESH_ALPN)
@@ -20,6 +22,7 @@
 //! MESH_OPEN   edge → home edge, first bytes of every forwarded tunnel stream
 //!         u8 version | u8 type=5 | u16 port | u64 session_id | u16 ticket_len | ticket
 //!         (≤ MAX_TICKET_LEN bytes, the client's connection ticket, checked again)
+//!         (type=8, same layout: a signaling stream, as OPEN type 7)
 //! ```
 //!
 //! Versioning: [`VERSION`] is bumped whenever a layout changes; a peer that receives another
@@ -48,6 +51,8 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 pub const MAX_FRAME_LEN: usize = 14 + MAX_TICKET_LEN;
 /// Header carrying the workspace port on an HTTP/2 link stream request.
 pub const H2_PORT_HEADER: &str = "perigee-port";
+/// Header marking an HTTP/2 link stream as a signaling stream (value `1`).
+pub const H2_SIGNAL_HEADER: &str = "perigee-signal";
 /// Header marking an HTTP/2 link stream as end-to-end encrypted (value `1`).
 pub const H2_E2E_HEADER: &str = "perigee-e2e";
 /// Header carrying the session id on an HTTP/2 link stream request.
@@ -61,6 +66,8 @@ const TYPE_STATUS: u8 = 3;
 const TYPE_MESH_HELLO: u8 = 4;
 const TYPE_MESH_OPEN: u8 = 5;
 const TYPE_OPEN_E2E: u8 = 6;
+const TYPE_OPEN_SIGNAL: u8 = 7;
+const TYPE_MESH_SIGNAL: u8 = 8;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +85,9 @@ pub enum Frame {
         session_id: u64,
         /// The stream carries an end-to-end encrypted session for the agent to terminate.
         e2e: bool,
+        /// The stream carries WebRTC signaling (the agent answers; data channels reach
+        /// `port`). Never together with `e2e`.
+        signal: bool,
     },
     /// Answer to HELLO, OPEN, MESH_HELLO or MESH_OPEN.
     Status {
@@ -101,6 +111,8 @@ pub enum Frame {
         session_id: u64,
         /// The client's connection ticket; the home edge verifies it again.
         ticket: String,
+        /// A signaling stream (see [`Frame::Open`]).
+        signal: bool,
     },
 }
 
@@ -176,8 +188,15 @@ impl Frame {
                 port,
                 session_id,
                 e2e,
+                signal,
             } => {
-                out.push(if *e2e { TYPE_OPEN_E2E } else { TYPE_OPEN });
+                out.push(if *signal {
+                    TYPE_OPEN_SIGNAL
+                } else if *e2e {
+                    TYPE_OPEN_E2E
+                } else {
+                    TYPE_OPEN
+                });
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&session_id.to_be_bytes());
             }
@@ -199,9 +218,14 @@ impl Frame {
                 port,
                 session_id,
                 ticket,
+                signal,
             } => {
                 let t = truncate_utf8(ticket, MAX_TICKET_LEN);
-                out.push(TYPE_MESH_OPEN);
+                out.push(if *signal {
+                    TYPE_MESH_SIGNAL
+                } else {
+                    TYPE_MESH_OPEN
+                });
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&session_id.to_be_bytes());
                 out.extend_from_slice(&(t.len() as u16).to_be_bytes());
@@ -251,7 +275,7 @@ impl Frame {
                     4 + len,
                 )))
             }
-            TYPE_OPEN | TYPE_OPEN_E2E => {
+            TYPE_OPEN | TYPE_OPEN_E2E | TYPE_OPEN_SIGNAL => {
                 let (Some(port), Some(sid)) = (be_u16(buf, 2), buf.get(4..12)) else {
                     return Ok(None);
                 };
@@ -262,6 +286,7 @@ impl Frame {
                         port,
                         session_id: u64::from_be_bytes(id),
                         e2e: ty == TYPE_OPEN_E2E,
+                        signal: ty == TYPE_OPEN_SIGNAL,
                     },
                     12,
                 )))
@@ -317,7 +342,7 @@ impl Frame {
                     end,
                 )))
             }
-            TYPE_MESH_OPEN => {
+            TYPE_MESH_OPEN | TYPE_MESH_SIGNAL => {
                 let (Some(port), Some(sid), Some(len)) =
                     (be_u16(buf, 2), buf.get(4..12), be_u16(buf, 12))
                 else {
@@ -341,6 +366,7 @@ impl Frame {
                         port,
                         session_id: u64::from_be_bytes(id),
                         ticket: ticket.to_owned(),
+                        signal: ty == TYPE_MESH_SIGNAL,
                     },
                     14 + len,
                 )))
@@ -371,10 +397,10 @@ impl Frame {
         };
         match ty {
             TYPE_HELLO => var(2, 4, MAX_TOKEN_LEN),
-            TYPE_OPEN | TYPE_OPEN_E2E => Ok(12),
+            TYPE_OPEN | TYPE_OPEN_E2E | TYPE_OPEN_SIGNAL => Ok(12),
             TYPE_STATUS => var(3, 5, MAX_MESSAGE_LEN),
             TYPE_MESH_HELLO => var(2, 4 + MESH_MAC_LEN, MAX_EDGE_NAME_LEN),
-            TYPE_MESH_OPEN => var(12, 14, MAX_TICKET_LEN),
+            TYPE_MESH_OPEN | TYPE_MESH_SIGNAL => var(12, 14, MAX_TICKET_LEN),
             other => Err(WireError::UnknownType(other)),
         }
     }
@@ -446,6 +472,7 @@ mod tests {
                 port: 8443,
                 session_id: 11,
                 e2e: true,
+                signal: false,
             },
             Frame::Hello {
                 token: "abc".into(),
@@ -454,6 +481,7 @@ mod tests {
                 port: 22,
                 session_id: u64::MAX,
                 e2e: false,
+                signal: false,
             },
             Frame::Status {
                 code: StatusCode::ConnectRefused,
@@ -467,6 +495,7 @@ mod tests {
                 port: 22,
                 session_id: 9,
                 ticket: "pt1.abc.def".into(),
+                signal: true,
             },
         ] {
             let b = f.to_bytes();
@@ -507,6 +536,7 @@ mod tests {
             port: 80,
             session_id: 7,
             e2e: false,
+            signal: false,
         }
         .to_bytes();
         bytes.extend_from_slice(b"payload");
@@ -518,6 +548,7 @@ mod tests {
                 port: 80,
                 session_id: 7,
                 e2e: false,
+                signal: false,
             }
         );
         assert_eq!(r, b"payload");

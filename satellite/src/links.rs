@@ -135,14 +135,18 @@ impl AgentLink {
     }
 
     /// Opens a stream to `127.0.0.1:port` in the workspace (`e2e`: the stream carries an
-    /// end-to-end encrypted session the agent terminates).
+    /// end-to-end encrypted session the agent terminates; `signal`: the stream carries WebRTC
+    /// signaling for a peer connection whose data channels reach the port).
     pub async fn open(
         &self,
         port: u16,
         session_id: u64,
         e2e: bool,
+        signal: bool,
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
-        match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(port, session_id, e2e)).await {
+        match tokio::time::timeout(OPEN_TIMEOUT, self.open_inner(port, session_id, e2e, signal))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(OpenError::Timeout(OPEN_TIMEOUT)),
         }
@@ -153,6 +157,7 @@ impl AgentLink {
         port: u16,
         session_id: u64,
         e2e: bool,
+        signal: bool,
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
         match &self.conn {
             LinkConn::Quic(conn) => {
@@ -164,6 +169,7 @@ impl AgentLink {
                     port,
                     session_id,
                     e2e,
+                    signal,
                 };
                 send.write_all(&open.to_bytes())
                     .await
@@ -188,6 +194,9 @@ impl AgentLink {
                     .header(wire::H2_SESSION_HEADER, session_id);
                 if e2e {
                     req = req.header(wire::H2_E2E_HEADER, "1");
+                }
+                if signal {
+                    req = req.header(wire::H2_SIGNAL_HEADER, "1");
                 }
                 let req = req.body(body).map_err(|e| OpenError::Link(e.to_string()))?;
                 sender

@@ -246,6 +246,7 @@ impl Edge {
         ticket: &str,
         port: u16,
         session_id: u64,
+        signal: bool,
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
         let conn = self
             .mesh_conn(home)
@@ -259,6 +260,7 @@ impl Edge {
             port,
             session_id,
             ticket: ticket.to_owned(),
+            signal,
         };
         send.write_all(&open.to_bytes())
             .await
@@ -368,12 +370,13 @@ async fn check_hello(
 async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let m = edge.metrics().clone();
     let reply = |code: StatusCode, message: String| Frame::Status { code, message }.to_bytes();
-    let (port, session_id, ticket) = match wire::read_frame(&mut recv).await {
+    let (port, session_id, ticket, signal) = match wire::read_frame(&mut recv).await {
         Ok(Frame::MeshOpen {
             port,
             session_id,
             ticket,
-        }) => (port, session_id, ticket),
+            signal,
+        }) => (port, session_id, ticket, signal),
         Ok(_) | Err(_) => {
             m.drop(DropReason::BadRequest);
             let _ = send
@@ -413,7 +416,7 @@ async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: qui
     };
     let span = tracing::info_span!("stream", workspace = %link.workspace_name(), session.id = %claims.sid, stream = session_id, port, path = "mesh_in");
     let (to_ws, from_ws) = match link
-        .open(port, session_id, claims.e2e)
+        .open(port, session_id, claims.e2e && !signal, signal)
         .instrument(span.clone())
         .await
     {

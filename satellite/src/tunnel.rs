@@ -5,6 +5,12 @@
 //! stream and waits for the agent to connect the port *before* answering `101`, so a client
 //! learns "nothing listens on that port" as a clear HTTP error rather than a dead socket.
 //! On the WebSocket, binary messages carry bytes; an empty binary message is a half-close.
+//!
+//! With `Perigee-Signal: 1` the stream carries WebRTC signaling (Networking v2) instead of
+//! the port's bytes: the agent answers the client's offer and its data channels reach the
+//! same port, so the ticket is checked exactly as for a stream to that port. Edges only
+//! splice the bytes (over the mesh to the agent's home edge when needed): a signaling
+//! session belongs to the one user, workspace and port of its ticket.
 
 use std::time::Instant;
 
@@ -25,6 +31,8 @@ pub const PORT_HEADER: &str = "perigee-port";
 /// Optional header naming the workspace id the client means; refused when the ticket is for
 /// another workspace.
 pub const WORKSPACE_HEADER: &str = "perigee-workspace";
+/// Header asking for a signaling stream (value `1`).
+pub const SIGNAL_HEADER: &str = "perigee-signal";
 
 /// Response header naming the edge that accepted the tunnel.
 pub const EDGE_HEADER: &str = "perigee-edge";
@@ -50,7 +58,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .unwrap_or_default();
     // Copy what we need out of the request now: the body type is not `Sync`, so no borrow of
     // the request may live across an await.
-    let (key, port, ticket, workspace) = {
+    let (key, port, ticket, workspace, signal) = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let is_ws = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let key = header("sec-websocket-key")
@@ -65,6 +73,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             port,
             header(relay_core::ticket::HEADER).map(str::to_owned),
             workspace,
+            header(SIGNAL_HEADER) == Some("1"),
         )
     };
     let Some(key) = key else {
@@ -139,15 +148,16 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .as_ref()
         .map(|l| l.workspace_name().to_owned())
         .unwrap_or_else(|| claims.ws.clone());
-    let span = tracing::info_span!("stream", workspace = %workspace_name, session.id = %claims.sid, stream = session_id, port, path, home, client.addr = %peer);
+    let kind = if signal { "signal" } else { "bytes" };
+    let span = tracing::info_span!("stream", workspace = %workspace_name, session.id = %claims.sid, stream = session_id, port, path, kind, home, client.addr = %peer);
     let opened = match &link {
         Some(link) => {
-            link.open(port, session_id, claims.e2e)
+            link.open(port, session_id, claims.e2e && !signal, signal)
                 .instrument(span.clone())
                 .await
         }
         None => {
-            edge.mesh_open(home, &ticket, port, session_id)
+            edge.mesh_open(home, &ticket, port, session_id, signal)
                 .instrument(span.clone())
                 .await
         }

@@ -22,3 +22,4 @@ mod restart;
 mod satellites;
 mod ssh;
 mod turn_edge;
+mod webrtc;
