@@ -401,6 +401,12 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     let t_ticket = start.elapsed();
     let v2 = t.webrtc_allowed();
     if a.path == PathChoice::Webrtc && !v2 {
+        if t.e2e_fingerprint.is_some() {
+            anyhow::bail!(
+                "--path webrtc: the provider of workspace {:?} has end-to-end encryption on, which WebRTC does not carry yet; use --path auto or envproxy",
+                a.workspace
+            );
+        }
         anyhow::bail!(
             "--path webrtc: the provider of workspace {:?} has Networking v2 off (an admin can turn it on with `perigee providers edit PROVIDER --networking-v2 on`)",
             a.workspace

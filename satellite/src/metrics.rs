@@ -57,6 +57,8 @@ pub struct EdgeMetrics {
     pub bytes_to_client: IntCounter,
     /// Streams opened, by path.
     pub streams_total: IntCounterVec,
+    /// Signaling streams opened, by path (`envproxy`, `mesh_out`, `mesh_in`).
+    pub signal_streams_total: IntCounterVec,
     /// Streams open now.
     pub streams_open: IntGauge,
     /// Agent links open now, by transport.
@@ -85,6 +87,14 @@ impl EdgeMetrics {
             &["direction"],
         )?;
         r.register(Box::new(bytes.clone()))?;
+        let signal_streams_total = IntCounterVec::new(
+            Opts::new(
+                "perigee_edge_signal_streams_total",
+                "WebRTC signaling streams opened (Networking v2), by path",
+            ),
+            &["path"],
+        )?;
+        r.register(Box::new(signal_streams_total.clone()))?;
         let streams_total = IntCounterVec::new(
             Opts::new("perigee_edge_streams_total", "Tunnel streams opened"),
             &["path"],
@@ -142,6 +152,7 @@ impl EdgeMetrics {
             bytes_to_workspace: bytes.with_label_values(&["to_workspace"]),
             bytes_to_client: bytes.with_label_values(&["to_client"]),
             streams_total,
+            signal_streams_total,
             streams_open,
             links_open,
             link_handshake_seconds,

@@ -114,7 +114,7 @@ impl Server {
                 std::fs::File::create(dir.join(format!("server-{}.log", now_ms())))
                     .expect("log file"),
             );
-        if !prefix.is_empty() {
+        if !prefix.is_empty() && !env.iter().any(|(k, _)| *k == "PERIGEE_AGENT_EXEC_PREFIX") {
             cmd.env("PERIGEE_AGENT_EXEC_PREFIX", prefix.join(" "));
         }
         let mut child = cmd.spawn().expect("spawn perigee server");
@@ -527,4 +527,33 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// Runs `ip ARGS`, failing the test with a hint when it does not succeed.
+pub fn ip(args: &[&str]) {
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip (iproute2)");
+    assert!(st.success(), "ip {args:?} failed (this test needs root)");
+}
+
+/// Drops every UDP packet in and out of network namespace `ns` (an nftables table named
+/// `perigee_test`).
+pub fn drop_udp_in(ns: &str) {
+    let rules = "table inet perigee_test {\n chain out { type filter hook output priority 0; meta l4proto udp drop; }\n chain in { type filter hook input priority 0; meta l4proto udp drop; }\n}\n";
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft (apt install nftables)");
+    {
+        use std::io::Write as _;
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(rules.as_bytes())
+            .expect("rules");
+    }
+    assert!(nft.wait().expect("nft").success(), "nft ruleset failed");
 }

@@ -23,3 +23,4 @@ mod satellites;
 mod ssh;
 mod turn_edge;
 mod webrtc;
+mod webrtc_netns;

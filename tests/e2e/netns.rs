@@ -27,21 +27,7 @@ impl Netns {
         ip(&["netns", "add", &name]);
         let ns = Self(name);
         ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        let rules = "table inet perigee_test {\n chain out { type filter hook output priority 0; meta l4proto udp drop; }\n chain in { type filter hook input priority 0; meta l4proto udp drop; }\n}\n";
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft (apt install nftables)");
-        {
-            use std::io::Write as _;
-            nft.stdin
-                .take()
-                .expect("stdin")
-                .write_all(rules.as_bytes())
-                .expect("rules");
-        }
-        assert!(nft.wait().expect("nft").success(), "nft ruleset failed");
+        crate::harness::drop_udp_in(&ns.0);
         ns
     }
 

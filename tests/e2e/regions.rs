@@ -9,20 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::delay;
-use crate::harness::{Satellite, Server, TempDir, BIN};
+use crate::harness::{ip, Satellite, Server, TempDir, BIN};
 
 /// Namespaces with one veth each to the root namespace: `10.231.IDX.1` (root side, where
 /// the delay proxies listen) and `10.231.IDX.2` (inside).
 struct Topology {
     names: Vec<String>,
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip")
-        .args(args)
-        .status()
-        .expect("ip (iproute2)");
-    assert!(st.success(), "ip {args:?} failed (this test needs root)");
 }
 
 impl Topology {

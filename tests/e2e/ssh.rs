@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{pseudo_random, Server, TempDir};
 
-struct Sshd {
+pub(crate) struct Sshd {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Sshd {
@@ -37,12 +37,17 @@ fn free_port() -> u16 {
 
 /// Starts sshd on loopback accepting `client_key.pub`.
 fn start_sshd(dir: &Path) -> Sshd {
+    start_sshd_in(dir, &[], free_port())
+}
+
+/// Starts sshd on loopback port `port`, run with `prefix` (e.g. `ip netns exec NS`),
+/// accepting `client_key.pub`; ready when its log says it listens.
+pub(crate) fn start_sshd_in(dir: &Path, prefix: &[&str], port: u16) -> Sshd {
     keygen(&dir.join("host_key"));
     keygen(&dir.join("client_key"));
     std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
         .expect("authorized_keys");
     let _ = std::fs::create_dir_all("/run/sshd");
-    let port = free_port();
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
          PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
@@ -54,15 +59,21 @@ fn start_sshd(dir: &Path) -> Sshd {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("sshd installed (apt install openssh-server)");
-    let child = Command::new(sshd)
+    let mut words: Vec<&str> = prefix.to_vec();
+    words.push(sshd);
+    let child = Command::new(words[0])
+        .args(&words[1..])
         .args(["-D", "-e", "-f"])
         .arg(dir.join("sshd_config"))
         .stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"))
         .spawn()
         .expect("spawn sshd");
-    // Readiness: the port accepts connections.
+    // Readiness: the log says it listens (the port may be in another namespace).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !std::fs::read_to_string(dir.join("sshd.log"))
+        .unwrap_or_default()
+        .contains("Server listening on 127.0.0.1")
+    {
         assert!(
             Instant::now() < deadline,
             "sshd did not start; see {}",
@@ -97,12 +108,12 @@ fn ssh_opts(server: &Server, dir: &Path, port: u16) -> Vec<String> {
     .collect()
 }
 
-fn user() -> String {
+pub(crate) fn user() -> String {
     let out = Command::new("id").arg("-un").output().expect("id");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()
