@@ -24,6 +24,16 @@ pub fn wire(data: &[u8]) {
     }
 }
 
+/// WebRTC signaling messages: decode within the limits, re-encode what decodes.
+pub fn signal(data: &[u8]) {
+    use crate::rtc::signal::{decode, encode, MAX_SIGNAL_LEN};
+    if let Ok(s) = decode(data) {
+        assert!(data.len() <= MAX_SIGNAL_LEN);
+        let again = encode(&s);
+        assert_eq!(decode(&again[4..]).ok(), Some(s));
+    }
+}
+
 /// WebSocket frame headers: decode, check limits, and re-encode unmasked headers.
 pub fn wsframe(data: &[u8]) {
     use crate::wsframe::{Header, Opcode, MAX_FRAME_PAYLOAD, MAX_HEADER_LEN};
@@ -148,6 +158,17 @@ mod tests {
             vec![],
         ];
         mutate_all(&seeds, wire, 20_000);
+    }
+
+    #[test]
+    fn signal_decoder_survives_mutation() {
+        let seeds = vec![
+            br#"{"type":"offer","sdp":"v=0\r\n","ice_servers":[{"urls":["stun:10.0.0.1:3478"],"username":"1:u","credential":"c"}]}"#.to_vec(),
+            br#"{"type":"answer","sdp":"v=0"}"#.to_vec(),
+            br#"{"type":"candidate","candidate":"candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host"}"#.to_vec(),
+            br#"{"type":"error","message":"no"}"#.to_vec(),
+        ];
+        mutate_all(&seeds, signal, 20_000);
     }
 
     #[test]
