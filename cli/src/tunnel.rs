@@ -431,28 +431,26 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         String::new()
     };
     if v2 && a.path != PathChoice::Envproxy {
-        let rtc = tickets.webrtc(&tls);
+        let rtc = async {
+            match tickets.webrtc(&tls).await {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => Err("Networking v2 is off for the provider".to_owned()),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        };
         tokio::pin!(rtc);
         let outcome = if race {
             let env = tickets.open(&tls);
             tokio::pin!(env);
             tokio::select! {
-                r = &mut rtc => match r {
-                    Ok(Some(p)) => Ok(p),
-                    Ok(None) => Err("Networking v2 is off for the provider".to_owned()),
-                    Err(e) => Err(format!("{e:#}")),
-                },
+                r = &mut rtc => r,
                 r = &mut env => {
                     let (stream, opened, entry) = r?;
                     return envproxy(&a, stream, opened, entry, "envproxy was ready first (WebRTC still connecting)", &timing("edge choice + tunnel")).await;
                 }
             }
         } else {
-            match rtc.await {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => Err("Networking v2 is off for the provider".to_owned()),
-                Err(e) => Err(format!("{e:#}")),
-            }
+            rtc.await
         };
         match outcome {
             Ok((peer, _)) => {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use relay_core::rtc::{signal, IceServer, PathInfo, Peer, PeerConfig, PeerState, Role, Signal};
+use relay_core::rtc::{signal, IceServer, PathInfo, Peer, PeerConfig, Role, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,11 +46,6 @@ pub(crate) async fn connect(
         .connected()
         .await
         .map_err(|why| anyhow::anyhow!("WebRTC did not connect: {why}"))?;
-    // The first data decides the pair; report where the handshake went until then.
-    let path = match peer.state() {
-        PeerState::Connected(p) => p,
-        _ => path,
-    };
     Ok((peer, path))
 }
 

@@ -444,11 +444,7 @@ async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: qui
     {
         return;
     }
-    if signal {
-        m.signal_streams_total.with_label_values(&["mesh_in"]).inc();
-    } else {
-        m.streams_total.with_label_values(&["mesh_in"]).inc();
-    }
+    m.stream_opened("mesh_in", signal);
     m.streams_open.inc();
     let result = crate::links::pump_pair(
         (LinkRecv::Quic(recv), to_ws),

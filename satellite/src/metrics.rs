@@ -163,6 +163,16 @@ impl EdgeMetrics {
         })
     }
 
+    /// Counts a stream opened on `path`: a data stream, or a signaling stream.
+    pub fn stream_opened(&self, path: &str, signal: bool) {
+        let c = if signal {
+            &self.signal_streams_total
+        } else {
+            &self.streams_total
+        };
+        c.with_label_values(&[path]).inc();
+    }
+
     /// Counts one drop.
     pub fn drop(&self, reason: DropReason) {
         self.drops.with_label_values(&[reason.as_str()]).inc();

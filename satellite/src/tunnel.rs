@@ -193,11 +193,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
     };
     m.stream_setup_seconds
         .observe(start.elapsed().as_secs_f64());
-    if signal {
-        m.signal_streams_total.with_label_values(&[path]).inc();
-    } else {
-        m.streams_total.with_label_values(&[path]).inc();
-    }
+    m.stream_opened(path, signal);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let metrics = m.clone();
     tokio::spawn(

@@ -1,26 +1,28 @@
 //! The tokio driver around a str0m [`Rtc`]: sockets, timers, the TURN client, signaling and
 //! the data channels' streams, in one task per peer connection.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::{ChannelConfig, ChannelId};
+use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::io::DuplexStream;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::gather::{self, Server};
+use super::peer::{Cmd, Incoming, PeerConfig, Role};
 use super::signal::{IceServer, Signal};
-use super::stream::{self, Pumps, ToDriver, ToWriter, WINDOW};
 use super::turn_client::{TurnClient, TurnEvent};
 use super::{PathInfo, PeerState};
 use crate::stun;
+
+mod channels;
+use channels::Chan;
 
 /// Label of the channel that sets up the SCTP association; streams use their own.
 const CONTROL_LABEL: &str = "perigee";
@@ -34,153 +36,67 @@ const SCTP_BUFFERED: usize = 128 << 10;
 const BINDING_TRIES: u32 = 3;
 const BINDING_RTO: Duration = Duration::from_millis(300);
 
-/// Which side of the offer/answer a peer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Sends the offer (the client).
-    Offerer,
-    /// Answers (the agent).
-    Answerer,
-}
+/// The handle's ends of a running driver: its command channel, its state, and the streams
+/// the other side opens.
+pub(crate) type Handles = (
+    mpsc::UnboundedSender<Cmd>,
+    watch::Receiver<PeerState>,
+    mpsc::UnboundedReceiver<Incoming>,
+);
 
-/// How to start a peer.
-#[derive(Debug, Clone)]
-pub struct PeerConfig {
-    /// Offerer or answerer.
-    pub role: Role,
-    /// STUN/TURN servers for this side (the answerer also takes the offer's).
-    pub ice_servers: Vec<IceServer>,
-    /// ICE servers to hand the answering side with the offer.
-    pub peer_ice_servers: Vec<IceServer>,
-    /// Offer only the relayed candidate (WebRTC's `iceTransportPolicy: "relay"`): hides
-    /// this side's addresses from the other, at the cost of a relay hop.
-    pub relay_only: bool,
-}
-
-/// A stream the remote side opened.
-pub struct Incoming {
-    /// The label the opener chose.
-    pub label: String,
-    /// The application's end.
-    pub stream: DuplexStream,
-}
-
-enum Cmd {
-    Open(String, oneshot::Sender<std::io::Result<DuplexStream>>),
-    Stream(ToDriver),
-}
-
-/// A handle on a running peer connection; dropping every handle ends it.
-#[derive(Clone)]
-pub struct Peer {
-    cmd: mpsc::UnboundedSender<Cmd>,
-    state: watch::Receiver<PeerState>,
-}
-
-impl Peer {
-    /// Starts a peer. Signals to send to the other side come out of `signal_out`; signals
-    /// from it go into `signal_in`. Streams the other side opens arrive on the returned
-    /// receiver.
-    pub async fn start(
-        cfg: PeerConfig,
-        signal_out: mpsc::UnboundedSender<Signal>,
-        signal_in: mpsc::Receiver<Signal>,
-    ) -> std::io::Result<(Peer, mpsc::UnboundedReceiver<Incoming>)> {
-        let sockets = gather::host_sockets().await?;
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (state_tx, state_rx) = watch::channel(PeerState::Connecting);
-        let (in_tx, in_rx) = mpsc::unbounded_channel();
-        let (pkt_tx, pkt_rx) = mpsc::channel(4096);
-        let mut by_addr = HashMap::new();
-        for (i, s) in sockets.iter().enumerate() {
-            by_addr.insert(s.local_addr()?, s.clone());
-            spawn_recv(s.clone(), i, pkt_tx.clone());
-        }
-        let rtc = Rtc::builder()
-            .set_crypto_provider(crypto())
-            .set_sctp_max_buffered_amount(SCTP_BUFFERED)
-            .set_sctp_max_message_size(256 * 1024)
-            .build(Instant::now());
-        let driver = Driver {
-            cfg,
-            rtc,
-            sockets,
-            by_addr,
-            pkt_tx,
-            turn: None,
-            turn_socket: None,
-            relayed: None,
-            remote_relays: HashSet::new(),
-            bindings: HashMap::new(),
-            pending_offer: None,
-            early_candidates: Vec::new(),
-            described: false,
-            queued_candidates: Vec::new(),
-            chans: HashMap::new(),
-            blocked: HashSet::new(),
-            connected: false,
-            path: None,
-            state: state_tx,
-            signal_out,
-            incoming: in_tx,
-            stream_tx: {
-                let c = cmd_tx.clone();
-                let (tx, mut rx) = mpsc::unbounded_channel::<ToDriver>();
-                tokio::spawn(async move {
-                    while let Some(m) = rx.recv().await {
-                        if c.send(Cmd::Stream(m)).is_err() {
-                            break;
-                        }
-                    }
-                });
-                tx
-            },
-            deadline: Instant::now() + CONNECT_TIMEOUT,
-            next_timeout: Instant::now(),
-        };
-        tokio::spawn(driver.run(cmd_rx, signal_in, pkt_rx));
-        Ok((
-            Peer {
-                cmd: cmd_tx,
-                state: state_rx,
-            },
-            in_rx,
-        ))
+/// Starts the driver of one peer connection on `sockets` (host candidates).
+pub(crate) fn spawn(
+    cfg: PeerConfig,
+    sockets: Vec<Arc<UdpSocket>>,
+    signal_out: mpsc::UnboundedSender<Signal>,
+    signal_in: mpsc::Receiver<Signal>,
+) -> std::io::Result<Handles> {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (state, state_rx) = watch::channel(PeerState::Connecting);
+    let (incoming, in_rx) = mpsc::unbounded_channel();
+    let (pkt_tx, pkt_rx) = mpsc::channel(4096);
+    let mut by_addr = HashMap::new();
+    for (i, s) in sockets.iter().enumerate() {
+        by_addr.insert(s.local_addr()?, s.clone());
+        spawn_recv(s.clone(), i, pkt_tx.clone());
     }
-
-    /// The current state.
-    pub fn state(&self) -> PeerState {
-        self.state.borrow().clone()
-    }
-
-    /// Waits until the peer is connected (the data channels' association is up) or failed.
-    pub async fn connected(&self) -> Result<PathInfo, String> {
-        let mut rx = self.state.clone();
-        loop {
-            match &*rx.borrow_and_update() {
-                PeerState::Connected(p) => return Ok(p.clone()),
-                PeerState::Failed(why) => return Err(why.clone()),
-                PeerState::Connecting => {}
-            }
-            if rx.changed().await.is_err() {
-                return Err("the peer connection ended".into());
-            }
-        }
-    }
-
-    /// Opens a stream on a new data channel labelled `label`.
-    pub async fn open(&self, label: &str) -> std::io::Result<DuplexStream> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Cmd::Open(label.to_owned(), tx))
-            .map_err(|_| std::io::Error::other("the peer connection ended"))?;
-        rx.await
-            .map_err(|_| std::io::Error::other("the peer connection ended"))?
-    }
+    let rtc = Rtc::builder()
+        .set_crypto_provider(crypto())
+        .set_sctp_max_buffered_amount(SCTP_BUFFERED)
+        .set_sctp_max_message_size(256 * 1024)
+        .build(Instant::now());
+    let driver = Driver {
+        cfg,
+        rtc,
+        sockets,
+        by_addr,
+        pkt_tx,
+        turn: None,
+        turn_socket: None,
+        relayed: None,
+        remote_relays: HashSet::new(),
+        bindings: HashMap::new(),
+        pending_offer: None,
+        early_candidates: Vec::new(),
+        described: false,
+        queued_candidates: Vec::new(),
+        chans: HashMap::new(),
+        blocked: HashSet::new(),
+        connected: false,
+        path: None,
+        state,
+        signal_out,
+        incoming,
+        cmds: cmd_tx.downgrade(),
+        deadline: Instant::now() + CONNECT_TIMEOUT,
+        next_timeout: Instant::now(),
+    };
+    tokio::spawn(driver.run(cmd_rx, signal_in, pkt_rx));
+    Ok((cmd_tx, state_rx, in_rx))
 }
 
 fn crypto() -> Arc<str0m::crypto::CryptoProvider> {
-    static P: OnceLock<Arc<str0m::crypto::CryptoProvider>> = OnceLock::new();
+    static P: std::sync::OnceLock<Arc<str0m::crypto::CryptoProvider>> = std::sync::OnceLock::new();
     P.get_or_init(|| Arc::new(str0m::crypto::from_feature_flags()))
         .clone()
 }
@@ -220,14 +136,6 @@ fn spawn_recv(s: Arc<UdpSocket>, idx: usize, tx: mpsc::Sender<Packet>) {
     });
 }
 
-struct Chan {
-    pumps: Option<Pumps>,
-    opener: Option<oneshot::Sender<std::io::Result<DuplexStream>>>,
-    queue: VecDeque<(bool, Vec<u8>)>,
-    local_eof: bool,
-    remote_eof: bool,
-}
-
 struct Binding {
     socket: usize,
     server: SocketAddr,
@@ -261,7 +169,9 @@ struct Driver {
     state: watch::Sender<PeerState>,
     signal_out: mpsc::UnboundedSender<Signal>,
     incoming: mpsc::UnboundedSender<Incoming>,
-    stream_tx: mpsc::UnboundedSender<ToDriver>,
+    /// For new streams' pumps. Weak: when every `Peer` handle and every stream is gone,
+    /// the command channel closes and the driver ends.
+    cmds: mpsc::WeakUnboundedSender<Cmd>,
     deadline: Instant,
     next_timeout: Instant,
 }
@@ -653,113 +563,6 @@ impl Driver {
         self.settle().await;
     }
 
-    async fn on_cmd(&mut self, c: Cmd) {
-        match c {
-            Cmd::Open(label, reply) => {
-                if !self.connected {
-                    let _ = reply.send(Err(std::io::Error::other("the peer connection is not up")));
-                    return;
-                }
-                let id = self.rtc.direct_api().create_data_channel(ChannelConfig {
-                    label,
-                    ..Default::default()
-                });
-                self.settle().await;
-                self.chans.insert(
-                    id,
-                    Chan {
-                        pumps: None,
-                        opener: Some(reply),
-                        queue: VecDeque::new(),
-                        local_eof: false,
-                        remote_eof: false,
-                    },
-                );
-            }
-            Cmd::Stream(ToDriver::Data(id, v)) => self.queue(id, true, v),
-            Cmd::Stream(ToDriver::Credit(id, n)) => {
-                self.queue(id, false, format!("c:{n}").into_bytes())
-            }
-            Cmd::Stream(ToDriver::Eof(id)) => {
-                if let Some(c) = self.chans.get_mut(&id) {
-                    c.local_eof = true;
-                }
-                self.queue(id, false, b"e".to_vec());
-            }
-            Cmd::Stream(ToDriver::Reset(id)) => {
-                self.close_now(id);
-                self.settle().await;
-            }
-        }
-    }
-
-    fn queue(&mut self, id: ChannelId, binary: bool, v: Vec<u8>) {
-        let Some(c) = self.chans.get_mut(&id) else {
-            return;
-        };
-        c.queue.push_back((binary, v));
-        self.blocked.insert(id);
-    }
-
-    /// Writes queued messages while the association takes them, draining the engine after
-    /// each write (str0m's contract: one mutation, then poll to the timeout).
-    async fn flush_blocked(&mut self) {
-        if self.blocked.is_empty() {
-            return;
-        }
-        let ids: Vec<ChannelId> = self.blocked.iter().copied().collect();
-        for id in ids {
-            loop {
-                let Some(c) = self.chans.get_mut(&id) else {
-                    self.blocked.remove(&id);
-                    break;
-                };
-                let Some((binary, data)) = c.queue.pop_front() else {
-                    self.blocked.remove(&id);
-                    self.maybe_close(id);
-                    self.settle().await;
-                    break;
-                };
-                let Some(mut ch) = self.rtc.channel(id) else {
-                    c.queue.push_front((binary, data));
-                    break;
-                };
-                match ch.write(binary, &data) {
-                    Ok(true) => self.settle().await,
-                    Ok(false) => {
-                        c.queue.push_front((binary, data));
-                        self.settle().await;
-                        break;
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "channel write failed");
-                        c.queue.clear();
-                        self.settle().await;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn maybe_close(&mut self, id: ChannelId) {
-        let done = self
-            .chans
-            .get(&id)
-            .is_some_and(|c| c.local_eof && c.remote_eof && c.queue.is_empty());
-        if done {
-            self.close_now(id);
-        }
-    }
-
-    /// Closes a channel; the caller drains (or is inside a drain).
-    fn close_now(&mut self, id: ChannelId) {
-        if self.chans.remove(&id).is_some() {
-            self.blocked.remove(&id);
-            self.rtc.direct_api().close_data_channel(id);
-        }
-    }
-
     /// Drains the engine after a mutation; an engine error fails the connection.
     async fn settle(&mut self) {
         if self.failed() {
@@ -832,75 +635,13 @@ impl Driver {
                 self.fail("the peer connection was lost (ICE disconnected)".into());
             }
             Event::ChannelOpen(id, label) => self.on_open(id, label),
-            Event::ChannelData(d) => {
-                let Some(c) = self.chans.get_mut(&d.id) else {
-                    return;
-                };
-                let Some(p) = c.pumps.as_ref() else {
-                    return;
-                };
-                if d.binary {
-                    let _ = p.writer.send(ToWriter::Data(d.data));
-                } else if d.data == b"e" {
-                    let _ = p.writer.send(ToWriter::Eof);
-                    c.remote_eof = true;
-                    self.maybe_close(d.id);
-                } else if let Some(n) = std::str::from_utf8(&d.data)
-                    .ok()
-                    .and_then(|s| s.strip_prefix("c:"))
-                    .and_then(|n| n.parse::<usize>().ok())
-                {
-                    // Never more than a window outstanding, whatever the other side claims.
-                    let room = (2 * WINDOW).saturating_sub(p.credit.available_permits());
-                    p.credit.add_permits(n.min(room));
-                }
-            }
+            Event::ChannelData(d) => self.on_channel_data(d),
             Event::ChannelClose(id) => {
                 self.chans.remove(&id);
                 self.blocked.remove(&id);
             }
             Event::Closed => self.fail("the other side closed the connection".into()),
             _ => {}
-        }
-    }
-
-    fn on_open(&mut self, id: ChannelId, label: String) {
-        if label == CONTROL_LABEL {
-            if !self.connected {
-                self.connected = true;
-                let info = self.path.clone().unwrap_or(PathInfo {
-                    relayed: false,
-                    local: ([0, 0, 0, 0], 0).into(),
-                    remote: ([0, 0, 0, 0], 0).into(),
-                    turn: None,
-                });
-                self.state.send_replace(PeerState::Connected(info));
-            }
-            return;
-        }
-        let (pumps, app) = stream::spawn(id, self.stream_tx.clone());
-        match self.chans.get_mut(&id) {
-            Some(c) => {
-                c.pumps = Some(pumps);
-                if let Some(reply) = c.opener.take() {
-                    let _ = reply.send(Ok(app));
-                }
-            }
-            None => {
-                self.chans.insert(
-                    id,
-                    Chan {
-                        pumps: Some(pumps),
-                        opener: None,
-                        queue: VecDeque::new(),
-                        local_eof: false,
-                        remote_eof: false,
-                    },
-                );
-                if self.incoming.send(Incoming { label, stream: app }).is_err() {
-                    self.close_now(id);
-                }
-            }
         }
     }
 }

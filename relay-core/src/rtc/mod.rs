@@ -9,13 +9,15 @@
 
 mod driver;
 mod gather;
+mod peer;
 pub mod signal;
 mod stream;
 pub mod turn_client;
 
 use std::net::SocketAddr;
 
-pub use driver::{Incoming, Peer, PeerConfig, Role, CONNECT_TIMEOUT};
+pub use driver::CONNECT_TIMEOUT;
+pub use peer::{Incoming, Peer, PeerConfig, Role};
 pub use signal::{IceServer, Signal};
 
 /// Where a connected peer's data goes.

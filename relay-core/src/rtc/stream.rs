@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::peer::Cmd;
+
 /// Bytes of one channel that may be unacknowledged by the receiving application.
 pub(crate) const WINDOW: usize = 4 << 20;
 /// Largest data message.
@@ -21,7 +23,8 @@ pub(crate) const CHUNK: usize = 16 * 1024;
 /// Size of the in-memory pipe to the application.
 const PIPE: usize = 256 * 1024;
 
-/// From a stream's pumps to the driver.
+/// From a stream's pumps to the driver (as [`Cmd::Stream`], on the driver's one command
+/// channel).
 #[derive(Debug)]
 pub(crate) enum ToDriver {
     Data(ChannelId, Vec<u8>),
@@ -51,10 +54,7 @@ impl Drop for Pumps {
 }
 
 /// Starts the pumps of channel `id`; returns them and the application's end of the pipe.
-pub(crate) fn spawn(
-    id: ChannelId,
-    to_driver: mpsc::UnboundedSender<ToDriver>,
-) -> (Pumps, DuplexStream) {
+pub(crate) fn spawn(id: ChannelId, to_driver: mpsc::UnboundedSender<Cmd>) -> (Pumps, DuplexStream) {
     let (app, mine) = tokio::io::duplex(PIPE);
     let (mut rd, mut wr) = tokio::io::split(mine);
     let credit = Arc::new(Semaphore::new(WINDOW));
@@ -66,12 +66,12 @@ pub(crate) fn spawn(
             let mut buf = vec![0u8; CHUNK];
             let n = match rd.read(&mut buf).await {
                 Ok(0) => {
-                    let _ = tx.send(ToDriver::Eof(id));
+                    let _ = tx.send(Cmd::Stream(ToDriver::Eof(id)));
                     return;
                 }
                 Ok(n) => n,
                 Err(_) => {
-                    let _ = tx.send(ToDriver::Reset(id));
+                    let _ = tx.send(Cmd::Stream(ToDriver::Reset(id)));
                     return;
                 }
             };
@@ -80,7 +80,7 @@ pub(crate) fn spawn(
                 Ok(p) => p.forget(),
                 Err(_) => return,
             }
-            if tx.send(ToDriver::Data(id, buf)).is_err() {
+            if tx.send(Cmd::Stream(ToDriver::Data(id, buf))).is_err() {
                 return;
             }
         }
@@ -91,13 +91,13 @@ pub(crate) fn spawn(
             match m {
                 ToWriter::Data(v) => {
                     if wr.write_all(&v).await.is_err() {
-                        let _ = to_driver.send(ToDriver::Reset(id));
+                        let _ = to_driver.send(Cmd::Stream(ToDriver::Reset(id)));
                         return;
                     }
                     owed += v.len();
                     // Return credit in batches, or at once when the queue runs dry.
                     if owed >= WINDOW / 8 || wrx.is_empty() {
-                        let _ = to_driver.send(ToDriver::Credit(id, owed));
+                        let _ = to_driver.send(Cmd::Stream(ToDriver::Credit(id, owed)));
                         owed = 0;
                     }
                 }
