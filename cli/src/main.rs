@@ -18,6 +18,7 @@ mod server;
 mod session;
 mod table;
 mod tunnel;
+mod turn_cmd;
 mod webrtc;
 mod workspaces;
 

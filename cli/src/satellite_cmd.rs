@@ -52,6 +52,8 @@ pub(crate) struct SatelliteArgs {
     /// Seconds between heartbeats to the control plane.
     #[arg(long, env = "PERIGEE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_secs: u64,
+    #[command(flatten)]
+    turn: crate::turn_cmd::TurnArgs,
 }
 
 /// Agents may home on a satellite: their tokens are checked by the control plane, and the
@@ -218,6 +220,9 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     let tls_on = access.scheme_str() == Some("https");
     let roots = relay_core::tls::roots(a.ca_cert.as_deref()).context("loading --ca-cert")?;
     let http = crate::client::role_http(roots.clone())?;
+    // TURN binds first so that the registration already lists its URLs; it serves once the
+    // control plane has handed over the credential secret.
+    let turn = a.turn.bind(requested, &access_url).await?;
     let cp = ControlPlaneClient {
         http: http.clone(),
         primary_url: primary_url.clone(),
@@ -226,6 +231,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
             "access_url": access_url,
             "version": env!("CARGO_PKG_VERSION"),
             "heartbeat_secs": a.heartbeat_secs,
+            "turn_urls": turn.as_ref().map(|t| t.urls.clone()).unwrap_or_default(),
         }),
     };
 
@@ -288,8 +294,18 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
             ca.issue(&names)?
         }
     };
-    let http_tls = crate::server::https_config(&identity, tls_on)?;
     let registry = prometheus::Registry::new();
+    let stun = match (turn, &config.turn_secret) {
+        (Some(t), Some(secret)) => {
+            Some(a.turn.serve(t, secret.as_bytes(), &identity, &registry)?)
+        }
+        (Some(_), None) => {
+            warn!("the control plane sent no TURN secret: not relaying (is it an older version?)");
+            None
+        }
+        (None, _) => None,
+    };
+    let http_tls = crate::server::https_config(&identity, tls_on, stun.is_some())?;
     let auth = ControlPlaneAgentAuth {
         http: http.clone(),
         primary_url: primary_url.clone(),
@@ -312,7 +328,7 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     };
     let router = edge.router().merge(forwarder.router());
 
-    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, endpoint);
+    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, stun, endpoint);
     // Dial the other edges now so the first forwarded tunnel finds the mesh up; then keep
     // redialing what goes down, in the background so a dead edge never delays a heartbeat.
     let failures = edge.dial_mesh().await;

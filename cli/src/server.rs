@@ -48,94 +48,8 @@ pub(crate) struct ServerArgs {
     /// Prefer the environment variable: a password on the command line shows in `ps`.
     #[arg(long, env = "PERIGEE_POSTGRES_URL", hide_env_values = true)]
     postgres_url: Option<String>,
-    /// UDP address of the built-in edge's STUN/TURN server (Networking v2 relays through it),
-    /// or `off` [default: the --address IP, port 3478].
-    #[arg(long, env = "PERIGEE_TURN_ADDRESS")]
-    turn_address: Option<String>,
-    /// Peer ranges TURN may relay to although they are refused by default (loopback, private,
-    /// link-local, metadata …), comma-separated CIDRs. Only for networks you mean to expose.
-    #[arg(long, env = "PERIGEE_TURN_ALLOW_PEERS", value_delimiter = ',')]
-    turn_allow_peers: Vec<String>,
-    /// TURN allocations per user.
-    #[arg(long, env = "PERIGEE_TURN_USER_QUOTA", default_value_t = 10)]
-    turn_user_quota: usize,
-    /// TURN allocations in total.
-    #[arg(long, env = "PERIGEE_TURN_TOTAL_QUOTA", default_value_t = 2000)]
-    turn_total_quota: usize,
-    /// Bytes per second each TURN allocation may relay (0: no limit).
-    #[arg(long, env = "PERIGEE_TURN_BANDWIDTH", default_value_t = 0)]
-    turn_bandwidth: u64,
-}
-
-/// The TURN listener asked for: `None` when off.
-fn turn_address(a: &ServerArgs, bound: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
-    match a.turn_address.as_deref() {
-        Some("off") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .with_context(|| format!("--turn-address {s:?} is not HOST:PORT or off")),
-        None => Ok(Some(SocketAddr::new(bound.ip(), 3478))),
-    }
-}
-
-/// Starts the built-in edge's TURN server; returns what tickets advertise.
-async fn start_turn(
-    a: &ServerArgs,
-    bound: SocketAddr,
-    access_host: Option<&str>,
-    secret: &str,
-    registry: &prometheus::Registry,
-) -> anyhow::Result<Option<provider::TurnInfo>> {
-    let Some(addr) = turn_address(a, bound)? else {
-        return Ok(None);
-    };
-    let policy = turn::policy::PeerPolicy::new(
-        a.turn_allow_peers
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                s.trim()
-                    .parse()
-                    .map_err(|e: String| anyhow::anyhow!("--turn-allow-peers: {e}"))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    );
-    let sock = tokio::net::UdpSocket::bind(addr).await.with_context(|| {
-        format!("binding the TURN server on UDP {addr} (choose another with --turn-address HOST:PORT, or --turn-address off)")
-    })?;
-    let local = sock.local_addr()?;
-    let relay_ip = if local.ip().is_unspecified() {
-        access_host
-            .and_then(|h| h.parse::<std::net::IpAddr>().ok())
-            .unwrap_or(bound.ip())
-    } else {
-        local.ip()
-    };
-    let advertised = match (local.ip().is_unspecified(), access_host) {
-        (true, Some(h)) => format!("{h}:{}", local.port()),
-        _ => local.to_string(),
-    };
-    // Used as text, like coturn's static-auth-secret (so its tools take it with -W).
-    let secret = secret.as_bytes().to_vec();
-    let server = turn::TurnServer::new(
-        turn::TurnConfig {
-            realm: "perigee".into(),
-            secret: secret.clone(),
-            relay_ips: vec![relay_ip],
-            policy,
-            max_allocations: a.turn_total_quota,
-            max_per_user: a.turn_user_quota,
-            bandwidth: a.turn_bandwidth,
-        },
-        turn::TurnMetrics::new(registry)?,
-    );
-    tokio::spawn(server.serve(sock, shutdown_signal()));
-    println!("perigee turn ready: udp {local} (advertised as {advertised})");
-    Ok(Some(provider::TurnInfo {
-        address: advertised,
-        secret,
-    }))
+    #[command(flatten)]
+    turn: crate::turn_cmd::TurnArgs,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -215,17 +129,18 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
         _ => ca.issue(&names)?,
     };
-    let http_tls = crate::server::https_config(&identity, tls_on)?;
-
     let registry = prometheus::Registry::new();
-    let turn = start_turn(
-        &a,
-        bound,
-        access_host_str(&access_url).as_deref(),
-        &store.secret("turn").await?,
-        &registry,
-    )
-    .await?;
+    // Used as text, like coturn's static-auth-secret (so its tools take it with -W).
+    let turn_secret = store.secret("turn").await?.into_bytes();
+    let (turn_urls, stun) = match a.turn.bind(bound, &access_url).await? {
+        Some(t) => {
+            let urls = t.urls.clone();
+            let stun = a.turn.serve(t, &turn_secret, &identity, &registry)?;
+            (urls, Some(stun))
+        }
+        None => (Vec::new(), None),
+    };
+    let http_tls = crate::server::https_config(&identity, tls_on, stun.is_some())?;
     let verifier = relay_core::ticket::Verifier::new(store.ticket_public_keys().await?);
     let edge = Edge::new(
         PRIMARY_EDGE,
@@ -262,12 +177,10 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             region: a.region.clone(),
             access_url: access_url.clone(),
             devurl_host: None,
+            turn_urls,
         },
-    );
-    let cp = match turn {
-        Some(t) => cp.with_turn(t),
-        None => cp,
-    };
+    )
+    .with_turn_secret(turn_secret);
     cp.refresh_edges().await?;
     first_admin(
         &store,
@@ -285,7 +198,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         endpoint.clone(),
         relay_core::tls::roots(Some(&ca.cert_path))?,
     )?;
-    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, endpoint);
+    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, stun, endpoint);
     info!(%access_url, address = %bound, "perigee server ready");
     // Readiness line on stdout for scripts and tests (the port is real even with :0).
     println!("perigee server ready: {access_url} (listening on {bound}, tcp and udp)");
@@ -299,12 +212,15 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
 pub(crate) fn https_config(
     identity: &Identity,
     tls_on: bool,
+    stun: bool,
 ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let alpn: &[&[u8]] = if stun {
+        &[b"h2", b"http/1.1", satellite::STUN_ALPN]
+    } else {
+        &[b"h2", b"http/1.1"]
+    };
     Ok(if tls_on {
-        Some(Arc::new(relay_core::tls::server_config(
-            identity,
-            &[b"h2", b"http/1.1"],
-        )?))
+        Some(Arc::new(relay_core::tls::server_config(identity, alpn)?))
     } else {
         None
     })
@@ -375,12 +291,6 @@ async fn first_admin(
         path.display()
     );
     Ok(())
-}
-
-fn access_host_str(url: &str) -> Option<String> {
-    url.parse::<http::Uri>()
-        .ok()
-        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
 }
 
 /// `msg` with the password of `url` (if any) replaced, for errors that may quote the URL.

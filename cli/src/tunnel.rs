@@ -73,10 +73,35 @@ struct Ticket {
     e2e_fingerprint: Option<String>,
     /// STUN/TURN servers when the provider has Networking v2 on (empty: envproxy only).
     #[serde(default)]
-    ice_servers: Vec<relay_core::rtc::IceServer>,
+    ice_servers: Vec<EdgeIce>,
+}
+
+/// A ticket's ICE server entry: the TURN server of one edge.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct EdgeIce {
+    #[serde(flatten)]
+    server: relay_core::rtc::IceServer,
+    #[serde(default)]
+    edge: String,
 }
 
 impl Ticket {
+    /// The TURN server of the edge the client entered through, so relayed bytes stay in
+    /// its region; the home edge's when the entry edge runs none; any one otherwise.
+    fn ice_for(&self, entry: &str) -> Vec<relay_core::rtc::IceServer> {
+        let pick = |name: &str| {
+            self.ice_servers
+                .iter()
+                .find(|i| i.edge == name)
+                .map(|i| i.server.clone())
+        };
+        pick(entry)
+            .or_else(|| pick(&self.home_edge))
+            .or_else(|| self.ice_servers.first().map(|i| i.server.clone()))
+            .into_iter()
+            .collect()
+    }
+
     /// WebRTC may carry streams: Networking v2 is on (the ticket carries ICE servers) and
     /// the provider does not ask for end-to-end encryption, whose pinned key WebRTC's
     /// DTLS does not use yet.
@@ -376,8 +401,10 @@ impl Tickets {
         if !t.webrtc_allowed() {
             return Ok(None);
         }
-        let (opened, _) = self.dial(tls, true).await?;
-        webrtc::connect(opened.ws, t.ice_servers).await.map(Some)
+        let (opened, entry) = self.dial(tls, true).await?;
+        webrtc::connect(opened.ws, t.ice_for(&entry.name))
+            .await
+            .map(Some)
     }
 
     fn new(workspace: &str, port: u16, pin: Option<String>) -> anyhow::Result<Self> {

@@ -408,15 +408,18 @@ pub struct TicketResponse {
     pub ice_servers: Vec<IceServer>,
 }
 
-/// One ICE server entry, in the WebRTC `RTCIceServer` shape.
+/// One ICE server entry, in the WebRTC `RTCIceServer` shape, and the edge running it.
 #[derive(Serialize)]
 pub struct IceServer {
-    /// `stun:` and `turn:` URLs.
+    /// `stun:`, `turn:` and `turns:` URLs.
     pub urls: Vec<String>,
     /// TURN username (`EXPIRY:USER-ID`).
     pub username: String,
     /// TURN password.
     pub credential: String,
+    /// The edge whose TURN server this is: clients use the one of the edge they enter
+    /// through, so that relayed bytes stay in their region.
+    pub edge: String,
 }
 
 /// How long TURN credentials in a ticket answer last (allocations are refreshed with them).
@@ -474,20 +477,24 @@ async fn create_ticket(
             )));
         }
     }
-    let ice_servers = match (&cp.turn, provider.as_ref()) {
-        (Some(t), Some(p)) if p.settings.features.networking_v2 => {
+    let ice_servers = match (&cp.turn_secret, provider.as_ref()) {
+        (Some(secret), Some(p)) if p.settings.features.networking_v2 => {
             let username = turn::auth::ephemeral_username(
                 relay_core::unix_now() + TURN_CREDENTIAL_SECS,
                 &user.id,
             );
-            vec![IceServer {
-                urls: vec![
-                    format!("stun:{}", t.address),
-                    format!("turn:{}?transport=udp", t.address),
-                ],
-                credential: turn::auth::ephemeral_password(&t.secret, &username),
-                username,
-            }]
+            let credential = turn::auth::ephemeral_password(secret, &username);
+            cp.healthy_edges()
+                .await?
+                .into_iter()
+                .filter(|e| !e.turn_urls.is_empty())
+                .map(|e| IceServer {
+                    urls: e.turn_urls,
+                    username: username.clone(),
+                    credential: credential.clone(),
+                    edge: e.name,
+                })
+                .collect()
         }
         _ => Vec::new(),
     };

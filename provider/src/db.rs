@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_provider_settings.sql")),
     (6, include_str!("../migrations/0006_user_email.sql")),
     (7, include_str!("../migrations/0007_secrets.sql")),
+    (8, include_str!("../migrations/0008_satellite_turn.sql")),
 ];
 
 /// Which database a store runs on.

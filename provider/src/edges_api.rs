@@ -262,6 +262,7 @@ async fn register(
         )));
     }
     check_access_url(&cp, url)?;
+    crate::store_edges::check_turn_urls(&hb.turn_urls).map_err(ApiError::bad_request)?;
     let first = sat.last_heartbeat_at.is_none();
     cp.store.record_heartbeat(&sat.id, &hb).await?;
     note_agents(&cp, &sat, &hb);
@@ -282,6 +283,7 @@ async fn heartbeat(
             sat.name, sat.access_url
         )));
     }
+    crate::store_edges::check_turn_urls(&hb.turn_urls).map_err(ApiError::bad_request)?;
     cp.store.record_heartbeat(&sat.id, &hb).await?;
     note_agents(&cp, &sat, &hb);
     Ok(Json(cp.edge_config(&sat.name, &sat.region).await?))
@@ -400,6 +402,7 @@ impl ControlPlane {
                     region: s.region,
                     access_url: s.access_url,
                     devurl_host: s.devurl_host,
+                    turn_urls: s.turn_urls,
                 });
             }
         }
@@ -425,6 +428,10 @@ impl ControlPlane {
             // redial the mesh.
             edges: self.edges(false).await?,
             control_plane_version: env!("CARGO_PKG_VERSION").to_owned(),
+            turn_secret: self
+                .turn_secret
+                .as_ref()
+                .map(|s| String::from_utf8_lossy(s).into_owned()),
         })
     }
 

@@ -64,18 +64,9 @@ pub struct ControlPlane {
     pub(crate) primary: EdgeEntry,
     /// Agents linked to satellites, as their last heartbeat reported them.
     remote_agents: Arc<Mutex<HashMap<String, RemoteAgent>>>,
-    /// The built-in edge's STUN/TURN server, when it runs one.
-    pub(crate) turn: Option<TurnInfo>,
-}
-
-/// Where the built-in edge's TURN server is reached, and the secret its ephemeral
-/// credentials are made with.
-#[derive(Clone)]
-pub struct TurnInfo {
-    /// `HOST:PORT` clients use (UDP).
-    pub address: String,
-    /// The credential secret shared with the TURN servers.
-    pub secret: Vec<u8>,
+    /// The secret of TURN credentials, shared with every edge's TURN server (none: no
+    /// WebRTC relay anywhere).
+    pub(crate) turn_secret: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -102,13 +93,15 @@ impl ControlPlane {
             hooks,
             primary,
             remote_agents: Arc::default(),
-            turn: None,
+            turn_secret: None,
         }
     }
 
-    /// Advertises the built-in edge's TURN server in connection tickets.
-    pub fn with_turn(mut self, turn: TurnInfo) -> Self {
-        self.turn = Some(turn);
+    /// Makes TURN credentials with `secret` in connection tickets, for the edges that report
+    /// a TURN server (the built-in edge's `turn_urls`, satellites' heartbeats), and hands the
+    /// secret to satellites.
+    pub fn with_turn_secret(mut self, secret: Vec<u8>) -> Self {
+        self.turn_secret = Some(secret);
         self
     }
 

@@ -38,6 +38,8 @@ pub struct Satellite {
     pub reported_error: Option<String>,
     /// Round trips the satellite measured to other edges, ms.
     pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
+    /// Its STUN/TURN URLs, as last reported.
+    pub turn_urls: Vec<String>,
 }
 
 /// What a satellite reports on each heartbeat.
@@ -58,6 +60,34 @@ pub struct Heartbeat {
     /// Agents linked to the satellite.
     #[serde(default)]
     pub agents: Vec<ReportedAgent>,
+    /// Its STUN/TURN server's URLs (`stun:`, `turn:`, `turns:`), checked by
+    /// [`check_turn_urls`].
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+}
+
+/// Most TURN URLs a satellite may report.
+pub const MAX_TURN_URLS: usize = 8;
+
+/// TURN URLs go into every ticket for the satellite's users: a few short `stun:`, `turn:`
+/// or `turns:` URLs, nothing else.
+pub fn check_turn_urls(urls: &[String]) -> Result<(), String> {
+    if urls.len() > MAX_TURN_URLS {
+        return Err(format!("turn_urls: at most {MAX_TURN_URLS} URLs"));
+    }
+    for u in urls {
+        let ok = ["stun:", "turn:", "turns:"]
+            .iter()
+            .any(|p| u.starts_with(p))
+            && u.len() <= 256
+            && u.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(format!(
+                "turn_urls: {u:?} is not a stun:, turn: or turns: URL of at most 256 characters"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An agent a satellite holds a link for.
@@ -73,10 +103,12 @@ pub struct ReportedAgent {
 
 const SAT_SELECT: &str =
     "SELECT id, name, region, access_url, devurl_host, created_at, registered_at, \
-    last_heartbeat_at, heartbeat_secs, version, reported_error, mesh_rtt_ms FROM satellites";
+    last_heartbeat_at, heartbeat_secs, version, reported_error, mesh_rtt_ms, turn_urls \
+    FROM satellites";
 
 fn sat_from_row(r: &sqlx::any::AnyRow) -> Result<Satellite, sqlx::Error> {
     let rtt: Option<String> = r.try_get(11)?;
+    let turn: Option<String> = r.try_get(12)?;
     Ok(Satellite {
         id: r.try_get(0)?,
         name: r.try_get(1)?,
@@ -90,6 +122,9 @@ fn sat_from_row(r: &sqlx::any::AnyRow) -> Result<Satellite, sqlx::Error> {
         version: r.try_get(9)?,
         reported_error: r.try_get(10)?,
         mesh_rtt_ms: rtt
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
+        turn_urls: turn
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default(),
     })
@@ -153,13 +188,15 @@ impl Store {
     pub async fn record_heartbeat(&self, id: &str, hb: &Heartbeat) -> Result<(), sqlx::Error> {
         let now = now();
         let rtt = serde_json::Value::Object(hb.mesh_rtt_ms.clone()).to_string();
-        sqlx::query("UPDATE satellites SET registered_at = COALESCE(registered_at, $1), last_heartbeat_at = $2, heartbeat_secs = $3, version = $4, reported_error = $5, mesh_rtt_ms = $6 WHERE id = $7")
+        let turn = serde_json::Value::from(hb.turn_urls.clone()).to_string();
+        sqlx::query("UPDATE satellites SET registered_at = COALESCE(registered_at, $1), last_heartbeat_at = $2, heartbeat_secs = $3, version = $4, reported_error = $5, mesh_rtt_ms = $6, turn_urls = $7 WHERE id = $8")
             .bind(now)
             .bind(now)
             .bind(i64::try_from(hb.heartbeat_secs).unwrap_or(i64::MAX))
             .bind(&hb.version)
             .bind(&hb.error)
             .bind(rtt)
+            .bind(turn)
             .bind(id)
             .execute(&self.pool)
             .await?;

@@ -97,6 +97,10 @@ pub struct EdgeConfig {
     pub edges: Vec<EdgeEntry>,
     /// The control plane's version.
     pub control_plane_version: String,
+    /// Secret of the TURN servers' ephemeral credentials (coturn's `static-auth-secret`),
+    /// so that every edge's TURN accepts the credentials in connection tickets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_secret: Option<String>,
 }
 
 /// One edge of the deployment.
@@ -111,6 +115,9 @@ pub struct EdgeEntry {
     /// Wildcard host of its dev URLs, e.g. `*.eu.example.com`.
     #[serde(default)]
     pub devurl_host: Option<String>,
+    /// Its STUN/TURN server: `stun:`, `turn:` and `turns:` URLs (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_urls: Vec<String>,
 }
 
 impl EdgeConfig {

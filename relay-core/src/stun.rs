@@ -190,6 +190,27 @@ pub fn decode_channel_data(buf: &[u8]) -> Result<(u16, &[u8]), StunError> {
     Ok((ch, data))
 }
 
+/// The longest frame on a stream: ChannelData of 65,535 bytes padded to four.
+pub const MAX_STREAM_FRAME_LEN: usize = 4 + 65_536;
+
+/// Over TCP and TLS, messages follow one another on the stream: the length of the frame
+/// whose first four bytes are `header` (a STUN message, or ChannelData padded to four
+/// bytes, RFC 8656 §12.5), at most [`MAX_STREAM_FRAME_LEN`].
+pub fn stream_frame_len(header: [u8; 4]) -> Result<usize, StunError> {
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    match header[0] >> 6 {
+        0 if len.is_multiple_of(4) => {
+            let total = HEADER_LEN + len;
+            if total > MAX_MESSAGE_LEN {
+                return Err(StunError::TooLong(total));
+            }
+            Ok(total)
+        }
+        1 => Ok(4 + len.next_multiple_of(4)),
+        _ => Err(StunError::NotStun),
+    }
+}
+
 /// Encodes ChannelData (padded to 4 bytes, as TCP requires and UDP allows).
 pub fn encode_channel_data(channel: u16, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&channel.to_be_bytes());

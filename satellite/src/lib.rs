@@ -27,7 +27,7 @@ pub mod tunnel;
 mod wsrelay;
 
 pub use links::{AgentLink, LinkInfo, Transport};
-pub use listener::{serve_http, PeerAddr, Serving};
+pub use listener::{serve_http, Io, PeerAddr, Serving, StunHandler, STUN_ALPN};
 pub use metrics::{DropReason, EdgeMetrics};
 
 /// Boxed future returned by [`AgentAuthenticator`].

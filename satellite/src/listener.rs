@@ -1,15 +1,113 @@
-//! The HTTP(S) accept loop shared by every role that listens on TCP.
+//! The HTTP(S) accept loop shared by every role that listens on TCP. STUN/TURN may share
+//! the port: a connection whose first byte has its two high bits clear is a STUN message
+//! (RFC 8489 §5), which no HTTP request or HTTP/2 preface starts with, so networks that only
+//! let 443 out still reach the relay.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use tracing::{debug, warn};
+
+/// A byte stream handed over by the listener.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Serves a STUN connection found on the HTTP port: the stream (its first byte put back),
+/// the client's address, and whether it came over TLS.
+pub type StunHandler = Arc<
+    dyn Fn(Box<dyn Io>, SocketAddr, bool) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// ALPN protocol of TURN over TLS (RFC 7443), offered next to `h2` and `http/1.1` when the
+/// port serves STUN too.
+pub const STUN_ALPN: &[u8] = b"stun.turn";
+
+/// A stream with one byte read ahead and put back.
+struct Rewind<S> {
+    first: Option<u8>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if buf.remaining() > 0 {
+            if let Some(b) = self.first.take() {
+                buf.put_slice(&[b]);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Without a STUN handler, the stream itself; with one, reads the first byte and either
+/// hands a STUN connection over (`None`) or returns the stream with the byte put back.
+async fn sniff<S: Io>(
+    mut s: S,
+    addr: SocketAddr,
+    tls: bool,
+    stun: Option<&StunHandler>,
+) -> Option<Rewind<S>> {
+    let Some(stun) = stun else {
+        return Some(Rewind {
+            first: None,
+            inner: s,
+        });
+    };
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, s.read_exact(&mut b)).await {
+        Ok(Ok(_)) => {}
+        _ => return None,
+    }
+    let s = Rewind {
+        first: Some(b[0]),
+        inner: s,
+    };
+    if b[0] >> 6 == 0 {
+        stun(Box::new(s), addr, tls).await;
+        return None;
+    }
+    Some(s)
+}
 
 /// The client address of a request, inserted as a request extension.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +121,7 @@ pub async fn serve_http(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
+    stun: Option<StunHandler>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -49,6 +148,7 @@ pub async fn serve_http(
         let router = router.clone();
         let acceptor = acceptor.clone();
         let builder = builder.clone();
+        let stun = stun.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(addr));
@@ -58,8 +158,11 @@ pub async fn serve_http(
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                         Ok(Ok(tls)) => {
+                            let Some(io) = sniff(tls, addr, true, stun.as_ref()).await else {
+                                return;
+                            };
                             builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                .serve_connection_with_upgrades(TokioIo::new(io), svc)
                                 .await
                         }
                         Ok(Err(e)) => {
@@ -70,8 +173,11 @@ pub async fn serve_http(
                     }
                 }
                 None => {
+                    let Some(io) = sniff(sock, addr, false, stun.as_ref()).await else {
+                        return;
+                    };
                     builder
-                        .serve_connection_with_upgrades(TokioIo::new(sock), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
                         .await
                 }
             };
@@ -92,20 +198,21 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Starts serving `router` on `tcp` (TLS when `tls` is given) and `edge`'s QUIC links on
-    /// `endpoint`.
+    /// Starts serving `router` on `tcp` (TLS when `tls` is given; STUN connections go to
+    /// `stun`) and `edge`'s QUIC links on `endpoint`.
     pub fn start(
         edge: crate::Edge,
         tcp: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         router: axum::Router,
+        stun: Option<StunHandler>,
         endpoint: quinn::Endpoint,
     ) -> Self {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let http = tokio::spawn(serve_http(tcp, tls, router, wait(rx.clone())));
+        let http = tokio::spawn(serve_http(tcp, tls, router, stun, wait(rx.clone())));
         let quic = tokio::spawn(crate::quic::serve(edge, endpoint, wait(rx)));
         Self { stop, http, quic }
     }

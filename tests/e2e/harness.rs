@@ -344,10 +344,19 @@ impl Satellite {
         let mut words: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         words.push(BIN.into());
         let mut c = Command::new(&words[0]);
-        c.args(&words[1..])
-            .arg("satellite")
-            .args(args)
-            .env("PERIGEE_LOG", "info,satellite=debug")
+        c.args(&words[1..]).arg("satellite").args(args);
+        // Parallel tests cannot all have UDP 3478: each TURN server takes a free port.
+        if !args.contains(&"--turn-address") {
+            let address = args
+                .iter()
+                .position(|a| *a == "--address")
+                .and_then(|i| args.get(i + 1))
+                .copied()
+                .unwrap_or("127.0.0.1:0");
+            let ip = address.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+            c.args(["--turn-address", &format!("{ip}:0")]);
+        }
+        c.env("PERIGEE_LOG", "info,satellite=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(

@@ -24,7 +24,7 @@ fn satellites_json(server: &Server) -> serde_json::Value {
     serde_json::from_str(&server.ok(&["satellites", "ls", "-o", "json"])).expect("json")
 }
 
-fn health_of(server: &Server, name: &str) -> (String, String) {
+pub(crate) fn health_of(server: &Server, name: &str) -> (String, String) {
     let v = satellites_json(server);
     let s = v["satellites"]
         .as_array()
@@ -36,7 +36,7 @@ fn health_of(server: &Server, name: &str) -> (String, String) {
     )
 }
 
-fn wait_health(server: &Server, name: &str, want: &str, within: Duration) -> Duration {
+pub(crate) fn wait_health(server: &Server, name: &str, want: &str, within: Duration) -> Duration {
     wait_until(&format!("satellite {name} {want}"), within, || {
         health_of(server, name).0 == want
     })

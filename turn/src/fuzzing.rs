@@ -5,6 +5,11 @@ use crate::stun::{self, attr, Message};
 
 /// STUN and ChannelData: decode, read every attribute the server reads, check integrity.
 pub fn stun(data: &[u8]) {
+    if let Some(&[a, b, c, d]) = data.get(..4) {
+        if let Ok(n) = stun::stream_frame_len([a, b, c, d]) {
+            assert!((4..=stun::MAX_STREAM_FRAME_LEN).contains(&n));
+        }
+    }
     if stun::is_channel_data(data) {
         if let Ok((_, payload)) = stun::decode_channel_data(data) {
             assert!(payload.len() + 4 <= data.len());

@@ -1,5 +1,7 @@
-//! The TURN server over UDP (RFC 8656): Binding, Allocate, Refresh, CreatePermission,
-//! ChannelBind, Send and Data indications, ChannelData, expiry, quotas and a bandwidth limit.
+//! The TURN server (RFC 8656): Binding, Allocate, Refresh, CreatePermission, ChannelBind,
+//! Send and Data indications, ChannelData, expiry, quotas and a bandwidth limit. Clients
+//! reach it over UDP ([`TurnServer::serve`]) or over TCP and TLS (`crate::stream`); relayed
+//! addresses are always UDP.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -128,6 +130,43 @@ impl State {
     }
 }
 
+/// How a client's messages reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// STUN over UDP.
+    Udp,
+    /// STUN over TCP.
+    Tcp,
+    /// STUN over TLS over TCP.
+    Tls,
+}
+
+/// A client: the transport and address its messages come from (an allocation belongs to
+/// that 5-tuple).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Client {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Where answers and relayed data for one client go.
+#[derive(Clone)]
+pub(crate) enum Reply {
+    /// The server's UDP socket, to the client's address.
+    Udp(Arc<UdpSocket>, SocketAddr),
+    /// The writer of the client's TCP or TLS connection.
+    Stream(tokio::sync::mpsc::Sender<Vec<u8>>),
+}
+
+impl Reply {
+    async fn send(&self, buf: &[u8]) -> bool {
+        match self {
+            Reply::Udp(s, to) => s.send_to(buf, *to).await.is_ok(),
+            Reply::Stream(tx) => tx.send(buf.to_vec()).await.is_ok(),
+        }
+    }
+}
+
 struct Allocation {
     username: String,
     user: String,
@@ -146,7 +185,7 @@ impl Drop for Allocation {
 struct Inner {
     cfg: TurnConfig,
     creds: Credentials,
-    allocations: Mutex<HashMap<SocketAddr, Arc<Allocation>>>,
+    allocations: Mutex<HashMap<Client, Arc<Allocation>>>,
     metrics: TurnMetrics,
 }
 
@@ -224,9 +263,14 @@ impl TurnServer {
                 _ = &mut shutdown => break,
             };
             let pkt = &buf[..n];
+            let client = Client {
+                transport: Transport::Udp,
+                addr: from,
+            };
             if stun::is_channel_data(pkt) {
-                self.channel_data(from, pkt).await;
-            } else if let Some(reply) = self.handle(from, pkt, &socket) {
+                self.channel_data(client, pkt).await;
+            } else if let Some(reply) = self.handle(client, pkt, &Reply::Udp(socket.clone(), from))
+            {
                 let _ = socket.send_to(&reply, from).await;
             }
         }
@@ -237,7 +281,11 @@ impl TurnServer {
         self.inner.metrics.allocations.set(0);
     }
 
-    fn allocation(&self, client: SocketAddr) -> Option<Arc<Allocation>> {
+    pub(crate) fn allocation_of(&self, client: Client) -> bool {
+        self.allocation(client).is_some()
+    }
+
+    fn allocation(&self, client: Client) -> Option<Arc<Allocation>> {
         self.inner
             .allocations
             .lock()
@@ -245,7 +293,25 @@ impl TurnServer {
             .and_then(|a| a.get(&client).cloned())
     }
 
-    async fn channel_data(&self, from: SocketAddr, pkt: &[u8]) {
+    /// Ends `client`'s allocation (its TCP or TLS connection closed, RFC 8656 §3.1).
+    pub(crate) fn end(&self, client: Client) {
+        if let Ok(mut all) = self.inner.allocations.lock() {
+            if all.remove(&client).is_some() {
+                debug!(client = %client.addr, transport = ?client.transport, "turn allocation ended with its connection");
+            }
+            self.inner.metrics.allocations.set(all.len() as i64);
+        }
+    }
+
+    pub(crate) fn refuse(&self, reason: &str) {
+        self.inner.metrics.refuse(reason);
+    }
+
+    pub(crate) fn max_allocations(&self) -> usize {
+        self.inner.cfg.max_allocations
+    }
+
+    pub(crate) async fn channel_data(&self, from: Client, pkt: &[u8]) {
         let Ok((ch, data)) = stun::decode_channel_data(pkt) else {
             self.inner.metrics.refuse("malformed");
             return;
@@ -282,11 +348,11 @@ impl TurnServer {
     }
 
     /// Handles one STUN message; returns the response to send, if any.
-    fn handle(&self, from: SocketAddr, pkt: &[u8], socket: &Arc<UdpSocket>) -> Option<Vec<u8>> {
+    pub(crate) fn handle(&self, from: Client, pkt: &[u8], reply: &Reply) -> Option<Vec<u8>> {
         let m = match Message::decode(pkt) {
             Ok(m) => m,
             Err(e) => {
-                debug!(client = %from, error = %e, "malformed STUN");
+                debug!(client = %from.addr, error = %e, "malformed STUN");
                 self.inner.metrics.refuse("malformed");
                 return None;
             }
@@ -295,7 +361,7 @@ impl TurnServer {
         match (m.class, m.method) {
             (Class::Request, method::BINDING) => {
                 let mut b = Builder::new(method::BINDING, Class::Success, &m.transaction_id);
-                b.add_xor_address(attr::XOR_MAPPED_ADDRESS, from);
+                b.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.addr);
                 b.add(attr::SOFTWARE, SOFTWARE.as_bytes());
                 Some(b.finish(None, fp))
             }
@@ -303,12 +369,12 @@ impl TurnServer {
                 self.send_indication(from, &m);
                 None
             }
-            (Class::Request, _) => Some(self.request(from, pkt, &m, socket)),
+            (Class::Request, _) => Some(self.request(from, pkt, &m, reply)),
             _ => None,
         }
     }
 
-    fn send_indication(&self, from: SocketAddr, m: &Message) {
+    fn send_indication(&self, from: Client, m: &Message) {
         let Some(a) = self.allocation(from) else {
             self.inner.metrics.refuse("no_allocation");
             return;
@@ -354,13 +420,7 @@ impl TurnServer {
         b.finish(None, m.get(attr::FINGERPRINT).is_some())
     }
 
-    fn request(
-        &self,
-        from: SocketAddr,
-        raw: &[u8],
-        m: &Message,
-        socket: &Arc<UdpSocket>,
-    ) -> Vec<u8> {
+    fn request(&self, from: Client, raw: &[u8], m: &Message, reply: &Reply) -> Vec<u8> {
         let fp = m.get(attr::FINGERPRINT).is_some();
         let unknown: Vec<u16> = m
             .attributes
@@ -369,7 +429,7 @@ impl TurnServer {
             .filter(|t| *t < 0x8000 && !KNOWN.contains(t))
             .collect();
         if !unknown.is_empty() {
-            debug!(client = %from, ?unknown, "unknown comprehension-required attributes");
+            debug!(client = %from.addr, ?unknown, "unknown comprehension-required attributes");
             self.inner.metrics.refuse("unknown_attribute");
             let mut b = Builder::new(m.method, Class::Error, &m.transaction_id);
             b.add_error(420, "Unknown Attribute");
@@ -417,7 +477,7 @@ impl TurnServer {
             }
         }
         let result = match m.method {
-            method::ALLOCATE => self.allocate(from, m, existing, username, user, socket),
+            method::ALLOCATE => self.allocate(from, m, existing, username, user, reply),
             method::REFRESH => self.refresh(from, m, existing),
             method::CREATE_PERMISSION => self.create_permission(m, existing),
             method::CHANNEL_BIND => self.channel_bind(m, existing),
@@ -443,12 +503,12 @@ impl TurnServer {
 
     fn allocate(
         &self,
-        from: SocketAddr,
+        from: Client,
         m: &Message,
         existing: Option<Arc<Allocation>>,
         username: &str,
         user: String,
-        socket: &Arc<UdpSocket>,
+        reply: &Reply,
     ) -> Result<Builder, Refusal> {
         let lifetime = lifetime(m);
         if let Some(a) = existing {
@@ -461,7 +521,7 @@ impl TurnServer {
             if !same {
                 return Err((437, "Allocation Mismatch"));
             }
-            return Ok(allocate_success(m, &a, from, lifetime));
+            return Ok(allocate_success(m, &a, from.addr, lifetime));
         }
         match m.get(attr::REQUESTED_TRANSPORT).and_then(|v| v.first()) {
             None => return Err((400, "Bad Request: REQUESTED-TRANSPORT missing")),
@@ -530,23 +590,22 @@ impl TurnServer {
             task: tokio::spawn(relay_loop(
                 weak.clone(),
                 relay.clone(),
-                socket.clone(),
-                from,
+                reply.clone(),
                 self.inner.metrics.clone(),
             )),
         });
-        let b = allocate_success(m, &a, from, lifetime);
+        let b = allocate_success(m, &a, from.addr, lifetime);
         if let Ok(mut all) = self.inner.allocations.lock() {
             all.insert(from, a.clone());
             self.inner.metrics.allocations.set(all.len() as i64);
         }
-        info!(client = %from, relay = %relay_addr, user = %a.user, "turn allocation");
+        info!(client = %from.addr, transport = ?from.transport, relay = %relay_addr, user = %a.user, "turn allocation");
         Ok(b)
     }
 
     fn refresh(
         &self,
-        from: SocketAddr,
+        from: Client,
         m: &Message,
         existing: Option<Arc<Allocation>>,
     ) -> Result<Builder, Refusal> {
@@ -675,8 +734,7 @@ fn error(m: &Message, code: u16, reason: &str, key: &[u8], fp: bool) -> Vec<u8> 
 async fn relay_loop(
     alloc: std::sync::Weak<Allocation>,
     relay: Arc<UdpSocket>,
-    socket: Arc<UdpSocket>,
-    client: SocketAddr,
+    reply: Reply,
     metrics: TurnMetrics,
 ) {
     let mut buf = vec![0u8; stun::MAX_MESSAGE_LEN];
@@ -715,7 +773,7 @@ async fn relay_loop(
                 stun::encode_data_indication(&mut out, &txid, peer, &buf[..n]);
             }
         }
-        if socket.send_to(&out, client).await.is_ok() {
+        if reply.send(&out).await {
             metrics
                 .relayed
                 .with_label_values(&["to_client"])
@@ -741,7 +799,7 @@ async fn sweep(inner: Arc<Inner>) {
             st.channels.retain(|_, (_, t)| *t > now);
             let alive = st.expires > now;
             if !alive {
-                debug!(client = %client, "turn allocation expired");
+                debug!(client = %client.addr, "turn allocation expired");
             }
             alive
         });

@@ -20,13 +20,19 @@ fn uclient() -> String {
     panic!("turnutils_uclient not found: `.ci/run` installs Debian's coturn package");
 }
 
+/// The server on UDP and TCP (one port number, as coturn) and TLS (another).
+struct Ports {
+    udp_tcp: u16,
+    tls: u16,
+}
+
 async fn start(
     allow: Vec<Cidr>,
 ) -> (
-    u16,
+    Ports,
     TurnServer,
     prometheus::Registry,
-    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::watch::Sender<()>,
 ) {
     let registry = prometheus::Registry::new();
     let server = TurnServer::new(
@@ -44,13 +50,41 @@ async fn start(
         },
         TurnMetrics::new(&registry).unwrap(),
     );
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = sock.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(server.clone().serve(sock, async move {
-        let _ = rx.await;
-    }));
-    (port, server, registry, tx)
+    let (sock, tcp) = udp_and_tcp_on_one_port().await;
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ports = Ports {
+        udp_tcp: sock.local_addr().unwrap().port(),
+        tls: tls.local_addr().unwrap().port(),
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "perigee-turn-tls-{}",
+        relay_core::token::random_id()
+    ));
+    let ca = relay_core::tls::LocalCa::load_or_create(&dir).unwrap();
+    let id = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+        relay_core::tls::server_config(&id, &[]).unwrap(),
+    ));
+    let (tx, rx) = tokio::sync::watch::channel(());
+    let stop = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+        let _ = rx.changed().await;
+    };
+    tokio::spawn(server.clone().serve(sock, stop(rx.clone())));
+    tokio::spawn(server.clone().serve_tcp(tcp, None, stop(rx.clone())));
+    tokio::spawn(server.clone().serve_tcp(tls, Some(acceptor), stop(rx)));
+    (ports, server, registry, tx)
+}
+
+/// turnutils_uclient's `-t` uses the same port number as UDP, as coturn does.
+async fn udp_and_tcp_on_one_port() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    for _ in 0..50 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free for both UDP and TCP");
 }
 
 fn run(args: &[&str]) -> (bool, String) {
@@ -82,8 +116,14 @@ fn args(port: u16, extra: &[&str]) -> Vec<String> {
 async fn coturn_client_relays_through_our_server() {
     // The two clients relay to each other's relayed addresses on loopback, which the
     // default policy refuses: this deployment allows loopback explicitly.
-    let (port, server, registry, _stop) = start(vec!["127.0.0.0/8".parse().unwrap()]).await;
-    for (how, extra) in [("channels", vec![]), ("send indications", vec!["-s"])] {
+    let (ports, server, registry, _stop) = start(vec!["127.0.0.0/8".parse().unwrap()]).await;
+    for (how, extra, port) in [
+        ("channels", vec![], ports.udp_tcp),
+        ("send indications", vec!["-s"], ports.udp_tcp),
+        ("channels over TCP", vec!["-t"], ports.udp_tcp),
+        ("send indications over TCP", vec!["-t", "-s"], ports.udp_tcp),
+        ("channels over TLS", vec!["-t", "-S"], ports.tls),
+    ] {
         let mut a = vec![
             "-y", "-c", "-m", "2", "-n", "40", "-l", "400", "-W", SECRET, "-u", "ada",
         ];
@@ -101,7 +141,8 @@ async fn coturn_client_relays_through_our_server() {
         text.contains("perigee_turn_relayed_bytes_total{direction=\"to_peer\"}"),
         "{text}"
     );
-    // Two clients per run; an allocation stays until refreshed to zero or expired.
+    // Two clients per run; an allocation over UDP stays until refreshed to zero or
+    // expired, one over TCP or TLS ends with its connection.
     assert!(
         (1..=4).contains(&server.allocations()),
         "{}",
@@ -111,8 +152,7 @@ async fn coturn_client_relays_through_our_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_peers_get_403_and_bad_credentials_get_nothing() {
-    let (port, _server, registry, _stop) = start(Vec::new()).await;
-    for (i, peer) in [
+    for peer in [
         "127.0.0.1",
         "0.0.0.0",
         "10.0.0.1",
@@ -132,19 +172,23 @@ async fn refused_peers_get_403_and_bad_credentials_get_nothing() {
         "64:ff9b::7f00:1",
         "2001:db8::1",
     ]
-    .iter()
-    .enumerate()
     {
-        // One user per peer: a refused client leaves its allocation until it expires, and
-        // the per-user quota (10) would stop the eleventh.
-        let user = format!("u{i}");
+        // A server per peer: a refused client leaves its allocation until it expires, and
+        // a later client given the same UDP port by the kernel would meet it (441/437).
+        let (ports, _server, registry, _stop) = start(Vec::new()).await;
         let (_, out) = uclient_run(args(
-            port,
-            &["-c", "-n", "1", "-e", peer, "-W", SECRET, "-u", &user],
+            ports.udp_tcp,
+            &["-c", "-n", "1", "-e", peer, "-W", SECRET, "-u", "ada"],
         ))
         .await;
         assert!(out.contains("error 403 (Forbidden)"), "{peer}: {out}");
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(text.contains("reason=\"forbidden_peer\""), "{peer}: {text}");
     }
+    let (ports, _server, registry, _stop) = start(Vec::new()).await;
+    let port = ports.udp_tcp;
     // Wrong password, and credentials past their expiry: no allocation.
     for (user, pass) in [("99999999999:ada", "wrong"), ("1:ada", "")] {
         let pass = if pass.is_empty() {
@@ -165,7 +209,7 @@ async fn refused_peers_get_403_and_bad_credentials_get_nothing() {
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&registry.gather())
         .unwrap();
-    for reason in ["forbidden_peer", "bad_integrity", "expired_credentials"] {
+    for reason in ["bad_integrity", "expired_credentials"] {
         assert!(
             text.contains(&format!("reason=\"{reason}\"")),
             "{reason}: {text}"
