@@ -59,6 +59,10 @@ pub(crate) struct PingArgs {
     /// Use this region (edge name or region label) instead of the fastest.
     #[arg(long, env = "PERIGEE_REGION")]
     region: Option<String>,
+    /// With a workspace: the port whose path (direct, relay or envproxy) is reported, found
+    /// by connecting as `perigee tunnel` would.
+    #[arg(long, default_value_t = 22)]
+    port: u16,
 }
 
 pub(crate) async fn regions(c: &Client) -> anyhow::Result<Vec<Region>> {
@@ -279,6 +283,10 @@ pub(crate) async fn ping(a: PingArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let path = match &a.workspace {
+        Some(ws) => Some(crate::tunnel::probe_path(ws, a.port, pin.clone()).await?),
+        None => None,
+    };
     let ms = |v: Option<f64>| {
         v.map(|v| format!("{v:.1} ms"))
             .unwrap_or_else(|| "-".into())
@@ -306,6 +314,7 @@ pub(crate) async fn ping(a: PingArgs) -> anyhow::Result<()> {
                     "regions": rows,
                     "chosen": chosen,
                     "pinned": pin.is_some(),
+                    "path": path,
                 }))?
             );
         }
@@ -342,6 +351,13 @@ pub(crate) async fn ping(a: PingArgs) -> anyhow::Result<()> {
                 }
                 (Some(n), None) => println!("Using {n}: lowest total latency to home edge {home}."),
                 (None, _) => println!("No region answered."),
+            }
+            if let (Some(p), Some(ws)) = (&path, &a.workspace) {
+                let t = p
+                    .connect_ms
+                    .map(|t| format!(", connected in {t:.0} ms"))
+                    .unwrap_or_default();
+                println!("Port {} of {ws}: path={} why=\"{}\"{t}", a.port, p.kind, p.why);
             }
         }
     }

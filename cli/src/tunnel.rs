@@ -419,6 +419,50 @@ impl Tickets {
     }
 }
 
+/// Which path streams to a workspace port take now, and why (`perigee ping WORKSPACE`).
+#[derive(serde::Serialize)]
+pub(crate) struct PathReport {
+    /// `direct`, `relay` or `envproxy`.
+    pub(crate) kind: String,
+    pub(crate) why: String,
+    /// Time to a connected WebRTC peer (none on envproxy).
+    pub(crate) connect_ms: Option<f64>,
+}
+
+/// Connects a WebRTC peer to `workspace` as a tunnel would and reports the path it found.
+pub(crate) async fn probe_path(
+    workspace: &str,
+    port: u16,
+    region: Option<String>,
+) -> anyhow::Result<PathReport> {
+    let tls = Arc::new(crate::client::tls_config(&[b"http/1.1"])?);
+    let tickets = Tickets::new(workspace, port, region)?;
+    let t = tickets.get().await?;
+    let envproxy = |why: &str| PathReport {
+        kind: "envproxy".into(),
+        why: why.into(),
+        connect_ms: None,
+    };
+    if t.e2e_fingerprint.is_some() {
+        return Ok(envproxy(
+            "end-to-end encryption is on and WebRTC's DTLS keys are not pinned to the agent yet",
+        ));
+    }
+    if !t.webrtc_allowed() {
+        return Ok(envproxy("Networking v2 is off for the provider"));
+    }
+    let start = Instant::now();
+    Ok(match tickets.webrtc(&tls).await {
+        Ok(Some((_peer, path))) => PathReport {
+            kind: path.kind().to_owned(),
+            why: path.to_string(),
+            connect_ms: Some(start.elapsed().as_secs_f64() * 1e3),
+        },
+        Ok(None) => envproxy("Networking v2 is off for the provider"),
+        Err(e) => envproxy(&format!("WebRTC failed: {e:#}")),
+    })
+}
+
 pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     check_name(&a.workspace)?;
     let start = Instant::now();

@@ -38,6 +38,13 @@ fn check(out: &std::process::Output, data: &[u8], path: &str) -> String {
     err
 }
 
+/// `perigee ping WORKSPACE --port PORT -o json`'s path.
+fn ping_path(server: &Server, ws: &str, port: u16) -> serde_json::Value {
+    let out = server.ok(&["ping", ws, "--port", &port.to_string(), "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["path"].clone()
+}
+
 #[test]
 fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     let tmp = TempDir::new("webrtc");
@@ -57,6 +64,9 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     let out = tunnel(&server, "rtc", 7, &["--path", "webrtc"], &[], &data);
     let err = check(&out, &data, "direct");
     assert!(err.contains("why=\"direct ("), "{err}");
+    let p = ping_path(&server, "rtc", 7);
+    assert_eq!(p["kind"], "direct", "{p}");
+    assert!(p["connect_ms"].as_f64().is_some_and(|t| t > 0.0), "{p}");
 
     // Relayed: the client offers only its TURN candidate.
     let out = tunnel(
@@ -91,6 +101,9 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     let out = tunnel(&server, "rtc", 7, &[], &[], &data);
     let err = check(&out, &data, "envproxy");
     assert!(err.contains("Networking v2 is off"), "{err}");
+    let p = ping_path(&server, "rtc", 7);
+    assert_eq!(p["kind"], "envproxy", "{p}");
+    assert!(p["why"].as_str().unwrap().contains("Networking v2 is off"), "{p}");
     let out = tunnel(&server, "rtc", 7, &["--path", "webrtc"], &[], b"x");
     assert!(!out.status.success());
     assert!(
