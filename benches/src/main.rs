@@ -1,7 +1,8 @@
 //! `datapath`: the same workloads direct, through perigee and through peers, in one run.
 //!
-//! Usage: datapath --perigee PATH [--rathole PATH] [--latency-only] [--label L] [--conns N]
-//! (see `benches/run.sh`, which runs it unpinned and pinned to one core).
+//! Usage: datapath --perigee PATH [--rathole PATH] [--latency-only] [--start-only] [--label L]
+//! [--conns N] (see `benches/run.sh`, which runs it unpinned and pinned to one core).
+//! `--start-only` measures only the time to a usable `perigee tunnel` stream on each path.
 
 mod load;
 mod peers;
@@ -18,6 +19,7 @@ struct Args {
     perigee: PathBuf,
     rathole: Option<PathBuf>,
     latency_only: bool,
+    start_only: bool,
     label: String,
     conns: usize,
     secs: f64,
@@ -29,6 +31,7 @@ fn args() -> anyhow::Result<Args> {
         perigee: PathBuf::from("target/release/perigee"),
         rathole: None,
         latency_only: false,
+        start_only: false,
         label: "unpinned".into(),
         conns: 2000,
         secs: 3.0,
@@ -44,6 +47,7 @@ fn args() -> anyhow::Result<Args> {
             "--perigee" => a.perigee = val()?.into(),
             "--rathole" => a.rathole = Some(val()?.into()),
             "--latency-only" => a.latency_only = true,
+            "--start-only" => a.start_only = true,
             "--label" => a.label = val()?,
             "--conns" => a.conns = val()?.parse()?,
             "--secs" => a.secs = val()?.parse()?,
@@ -70,6 +74,14 @@ fn main() -> anyhow::Result<()> {
     let (echo, sink) = (targets::echo(), targets::sink());
     let dur = Duration::from_secs_f64(a.secs);
     let mut rows = Vec::new();
+    if a.start_only {
+        let pg = Perigee::start(&work.join("perigee"), &a.perigee, &[])?;
+        let starts = tunnel_starts(&pg, echo, 30)?;
+        drop(pg);
+        let _ = std::fs::remove_dir_all(&work);
+        report_starts(&a, &starts);
+        return Ok(());
+    }
 
     let measure = |name: &str,
                    echo_addr: &str,
@@ -152,6 +164,7 @@ fn main() -> anyhow::Result<()> {
         &mut rows,
     )?;
     let cold = cold_tunnels(&pg, echo, 20)?;
+    let starts = tunnel_starts(&pg, echo, 20)?;
 
     // haproxy pair with TLS between the hops.
     if which("haproxy") {
@@ -174,7 +187,55 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
 
     report(&a, &rows, &first, &cold);
+    report_starts(&a, &starts);
     Ok(())
+}
+
+/// Time to a usable stream per `--path`, the paths interleaved so drift hits all alike.
+fn tunnel_starts(
+    pg: &Perigee,
+    echo: u16,
+    n: usize,
+) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
+    let paths = ["envproxy", "auto", "webrtc"];
+    let mut out: Vec<(&'static str, Vec<f64>)> = paths.iter().map(|p| (*p, Vec::new())).collect();
+    // The first tunnel fetches the ticket; it is not part of any path's figure.
+    tunnel_once(pg, echo, "envproxy")?;
+    for _ in 0..n {
+        for (path, v) in out.iter_mut() {
+            v.push(tunnel_once(pg, echo, path)?);
+        }
+    }
+    for (_, v) in out.iter_mut() {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(out)
+}
+
+fn report_starts(a: &Args, starts: &[(&'static str, Vec<f64>)]) {
+    println!(
+        "
+Time to a usable `perigee tunnel` stream (`{}`; process start, cached ticket, path set up, first echoed byte), {} runs per path, interleaved:
+",
+        a.label,
+        starts.first().map_or(0, |(_, v)| v.len())
+    );
+    println!("| --path | p50 ms | p90 ms | max ms | p50 × envproxy |");
+    println!("|---|---|---|---|---|");
+    let base = starts
+        .iter()
+        .find(|(p, _)| *p == "envproxy")
+        .map(|(_, v)| quantile(v, 0.5))
+        .unwrap_or(f64::NAN);
+    for (p, v) in starts {
+        println!(
+            "| {p} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            quantile(v, 0.5) / 1e3,
+            quantile(v, 0.9) / 1e3,
+            quantile(v, 1.0) / 1e3,
+            quantile(v, 0.5) / base
+        );
+    }
 }
 
 /// Throughput (unless latency-only) and ping-pong RTT through a tunnel-protocol client.
@@ -211,28 +272,36 @@ fn which(bin: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Wall-clock of `perigee tunnel` from process start to the first echoed byte (µs).
-fn cold_tunnels(pg: &Perigee, echo: u16, n: usize) -> anyhow::Result<Vec<f64>> {
+/// Wall-clock of one `perigee tunnel --path PATH` from process start to the first echoed
+/// byte (µs).
+fn tunnel_once(pg: &Perigee, echo: u16, path: &str) -> anyhow::Result<f64> {
     use std::io::{Read as _, Write as _};
+    let t = std::time::Instant::now();
+    let mut child = pg
+        .cli(&["tunnel", "bench", &echo.to_string(), "--path", path])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+    stdin.write_all(b"x")?;
+    let mut b = [0u8; 1];
+    child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stdout"))?
+        .read_exact(&mut b)?;
+    let us = t.elapsed().as_secs_f64() * 1e6;
+    drop(stdin);
+    let _ = child.wait();
+    Ok(us)
+}
+
+/// Wall-clock of `perigee tunnel` (default path) from process start to the first echoed
+/// byte (µs).
+fn cold_tunnels(pg: &Perigee, echo: u16, n: usize) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let t = std::time::Instant::now();
-        let mut child = pg
-            .cli(&["tunnel", "bench", &echo.to_string()])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
-        stdin.write_all(b"x")?;
-        let mut b = [0u8; 1];
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("stdout"))?
-            .read_exact(&mut b)?;
-        out.push(t.elapsed().as_secs_f64() * 1e6);
-        drop(stdin);
-        let _ = child.wait();
+        out.push(tunnel_once(pg, echo, "auto")?);
     }
     // Keep the first (ticket from the control plane) first; sort the cached ones.
     if let Some(rest) = out.get_mut(1..) {

@@ -169,14 +169,20 @@ impl Perigee {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("server.log"))?)
             .spawn()?;
-        let mut line = String::new();
-        BufReader::new(
+        // Other roles' readiness lines (TURN) come first.
+        let mut out = BufReader::new(
             server
                 .stdout
                 .take()
                 .ok_or_else(|| anyhow::anyhow!("stdout"))?,
-        )
-        .read_line(&mut line)?;
+        );
+        let mut line = String::new();
+        while !line.starts_with("perigee server ready:") {
+            line.clear();
+            if out.read_line(&mut line)? == 0 {
+                anyhow::bail!("perigee server ended before its ready line (see server.log)");
+            }
+        }
         let url = line
             .split_whitespace()
             .nth(3)

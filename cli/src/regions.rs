@@ -357,7 +357,10 @@ pub(crate) async fn ping(a: PingArgs) -> anyhow::Result<()> {
                     .connect_ms
                     .map(|t| format!(", connected in {t:.0} ms"))
                     .unwrap_or_default();
-                println!("Port {} of {ws}: path={} why=\"{}\"{t}", a.port, p.kind, p.why);
+                println!(
+                    "Port {} of {ws}: path={} why=\"{}\"{t}",
+                    a.port, p.kind, p.why
+                );
             }
         }
     }

@@ -103,7 +103,10 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     assert!(err.contains("Networking v2 is off"), "{err}");
     let p = ping_path(&server, "rtc", 7);
     assert_eq!(p["kind"], "envproxy", "{p}");
-    assert!(p["why"].as_str().unwrap().contains("Networking v2 is off"), "{p}");
+    assert!(
+        p["why"].as_str().unwrap().contains("Networking v2 is off"),
+        "{p}"
+    );
     let out = tunnel(&server, "rtc", 7, &["--path", "webrtc"], &[], b"x");
     assert!(!out.status.success());
     assert!(

@@ -168,6 +168,37 @@ fn scenario(shared: bool, block_client_udp: bool, path_arg: &str, want: &str) {
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", Duration::from_secs(30), None);
     ssh_50mb(&server, &net, dir, sshd.port, path_arg, want);
+    // `perigee ping` from the client finds the same path, by connecting as a tunnel would;
+    // with UDP blocked, WebRTC fails and says why.
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &net.ns("c"),
+        crate::harness::BIN,
+        "ping",
+        "ws",
+    ])
+    .args(["--port", &sshd.port.to_string(), "-o", "json"]);
+    server.session_env(&mut c);
+    let out = c.output().expect("perigee ping");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["path"]["kind"], want, "{text}");
+    if block_client_udp {
+        assert!(
+            v["path"]["why"]
+                .as_str()
+                .unwrap_or("")
+                .contains("WebRTC failed"),
+            "{text}"
+        );
+    }
     drop(sshd);
     drop(server);
 }

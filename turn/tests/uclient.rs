@@ -171,8 +171,7 @@ async fn refused_peers_get_403_and_bad_credentials_get_nothing() {
         "fd00::1",
         "64:ff9b::7f00:1",
         "2001:db8::1",
-    ]
-    {
+    ] {
         // A server per peer: a refused client leaves its allocation until it expires, and
         // a later client given the same UDP port by the kernel would meet it (441/437).
         let (ports, _server, registry, _stop) = start(Vec::new()).await;
