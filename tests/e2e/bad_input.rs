@@ -26,6 +26,17 @@ async fn ws_open(
     workspace: Option<&str>,
     port: u16,
 ) -> Result<Ws, (u16, String)> {
+    ws_open_as(server, ticket, workspace, port, false).await
+}
+
+/// [`ws_open`], or a WebRTC signaling stream (`Perigee-Signal: 1`) when `signal`.
+async fn ws_open_as(
+    server: &Server,
+    ticket: &str,
+    workspace: Option<&str>,
+    port: u16,
+    signal: bool,
+) -> Result<Ws, (u16, String)> {
     let tcp = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("tcp");
@@ -40,6 +51,10 @@ async fn ws_open(
     req.headers_mut()
         .insert("perigee-ticket", ticket.parse().expect("header"));
     req.headers_mut().insert("perigee-port", port.into());
+    if signal {
+        req.headers_mut()
+            .insert("perigee-signal", http::HeaderValue::from_static("1"));
+    }
     if let Some(ws) = workspace {
         req.headers_mut()
             .insert("perigee-workspace", ws.parse().expect("header"));
@@ -162,6 +177,15 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         let for_b = signer.sign(claims(&id_b, echo, now, now + 60));
         let (s, b) = refused(ws_open(&server, &for_b, Some(&id_a), echo).await);
         assert!(s == 403 && b.contains("another workspace"), "{s} {b}");
+        // WebRTC signaling is checked like a stream: not for another workspace, not with
+        // an expired ticket.
+        let (s, b) = refused(ws_open_as(&server, &for_b, Some(&id_a), echo, true).await);
+        assert!(
+            s == 403 && b.contains("another workspace"),
+            "signal: {s} {b}"
+        );
+        let (s, b) = refused(ws_open_as(&server, &expired, None, echo, true).await);
+        assert!(s == 401 && b.contains("expired"), "signal: {s} {b}");
         let (s, b) = refused(ws_open(&server, &good, Some(&id_a), echo + 1).await);
         assert!(s == 403 && b.contains("does not grant port"), "{s} {b}");
         let (s, b) = refused(ws_open(&server, "pt1.garbage", None, echo).await);

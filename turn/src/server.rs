@@ -437,12 +437,24 @@ impl TurnServer {
             b.add(attr::UNKNOWN_ATTRIBUTES, &list);
             return b.finish(None, fp);
         }
-        // Long-term credentials (RFC 8489 §9.2).
-        let (Ok(Some(username)), Ok(Some(realm)), Ok(Some(nonce))) = (
+        // Long-term credentials (RFC 8489 §9.2); an attribute over its limit (763 bytes)
+        // or not UTF-8 is a malformed request, not a missing credential.
+        let (username, realm, nonce) = (
             m.text(attr::USERNAME),
             m.text(attr::REALM),
             m.text(attr::NONCE),
-        ) else {
+        );
+        if username.is_err() || realm.is_err() || nonce.is_err() {
+            self.inner.metrics.refuse("malformed");
+            let mut b = Builder::new(m.method, Class::Error, &m.transaction_id);
+            b.add_error(
+                400,
+                "Bad Request: USERNAME, REALM or NONCE too long or not UTF-8",
+            );
+            return b.finish(None, fp);
+        }
+        let (Ok(Some(username)), Ok(Some(realm)), Ok(Some(nonce))) = (username, realm, nonce)
+        else {
             self.inner.metrics.refuse("unauthenticated");
             return self.challenge(m, 401, "Unauthorized");
         };

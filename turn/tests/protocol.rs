@@ -162,6 +162,18 @@ async fn quotas_and_credential_refusals() {
         })
         .await;
     assert_eq!(code(&tcp), 442);
+    // An oversized attribute (USERNAME over 763 bytes) is a malformed request.
+    let mut b = Builder::new(method::ALLOCATE, Class::Request, &txid());
+    b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .add(attr::USERNAME, &[b'u'; 800])
+        .add(attr::REALM, b"perigee")
+        .add(attr::NONCE, odd.nonce.as_bytes());
+    odd.sock
+        .send(&b.finish(Some(&odd.key), false))
+        .await
+        .unwrap();
+    let m = Message::decode(&recv(&odd.sock).await).unwrap();
+    assert_eq!(code(&m), 400);
     // Responses to authenticated requests carry integrity under the user's key (a slot is
     // freed first: the deployment is full).
     let r = a2
