@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod agent_cmd;
 mod client;
+mod config_ssh;
 mod dial;
 mod e2e_stream;
 mod orgs;
@@ -16,6 +17,7 @@ mod satellite_state;
 mod satellites;
 mod server;
 mod session;
+mod ssh_config;
 mod table;
 mod tunnel;
 mod turn_cmd;
@@ -66,6 +68,12 @@ enum Cmd {
     Tunnel(tunnel::TunnelArgs),
     /// Forward local TCP ports to workspace ports.
     PortForward(tunnel::PortForwardArgs),
+    /// Write `Host perigee.*` into ~/.ssh/config so that `ssh perigee.WORKSPACE` works
+    /// (generates and uploads your perigee SSH key).
+    ConfigSsh(config_ssh::ConfigSshArgs),
+    /// SSH into a workspace (OpenSSH through a perigee tunnel); `--stdio` is the
+    /// ProxyCommand `config-ssh` writes.
+    Ssh(config_ssh::SshArgs),
     /// Measure the round trip to each region and show which one tunnels would use.
     Ping(regions::PingArgs),
     /// Manage satellites (admins).
@@ -121,6 +129,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Tunnel(a) => tunnel::tunnel(a).await,
             Cmd::PortForward(a) => tunnel::port_forward(a).await,
             Cmd::Ping(a) => regions::ping(a).await,
+            Cmd::ConfigSsh(a) => config_ssh::config_ssh(a).await,
+            Cmd::Ssh(a) => config_ssh::ssh(a).await,
             Cmd::Satellite(a) => satellite_cmd::run(a).await,
             Cmd::WorkspaceProvider(a) => provider_cmd::run(a).await,
             Cmd::Satellites(c) => satellites::run(c).await,

@@ -35,6 +35,26 @@ pub(crate) struct TunnelArgs {
     path: PathChoice,
 }
 
+impl TunnelArgs {
+    /// A quiet tunnel to `port` of `workspace` (`perigee ssh --stdio`), region and path from
+    /// the environment like the flags'.
+    pub(crate) fn for_ssh(workspace: &str, port: u16) -> Self {
+        Self {
+            workspace: workspace.to_owned(),
+            port,
+            verbose: false,
+            region: std::env::var("PERIGEE_REGION")
+                .ok()
+                .filter(|r| !r.is_empty()),
+            path: match std::env::var("PERIGEE_PATH").as_deref() {
+                Ok("webrtc") => PathChoice::Webrtc,
+                Ok("envproxy") => PathChoice::Envproxy,
+                _ => PathChoice::Auto,
+            },
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub(crate) struct PortForwardArgs {
     /// Workspace name.

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_user_email.sql")),
     (7, include_str!("../migrations/0007_secrets.sql")),
     (8, include_str!("../migrations/0008_satellite_turn.sql")),
+    (9, include_str!("../migrations/0009_ssh_keys.sql")),
 ];
 
 /// Which database a store runs on.

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod orgs_api;
 pub mod provider_settings;
 pub mod providers_api;
+pub mod ssh_keys_api;
 pub mod store;
 pub mod store_edges;
 pub mod store_orgs;
@@ -148,6 +149,7 @@ impl ControlPlane {
             .merge(edges_api::router(self.clone()))
             .merge(orgs_api::router(self.clone()))
             .merge(providers_api::router(self.clone()))
+            .merge(ssh_keys_api::router(self.clone()))
             .layer(axum::middleware::from_fn(api::read_body_first))
     }
 

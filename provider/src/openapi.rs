@@ -96,6 +96,12 @@ fn with_name(mut o: Value) -> Value {
     o
 }
 
+fn with_string_param(name: &str, mut o: Value) -> Value {
+    o["parameters"] =
+        json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }]);
+    o
+}
+
 fn deleted() -> Value {
     object(&["deleted"], json!({ "deleted": { "type": "string" } }))
 }
@@ -107,6 +113,7 @@ fn schemas() -> Value {
     let strings = || array(json!({ "type": "string" }));
     json!({
         "Error": object(&["error", "code"], json!({ "error": s(), "code": s(), "field": s() })),
+        "SshKey": object(&["fingerprint", "public_key", "created_at"], json!({ "fingerprint": s(), "public_key": s(), "created_at": i() })),
         "User": object(&["id", "username", "role"], json!({
             "id": s(), "username": s(), "role": { "type": "string", "enum": ["admin", "site-manager", "member"] }
         })),
@@ -218,6 +225,16 @@ pub fn document() -> Value {
         "/api/v2/users/me": { "get": op("The caller", "users", None, r("User"), &[], true) },
         "/api/v2/users/me/tokens": { "post": op("Create an API token for the caller (shown once)", "users",
             Some(name_body("name")), object(&["token"], json!({ "token": s() })), &[], true) },
+        "/api/v2/users/me/ssh-keys": {
+            "get": op("The caller's SSH public keys", "users", None, array(r("SshKey")), &[], true),
+            "post": op("Add an SSH public key (`TYPE BASE64 [COMMENT]`); adding one already there changes nothing", "users",
+                Some(closed(&["public_key"], json!({ "public_key": s() }))),
+                object(&["fingerprint", "created"], json!({ "fingerprint": s(), "created": { "type": "boolean" } })),
+                &[409], true)
+        },
+        "/api/v2/users/me/ssh-keys/{fingerprint}": { "delete": with_string_param("fingerprint",
+            op("Remove one of the caller's SSH keys (its fingerprint percent-encoded)", "users", None, deleted(), &[404], true)) },
+        "/api/v2/workspaceagent/authorized-keys": { "get": op("The workspace owner's SSH keys (agent token)", "workspaces", None, array(r("SshKey")), &[], true) },
         "/api/v2/users": {
             "get": op("Users with their organizations (admins, site managers)", "users", None, array(r("UserView")), &[403], true),
             "post": op("Create a user (admins); returns their first API token once", "users",
@@ -344,6 +361,7 @@ mod tests {
             include_str!("edges_api.rs"),
             include_str!("orgs_api.rs"),
             include_str!("providers_api.rs"),
+            include_str!("ssh_keys_api.rs"),
             include_str!("lib.rs"),
         ] {
             let flat: String = src

@@ -7,6 +7,7 @@
 
 mod api_fuzz;
 mod bad_input;
+mod config_ssh;
 mod delay;
 mod e2e_encryption;
 mod forward;
