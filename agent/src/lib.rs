@@ -23,6 +23,8 @@ mod quic;
 mod rtc;
 mod serve;
 
+pub use serve::redirect_ssh;
+
 /// How to reach the home edge.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -7,8 +7,22 @@ use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to `127.0.0.1:port`, mapping failures to a link status and a message.
+/// The port streams to port 22 go to: the agent's own SSH server, when it runs one.
+static SSH_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
+/// Sends streams for port 22 to the agent's SSH server listening on `127.0.0.1:port`.
+pub fn redirect_ssh(port: u16) {
+    let _ = SSH_PORT.set(port);
+}
+
+/// Connects to `127.0.0.1:port` (port 22: the agent's SSH server when it runs one),
+/// mapping failures to a link status and a message.
 pub(crate) async fn connect_port(port: u16) -> Result<TcpStream, (StatusCode, String)> {
+    let asked = port;
+    let port = match (port, SSH_PORT.get()) {
+        (22, Some(p)) => *p,
+        _ => port,
+    };
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port))).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
@@ -16,15 +30,15 @@ pub(crate) async fn connect_port(port: u16) -> Result<TcpStream, (StatusCode, St
         }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err((
             StatusCode::ConnectRefused,
-            format!("nothing is listening on port {port}"),
+            format!("nothing is listening on port {asked}"),
         )),
         Ok(Err(e)) => Err((
             StatusCode::ConnectFailed,
-            format!("connect to port {port}: {e}"),
+            format!("connect to port {asked}: {e}"),
         )),
         Err(_) => Err((
             StatusCode::ConnectFailed,
-            format!("connect to port {port} timed out"),
+            format!("connect to port {asked} timed out"),
         )),
     }
 }

@@ -36,10 +36,18 @@ pub(crate) struct AgentArgs {
     /// link moves back when no tunnel is open on it).
     #[arg(long, env = "PERIGEE_AGENT_QUIC_RETRY_SECS", default_value_t = 30)]
     quic_retry_secs: u64,
+    /// Serve SSH on the workspace's port 22 with the agent's own server (the owner's keys
+    /// from the control plane); `off` leaves port 22 to an sshd in the workspace.
+    #[arg(long, env = "PERIGEE_AGENT_SSH", default_value = "on", value_parser = ["on", "off"])]
+    ssh: String,
+    /// The SSH host key, made on first start and kept [default:
+    /// .perigee/ssh_host_ed25519_key in the working directory, the workspace's home].
+    #[arg(long, env = "PERIGEE_AGENT_SSH_HOST_KEY")]
+    ssh_host_key: Option<PathBuf>,
 }
 
 pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
-    let token = match (a.token, &a.token_file) {
+    let token = match (a.token.clone(), &a.token_file) {
         (Some(t), _) => t,
         (None, Some(path)) => std::fs::read_to_string(path)
             .with_context(|| format!("reading agent token from {}", path.display()))?
@@ -62,6 +70,9 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
         a.ca_cert.clone(),
         identity.fingerprint.clone(),
     ));
+    if a.ssh == "on" {
+        start_ssh(&a, &token).await?;
+    }
     let cfg = agent::AgentConfig {
         url: a.url,
         token: Secret::new(token),
@@ -72,6 +83,108 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
     };
     agent::run(cfg, crate::server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Starts the agent's SSH server on a loopback port and sends streams for port 22 to it.
+async fn start_ssh(a: &AgentArgs, token: &str) -> anyhow::Result<()> {
+    let workdir = std::env::current_dir().context("the agent's working directory")?;
+    let host_key = a
+        .ssh_host_key
+        .clone()
+        .unwrap_or_else(|| workdir.join(".perigee/ssh_host_ed25519_key"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the SSH server on loopback")?;
+    let port = listener.local_addr()?.port();
+    let http = relay_core::tls::roots(a.ca_cert.as_deref())
+        .map_err(anyhow::Error::from)
+        .and_then(crate::client::role_http)?;
+    let keys = OwnerKeys {
+        http,
+        url: format!(
+            "{}/api/v2/workspaceagent/authorized-keys",
+            a.url.trim_end_matches('/')
+        ),
+        token: token.to_owned(),
+        last: std::sync::Mutex::new(None),
+    };
+    let cfg = perigee_ssh::SshConfig {
+        host_key,
+        workdir,
+        shell: perigee_ssh::default_shell(),
+        keys: std::sync::Arc::new(keys),
+    };
+    // The host key is made (or read) before the port is handed out.
+    perigee_ssh::host_key(&cfg.host_key)?;
+    tokio::spawn(async move {
+        if let Err(e) = perigee_ssh::serve(listener, cfg, crate::server::shutdown_signal()).await {
+            tracing::warn!(error = %e, "SSH server stopped");
+        }
+    });
+    agent::redirect_ssh(port);
+    tracing::info!(port, "SSH server ready for the workspace's port 22");
+    Ok(())
+}
+
+/// The workspace owner's SSH keys, asked of the control plane at every login so a removed
+/// key stops new sessions at once; the last answer serves while the control plane cannot be
+/// reached.
+struct OwnerKeys {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    last: std::sync::Mutex<Option<Vec<String>>>,
+}
+
+impl OwnerKeys {
+    async fn fetch(&self) -> Result<Vec<String>, String> {
+        let r = self
+            .http
+            .get(&self.url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let status = r.status();
+        let bytes = crate::client::read_limited(r, 1024 * 1024)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        let v: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        Ok(v.iter()
+            .filter_map(|k| k["public_key"].as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
+impl perigee_ssh::AuthorizedKeys for OwnerKeys {
+    fn keys(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            match self.fetch().await {
+                Ok(k) => {
+                    if let Ok(mut l) = self.last.lock() {
+                        *l = Some(k.clone());
+                    }
+                    Ok(k)
+                }
+                // A refusal (the workspace is gone, the token revoked) is final; only an
+                // unreachable control plane falls back to the last answer.
+                Err(e) if e.starts_with("HTTP 4") => Err(e),
+                Err(e) => self.last.lock().ok().and_then(|l| l.clone()).ok_or(e),
+            }
+        })
+    }
 }
 
 /// Reports the end-to-end key's fingerprint, retrying until the control plane (directly or
