@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod backoff;
 pub mod e2e;
 #[doc(hidden)]

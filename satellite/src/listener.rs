@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// A byte stream handed over by the listener.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -133,18 +133,12 @@ pub async fn serve_http(
     tokio::pin!(shutdown);
     loop {
         let (sock, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = relay_core::accept::next(&listener, "http") => match r {
+                Some(pair) => pair,
+                None => continue,
             },
             _ = &mut shutdown => break,
         };
-        let _ = sock.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
         let builder = builder.clone();

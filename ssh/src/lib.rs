@@ -116,17 +116,12 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "ssh accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            r = relay_core::accept::next(&listener, "ssh") => match r {
+                Some(x) => x,
+                None => continue,
             },
             _ = &mut shutdown => return Ok(()),
         };
-        let _ = tcp.set_nodelay(true);
         let handler = session::Session::new(shared.clone());
         let config = config.clone();
         tokio::spawn(

@@ -188,3 +188,186 @@ fn config_ssh_then_openssh_to_the_agents_ssh_server() {
     let out = ok(perigee(&["config-ssh", "--remove"]));
     assert!(out.contains("nothing to remove"), "{out}");
 }
+
+/// A user set up with `perigee config-ssh` (HOME with a space), for OpenSSH tools.
+struct SshUser {
+    _tmp: TempDir,
+    server: Server,
+    home: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    target: String,
+}
+
+impl SshUser {
+    fn new(tag: &str) -> Self {
+        let tmp = TempDir::new(tag);
+        let server = Server::start();
+        let home = tmp.0.join("home dir");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        server.ok(&["create", "ws"]);
+        server.wait_agent("ws", Duration::from_secs(30), None);
+        let u = Self {
+            cfg: home.join(".ssh/config"),
+            home,
+            server,
+            _tmp: tmp,
+            target: format!("{}@perigee.ws", user()),
+        };
+        let o = u.cmd(BIN).arg("config-ssh").output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        u
+    }
+
+    /// `prog` with the user's environment (for OpenSSH tools: `-F CONFIG`, batch mode).
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        self.server.session_env(&mut c);
+        c.env("HOME", &self.home)
+            .env("PERIGEE_CONFIG_DIR", self.home.join(".config/perigee"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn ssh(&self) -> Command {
+        let mut c = self.cmd("ssh");
+        c.arg("-F").arg(&self.cfg).args(["-o", "BatchMode=yes"]);
+        c
+    }
+
+    fn run_ok(&self, mut c: Command) -> String {
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{:?}: {}", c, stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+#[test]
+fn rsync_forwarding_controlmaster_and_a_tmux_session() {
+    let u = SshUser::new("ssh-session");
+    let tmp = u.home.parent().unwrap().to_path_buf();
+    let mut c = u.ssh();
+    c.args([&u.target, "pwd"]);
+    let ws_home = std::path::PathBuf::from(u.run_ok(c).trim());
+
+    // rsync over `ssh perigee.ws`, both ways.
+    let src = tmp.join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.bin"), pseudo_random(3, 3 << 20)).unwrap();
+    std::fs::write(src.join("sub/b.txt"), "hello\n").unwrap();
+    let rsh = format!("ssh -F '{}' -o BatchMode=yes", u.cfg.display());
+    let mut c = u.cmd("rsync");
+    c.args(["-a", "-e", &rsh])
+        .arg(format!("{}/", src.display()))
+        .arg(format!("{}:tree/", u.target));
+    u.run_ok(c);
+    assert_eq!(
+        sha256(&src.join("a.bin")),
+        sha256(&ws_home.join("tree/a.bin"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws_home.join("tree/sub/b.txt")).unwrap(),
+        "hello\n"
+    );
+
+    // ssh -L: a local port to a workspace port.
+    let echo = echo_server();
+    let local = crate::harness::free_port("127.0.0.1");
+    let mut c = u.ssh();
+    c.args([
+        "-N",
+        "-L",
+        &format!("127.0.0.1:{local}:127.0.0.1:{echo}"),
+        &u.target,
+    ]);
+    let mut fwd = c.spawn().unwrap();
+    let mut conn = None;
+    crate::harness::wait_until("ssh -L listening", Duration::from_secs(15), || {
+        conn = std::net::TcpStream::connect(("127.0.0.1", local)).ok();
+        conn.is_some()
+    });
+    let mut conn = conn.unwrap();
+    use std::io::{Read as _, Write as _};
+    conn.write_all(b"via -L\n").unwrap();
+    let mut buf = [0u8; 7];
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"via -L\n");
+    drop(conn);
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    // Three sessions at once over one ControlMaster connection.
+    let cm = tmp.join("cm");
+    let mut c = u.ssh();
+    c.args(["-o", "ControlMaster=yes", "-o"])
+        .arg(format!("ControlPath={}", cm.display()))
+        .args(["-N", &u.target]);
+    let mut master = c.spawn().unwrap();
+    crate::harness::wait_until("control socket", Duration::from_secs(15), || cm.exists());
+    let sessions: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = u.ssh();
+            c.arg("-o")
+                .arg(format!("ControlPath={}", cm.display()))
+                .args([&u.target, &format!("sleep 0.3; echo session-{i}")]);
+            c.stdout(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let o = s.wait_with_output().unwrap();
+        assert!(o.status.success(), "session {i}: {}", stderr(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("session-{i}")
+        );
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+
+    // An interactive session in tmux: the prompt appears, and `stty size` follows a resize.
+    let sock = tmp.join("tmux.sock");
+    let tmux = |args: &[&str]| -> String {
+        let o = Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("tmux (`.ci/run` installs it)");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut env_words = String::new();
+    let probe = u.cmd("true");
+    for (k, v) in probe.get_envs() {
+        if let (Some(v), Some(k)) = (v, k.to_str()) {
+            env_words.push_str(&format!("{k}='{}' ", v.to_string_lossy()));
+        }
+    }
+    let shell_cmd = format!(
+        "env {env_words} ssh -F '{}' -o BatchMode=yes -t {}",
+        u.cfg.display(),
+        u.target
+    );
+    tmux(&["new-session", "-d", "-x", "100", "-y", "30", &shell_cmd]);
+    let screen_has = |needle: &str| {
+        let needle = needle.to_owned();
+        crate::harness::wait_until(
+            &format!("{needle:?} on the tmux screen"),
+            Duration::from_secs(20),
+            || tmux(&["capture-pane", "-p"]).contains(&needle),
+        );
+    };
+    tmux(&["send-keys", "echo READY-$((40+2))", "Enter"]);
+    screen_has("READY-42");
+    let size = |w: &str| tmux(&["display", "-p", w]).trim().to_owned();
+    let want = format!("{} {}", size("#{pane_height}"), size("#{pane_width}"));
+    tmux(&["send-keys", "stty size", "Enter"]);
+    screen_has(&want);
+    tmux(&["resize-window", "-x", "120", "-y", "40"]);
+    let want2 = format!("{} {}", size("#{pane_height}"), size("#{pane_width}"));
+    assert_ne!(want, want2);
+    tmux(&["send-keys", "clear; stty size", "Enter"]);
+    screen_has(&want2);
+    tmux(&["send-keys", "exit", "Enter"]);
+    tmux(&["kill-server"]);
+}

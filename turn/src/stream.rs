@@ -46,13 +46,9 @@ impl TurnServer {
         tokio::pin!(shutdown);
         loop {
             let (tcp, addr) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        debug!(error = %e, "turn accept");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                r = relay_core::accept::next(&listener, "turn") => match r {
+                    Some(x) => x,
+                    None => continue,
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 _ = &mut shutdown => break,
@@ -61,7 +57,6 @@ impl TurnServer {
                 self.refuse("connections");
                 continue;
             }
-            let _ = tcp.set_nodelay(true);
             let client = Client { transport, addr };
             let server = self.clone();
             let tls = tls.clone();
