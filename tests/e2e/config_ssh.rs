@@ -371,3 +371,49 @@ fn rsync_forwarding_controlmaster_and_a_tmux_session() {
     tmux(&["send-keys", "exit", "Enter"]);
     tmux(&["kill-server"]);
 }
+
+#[test]
+fn refusals_reach_the_ssh_users_terminal() {
+    let u = SshUser::new("ssh-refusals");
+    // Another user, with a key of their own, asks for the admin's workspace.
+    let bob_token = u.server.ok(&["users", "create", "bob"]).trim().to_owned();
+    let bob_home = u.home.parent().unwrap().join("bob");
+    std::fs::create_dir_all(bob_home.join(".ssh")).unwrap();
+    let bob = |prog: &str| {
+        let mut c = u.cmd(prog);
+        c.env("PERIGEE_TOKEN", &bob_token)
+            .env("HOME", &bob_home)
+            .env("PERIGEE_CONFIG_DIR", bob_home.join(".config/perigee"));
+        c
+    };
+    let mut c = bob(BIN);
+    c.arg("config-ssh");
+    u.run_ok(c);
+    let mut c = bob("ssh");
+    c.arg("-F").arg(bob_home.join(".ssh/config")).args([
+        "-o",
+        "BatchMode=yes",
+        "bob@perigee.ws",
+        "true",
+    ]);
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no workspace named \"ws\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // SSH turned off on the provider: the owner is told why.
+    u.server
+        .ok(&["providers", "edit", "built-in", "--external-ssh", "off"]);
+    let mut c = u.ssh();
+    c.args([&u.target, "true"]);
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("external SSH turned off"),
+        "{}",
+        stderr(&o)
+    );
+}
