@@ -122,7 +122,8 @@ pub async fn serve(
             },
             _ = &mut shutdown => return Ok(()),
         };
-        let handler = session::Session::new(shared.clone());
+        let local = tcp.local_addr().unwrap_or(addr);
+        let handler = session::Session::new(shared.clone(), addr, local);
         let config = config.clone();
         tokio::spawn(
             async move {

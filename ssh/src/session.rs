@@ -33,6 +33,19 @@ pub(crate) struct Shared {
     pub(crate) keys: Arc<dyn AuthorizedKeys>,
 }
 
+/// Sessions get the workspace's environment (what its image or provider set for the agent)
+/// without the agent's own settings (`PERIGEE_*`) and without the shell state of whoever
+/// started the agent (`SHLVL` would stop bash reading `~/.bashrc` for remote commands, as it
+/// does under OpenSSH).
+fn session_env_removals() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.starts_with("PERIGEE_") || ["SHLVL", "OLDPWD", "PWD", "_"].contains(&k.as_str())
+        })
+        .collect()
+}
+
 struct PtyReq {
     term: String,
     cols: u16,
@@ -51,6 +64,9 @@ struct Chan {
 pub(crate) struct Session {
     shared: Arc<Shared>,
     chans: HashMap<ChannelId, Chan>,
+    /// `SSH_CLIENT` and `SSH_CONNECTION`, as OpenSSH sets them (shells such as bash read
+    /// `~/.bashrc` for remote commands because of them).
+    conn_env: [(String, String); 2],
 }
 
 /// What a session channel runs.
@@ -61,10 +77,30 @@ enum Run {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    ) -> Self {
         Self {
             shared,
             chans: HashMap::new(),
+            conn_env: [
+                (
+                    "SSH_CLIENT".into(),
+                    format!("{} {} {}", peer.ip(), peer.port(), local.port()),
+                ),
+                (
+                    "SSH_CONNECTION".into(),
+                    format!(
+                        "{} {} {} {}",
+                        peer.ip(),
+                        peer.port(),
+                        local.ip(),
+                        local.port()
+                    ),
+                ),
+            ],
         }
     }
 
@@ -96,7 +132,8 @@ impl Session {
             // A second exec/shell on the same channel.
             return session.channel_failure(id);
         };
-        let env = std::mem::take(&mut chan.env);
+        let mut env = self.conn_env.to_vec();
+        env.append(&mut chan.env);
         let shared = self.shared.clone();
         let pty = chan.pty.take();
         let resize = pty.as_ref().map(|p| {
@@ -197,9 +234,14 @@ async fn run_pipes(
     wr: &ChannelWriteHalf<Msg>,
 ) -> std::io::Result<u32> {
     let (program, args) = command_line(shared, &run);
-    let mut child = tokio::process::Command::new(&program)
+    let mut cmd = tokio::process::Command::new(&program);
+    for k in session_env_removals() {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
         .args(&args)
         .current_dir(&shared.workdir)
+        .env("PWD", &shared.workdir)
         .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -240,9 +282,14 @@ async fn run_pty(
     pty.resize(pty_process::Size::new(p.rows, p.cols))
         .map_err(io)?;
     let (program, args) = command_line(shared, &run);
-    let mut child = pty_process::Command::new(&program)
+    let mut cmd = pty_process::Command::new(&program);
+    for k in session_env_removals() {
+        cmd = cmd.env_remove(k);
+    }
+    let mut child = cmd
         .args(&args)
         .current_dir(&shared.workdir)
+        .env("PWD", &shared.workdir)
         .envs(env)
         .env("TERM", &p.term)
         .kill_on_drop(true)

@@ -37,6 +37,8 @@ fn keygen(path: &Path) -> String {
 }
 
 fn start() -> Fixture {
+    // The server runs in this process: an agent setting it must not hand to sessions.
+    std::env::set_var("PERIGEE_TEST_SECRET", "leaked");
     let dir = std::env::temp_dir().join(format!("perigee-ssh-{}", relay_core::token::random_id()));
     std::fs::create_dir_all(dir.join("work")).unwrap();
     let public = keygen(&dir.join("id"));
@@ -134,6 +136,17 @@ fn exec_pty_forwarding_sftp_and_refusals_with_openssh() {
         b"",
     );
     assert_eq!(text(&o.stdout).trim(), "yes", "{}", text(&o.stderr));
+
+    // OpenSSH's connection variables are set; the agent's own settings are not passed on.
+    let o = f.ssh(
+        "id",
+        &[
+            "dev@127.0.0.1",
+            "echo \"${SSH_CONNECTION:+set}|${PERIGEE_TEST_SECRET:-hidden}\"",
+        ],
+        b"",
+    );
+    assert_eq!(text(&o.stdout).trim(), "set|hidden", "{}", text(&o.stderr));
 
     // A PTY: the command sees a terminal of the default size.
     let o = f.ssh(
