@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, info, Instrument};
 
+mod agent_fwd;
 mod session;
 
 /// The keys allowed to log in, in `authorized_keys` form (`TYPE BASE64 [COMMENT]`).

@@ -64,6 +64,8 @@ struct Chan {
 pub(crate) struct Session {
     shared: Arc<Shared>,
     chans: HashMap<ChannelId, Chan>,
+    /// The forwarded agent's socket, once a channel asked for one (one per connection).
+    agent: Option<crate::agent_fwd::AgentSocket>,
     /// `SSH_CLIENT` and `SSH_CONNECTION`, as OpenSSH sets them (shells such as bash read
     /// `~/.bashrc` for remote commands because of them).
     conn_env: [(String, String); 2],
@@ -85,6 +87,7 @@ impl Session {
         Self {
             shared,
             chans: HashMap::new(),
+            agent: None,
             conn_env: [
                 (
                     "SSH_CLIENT".into(),
@@ -133,6 +136,12 @@ impl Session {
             return session.channel_failure(id);
         };
         let mut env = self.conn_env.to_vec();
+        if let Some(a) = &self.agent {
+            env.push((
+                "SSH_AUTH_SOCK".into(),
+                a.path.to_string_lossy().into_owned(),
+            ));
+        }
         env.append(&mut chan.env);
         let shared = self.shared.clone();
         let pty = chan.pty.take();
@@ -430,6 +439,26 @@ impl russh::server::Handler for Session {
             }
             _ => session.channel_failure(channel),
         }
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut russh::server::Session,
+    ) -> Result<bool, Self::Error> {
+        if !self.chans.contains_key(&channel) {
+            return Ok(false);
+        }
+        if self.agent.is_none() {
+            match crate::agent_fwd::listen(session.handle()) {
+                Ok(a) => self.agent = Some(a),
+                Err(e) => {
+                    warn!(error = %e, "agent forwarding: no socket");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     async fn shell_request(

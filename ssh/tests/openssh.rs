@@ -1,5 +1,6 @@
 //! The agent's SSH server against the real OpenSSH client: exec with exit status, stderr,
 //! stdin to EOF, environment, a PTY, stdio forwarding (`-W`, a direct-tcpip channel), sftp,
+//! agent forwarding (`-A`),
 //! the host key kept across restarts, and a key that is not the owner's refused.
 #![allow(clippy::unwrap_used)]
 
@@ -202,6 +203,54 @@ fn exec_pty_forwarding_sftp_and_refusals_with_openssh() {
         assert!(o.status.success(), "{}", text(&o.stderr));
         assert!(std::fs::read(work.join("copied.bin")).unwrap() == data);
     }
+
+    // Agent forwarding: the session's SSH_AUTH_SOCK reaches the client's agent.
+    let agent_sock = f.dir.join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&agent_sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !agent_sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(f.dir.join("other"))
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let mut c = Command::new("ssh");
+    c.args(["-F", "/dev/null", "-A", "-i"])
+        .arg(f.dir.join("id"))
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["-p", &f.port.to_string(), "dev@127.0.0.1", "ssh-add -L"])
+        .env("SSH_AUTH_SOCK", &agent_sock);
+    let o = c.output().unwrap();
+    let other = std::fs::read_to_string(f.dir.join("other.pub")).unwrap();
+    let other_key = other.split_whitespace().nth(1).unwrap();
+    assert!(
+        text(&o.stdout).contains(other_key),
+        "{} {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
 
     // Another key: refused.
     let o = f.ssh("other", &["dev@127.0.0.1", "true"], b"");
