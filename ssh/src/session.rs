@@ -59,6 +59,8 @@ struct Chan {
     env_bytes: usize,
     pty: Option<PtyReq>,
     resize: Option<tokio::sync::watch::Sender<(u16, u16)>>,
+    /// The running command's process id (0 until it runs), for `signal` requests.
+    pid: Arc<std::sync::atomic::AtomicU32>,
 }
 
 pub(crate) struct Session {
@@ -69,6 +71,14 @@ pub(crate) struct Session {
     /// `SSH_CLIENT` and `SSH_CONNECTION`, as OpenSSH sets them (shells such as bash read
     /// `~/.bashrc` for remote commands because of them).
     conn_env: [(String, String); 2],
+}
+
+/// A command to start for a channel: what, with which variables, and where its pid goes.
+struct Job {
+    shared: Arc<Shared>,
+    run: Run,
+    env: Vec<(String, String)>,
+    pid: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// What a session channel runs.
@@ -151,11 +161,17 @@ impl Session {
             rx
         });
         session.channel_success(id)?;
+        let job = Job {
+            shared,
+            run,
+            env,
+            pid: chan.pid.clone(),
+        };
         tokio::spawn(async move {
             let (rd, wr) = channel.split();
             let code = match (pty, resize) {
-                (Some(p), Some(rx)) => run_pty(&shared, run, env, p, rx, rd, &wr).await,
-                _ => run_pipes(&shared, run, env, rd, &wr).await,
+                (Some(p), Some(rx)) => run_pty(job, p, rx, rd, &wr).await,
+                _ => run_pipes(job, rd, &wr).await,
             };
             let code = code.unwrap_or_else(|e| {
                 debug!(error = %e, "session command failed");
@@ -236,13 +252,17 @@ async fn pump_pty(
 }
 
 async fn run_pipes(
-    shared: &Shared,
-    run: Run,
-    env: Vec<(String, String)>,
+    job: Job,
     rd: russh::ChannelReadHalf,
     wr: &ChannelWriteHalf<Msg>,
 ) -> std::io::Result<u32> {
-    let (program, args) = command_line(shared, &run);
+    let Job {
+        shared,
+        run,
+        env,
+        pid,
+    } = job;
+    let (program, args) = command_line(&shared, &run);
     let mut cmd = tokio::process::Command::new(&program);
     for k in session_env_removals() {
         cmd.env_remove(k);
@@ -257,6 +277,10 @@ async fn run_pipes(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
+    pid.store(
+        child.id().unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -273,24 +297,30 @@ async fn run_pipes(
         debug!(error = %e, "session output");
     }
     let status = child.wait().await?;
+    // The pid may be reused once reaped: no signal goes to it after this.
+    pid.store(0, std::sync::atomic::Ordering::Relaxed);
     input.abort();
     Ok(exit_code(status))
 }
 
 async fn run_pty(
-    shared: &Shared,
-    run: Run,
-    env: Vec<(String, String)>,
+    job: Job,
     p: PtyReq,
     resize: tokio::sync::watch::Receiver<(u16, u16)>,
     rd: russh::ChannelReadHalf,
     wr: &ChannelWriteHalf<Msg>,
 ) -> std::io::Result<u32> {
+    let Job {
+        shared,
+        run,
+        env,
+        pid,
+    } = job;
     let io = |e: pty_process::Error| std::io::Error::other(e.to_string());
     let (pty, pts) = pty_process::open().map_err(io)?;
     pty.resize(pty_process::Size::new(p.rows, p.cols))
         .map_err(io)?;
-    let (program, args) = command_line(shared, &run);
+    let (program, args) = command_line(&shared, &run);
     let mut cmd = pty_process::Command::new(&program);
     for k in session_env_removals() {
         cmd = cmd.env_remove(k);
@@ -304,12 +334,18 @@ async fn run_pty(
         .kill_on_drop(true)
         .spawn(pts)
         .map_err(io)?;
+    pid.store(
+        child.id().unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let (mut pty_r, pty_w) = pty.into_split();
     let input = tokio::spawn(pump_pty(rd, pty_w, resize));
     let mut out = wr.make_writer();
     // Reading the master fails with EIO once the terminal's last user is gone: the end.
     let _ = tokio::io::copy(&mut pty_r, &mut out).await;
     let status = child.wait().await?;
+    // The pid may be reused once reaped: no signal goes to it after this.
+    pid.store(0, std::sync::atomic::Ordering::Relaxed);
     input.abort();
     Ok(exit_code(status))
 }
@@ -439,6 +475,41 @@ impl russh::server::Handler for Session {
             }
             _ => session.channel_failure(channel),
         }
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: russh::Sig,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        use rustix::process::{kill_process, Pid, Signal};
+        let sig = match signal {
+            russh::Sig::ABRT => Signal::ABORT,
+            russh::Sig::ALRM => Signal::ALARM,
+            russh::Sig::FPE => Signal::FPE,
+            russh::Sig::HUP => Signal::HUP,
+            russh::Sig::ILL => Signal::ILL,
+            russh::Sig::INT => Signal::INT,
+            russh::Sig::KILL => Signal::KILL,
+            russh::Sig::PIPE => Signal::PIPE,
+            russh::Sig::QUIT => Signal::QUIT,
+            russh::Sig::SEGV => Signal::SEGV,
+            russh::Sig::TERM => Signal::TERM,
+            russh::Sig::USR1 => Signal::USR1,
+            russh::Sig::Custom(_) => return Ok(()),
+        };
+        let pid = self
+            .chans
+            .get(&channel)
+            .map(|c| c.pid.load(std::sync::atomic::Ordering::Relaxed))
+            .and_then(|p| Pid::from_raw(p as i32));
+        if let Some(pid) = pid {
+            if let Err(e) = kill_process(pid, sig) {
+                debug!(error = %e, "signal to the session's command");
+            }
+        }
+        Ok(())
     }
 
     async fn agent_request(

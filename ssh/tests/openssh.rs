@@ -267,3 +267,56 @@ fn exec_pty_forwarding_sftp_and_refusals_with_openssh() {
     assert_eq!(std::fs::read(f.dir.join("host_key")).unwrap(), key);
     let _ = &f.rt;
 }
+
+/// OpenSSH's client never sends `signal` requests; other clients (and editors' remote
+/// modes) do. russh's client sends TERM to a running command, which ends with 128+15.
+#[test]
+fn a_signal_request_reaches_the_command() {
+    struct Trusting;
+    impl russh::client::Handler for Trusting {
+        type Error = russh::Error;
+        async fn check_server_key(
+            &mut self,
+            _key: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+    let f = start();
+    let key = russh::keys::load_secret_key(f.dir.join("id"), None).unwrap();
+    let port = f.port;
+    let code = f.rt.block_on(async move {
+        let cfg = Arc::new(russh::client::Config::default());
+        let mut s = russh::client::connect(cfg, ("127.0.0.1", port), Trusting)
+            .await
+            .unwrap();
+        let auth = s
+            .authenticate_publickey(
+                "dev",
+                russh::keys::PrivateKeyWithHashAlg::new(Arc::new(key), None),
+            )
+            .await
+            .unwrap();
+        assert!(auth.success());
+        let mut ch = s.channel_open_session().await.unwrap();
+        ch.exec(true, "echo started; exec sleep 30").await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut signalled = false;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ch.wait())
+                .await
+                .expect("the command ends within 20 s");
+            match msg {
+                Some(russh::ChannelMsg::Data { data }) if !signalled => {
+                    assert!(String::from_utf8_lossy(&data).contains("started"));
+                    ch.signal(russh::Sig::TERM).await.unwrap();
+                    signalled = true;
+                }
+                Some(russh::ChannelMsg::ExitStatus { exit_status }) => return exit_status,
+                Some(_) => {}
+                None => panic!("channel closed without an exit status"),
+            }
+        }
+    });
+    assert_eq!(code, 128 + 15);
+}
