@@ -50,6 +50,10 @@ pub(crate) struct ServerArgs {
     postgres_url: Option<String>,
     #[command(flatten)]
     turn: crate::turn_cmd::TurnArgs,
+    /// Let site admins connect (tunnels, SSH) to other users' workspaces as
+    /// OWNER.WORKSPACE; every agent then also accepts admins' SSH keys. Off by default.
+    #[arg(long, env = "PERIGEE_ADMIN_WORKSPACE_ACCESS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    admin_workspace_access: bool,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -180,7 +184,8 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             turn_urls,
         },
     )
-    .with_turn_secret(turn_secret);
+    .with_turn_secret(turn_secret)
+    .with_admin_workspace_access(a.admin_workspace_access);
     cp.refresh_edges().await?;
     first_admin(
         &store,

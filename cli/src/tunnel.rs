@@ -72,11 +72,17 @@ pub(crate) struct PortForwardArgs {
     path: PathChoice,
 }
 
+/// A workspace name, or `OWNER.WORKSPACE` (admins, where the deployment allows).
 fn check_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let ok = match name.split_once('.') {
+        Some((owner, ws)) => !owner.is_empty() && !owner.contains('.') && label(ws),
+        None => label(name),
+    };
     anyhow::ensure!(ok, "invalid workspace name {name:?}");
     Ok(())
 }

@@ -453,6 +453,31 @@ async fn agent_e2e_key(
     Ok(Json(serde_json::json!({ "workspace_id": ws.id })))
 }
 
+/// The workspace a ticket is for: one of the caller's, or `OWNER.WORKSPACE` for a site admin
+/// when the deployment allows admins into other users' workspaces.
+async fn find_for_connection(
+    cp: &ControlPlane,
+    user: &User,
+    name: &str,
+) -> Result<Workspace, ApiError> {
+    let Some((owner, ws)) = name.split_once('.') else {
+        return find(cp, user, name).await;
+    };
+    let not_found =
+        || ApiError::not_found(format!("no workspace named {name:?} (see `perigee ls`)"));
+    if user.role != "admin" || !cp.admin_workspace_access {
+        return Err(not_found());
+    }
+    let owner = cp.store.user_by_name(owner).await?.ok_or_else(not_found)?;
+    let found = cp
+        .store
+        .workspace_by_name(&owner.id, ws)
+        .await?
+        .ok_or_else(not_found)?;
+    tracing::info!(admin = %user.username, owner = %owner.username, workspace = %ws, "admin ticket for another user's workspace");
+    Ok(found)
+}
+
 async fn create_ticket(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
@@ -464,7 +489,7 @@ async fn create_ticket(
             "ports must list 1-{MAX_PORTS} ports, each 1-65535"
         )));
     }
-    let ws = find(&cp, &user, &name).await?;
+    let ws = find_for_connection(&cp, &user, &name).await?;
     let provider = cp.store.provider_by_name(&ws.provider).await?;
     if let Some(p) = provider
         .as_ref()

@@ -68,6 +68,9 @@ pub struct ControlPlane {
     /// The secret of TURN credentials, shared with every edge's TURN server (none: no
     /// WebRTC relay anywhere).
     pub(crate) turn_secret: Option<Vec<u8>>,
+    /// Whether site admins may open connections (tickets, SSH) to other users' workspaces,
+    /// named `OWNER.WORKSPACE`. Off unless the operator turns it on.
+    pub(crate) admin_workspace_access: bool,
 }
 
 #[derive(Clone)]
@@ -95,6 +98,7 @@ impl ControlPlane {
             primary,
             remote_agents: Arc::default(),
             turn_secret: None,
+            admin_workspace_access: false,
         }
     }
 
@@ -103,6 +107,13 @@ impl ControlPlane {
     /// secret to satellites.
     pub fn with_turn_secret(mut self, secret: Vec<u8>) -> Self {
         self.turn_secret = Some(secret);
+        self
+    }
+
+    /// Lets site admins connect to other users' workspaces (`OWNER.WORKSPACE` in tickets;
+    /// their SSH keys are accepted by every agent).
+    pub fn with_admin_workspace_access(mut self, on: bool) -> Self {
+        self.admin_workspace_access = on;
         self
     }
 

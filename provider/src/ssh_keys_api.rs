@@ -181,7 +181,8 @@ async fn remove_key(
     Ok(Json(serde_json::json!({ "deleted": fingerprint })))
 }
 
-/// The keys of the workspace owner, for the agent holding `Authorization: Bearer AGENT-TOKEN`.
+/// The keys of the workspace owner (and of site admins, when the deployment lets admins into
+/// other users' workspaces), for the agent holding `Authorization: Bearer AGENT-TOKEN`.
 async fn agent_keys(
     State(cp): State<ControlPlane>,
     headers: http::HeaderMap,
@@ -193,7 +194,18 @@ async fn agent_keys(
         .workspace_by_agent_token(token.trim())
         .await?
         .ok_or_else(|| ApiError::unauthorized("agent token not accepted"))?;
-    Ok(Json(keys_of(&cp, &ws.owner_id).await?))
+    let mut keys = keys_of(&cp, &ws.owner_id).await?;
+    if cp.admin_workspace_access {
+        let admins = sqlx::query("SELECT id FROM users WHERE role = 'admin' AND id <> $1")
+            .bind(&ws.owner_id)
+            .fetch_all(&cp.store.pool)
+            .await?;
+        for r in &admins {
+            let id: String = r.try_get(0)?;
+            keys.extend(keys_of(&cp, &id).await?);
+        }
+    }
+    Ok(Json(keys))
 }
 
 #[cfg(test)]

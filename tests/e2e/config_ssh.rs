@@ -200,8 +200,14 @@ struct SshUser {
 
 impl SshUser {
     fn new(tag: &str) -> Self {
+        Self::with_server_args(tag, &[])
+    }
+
+    fn with_server_args(tag: &str, extra: &[&str]) -> Self {
         let tmp = TempDir::new(tag);
-        let server = Server::start();
+        let srv_dir = tmp.0.join("srv");
+        std::fs::create_dir_all(&srv_dir).unwrap();
+        let server = Server::start_full(&srv_dir, "127.0.0.1:0", &[], &[], extra);
         let home = tmp.0.join("home dir");
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         server.ok(&["create", "ws"]);
@@ -232,6 +238,30 @@ impl SshUser {
         let mut c = self.cmd("ssh");
         c.arg("-F").arg(&self.cfg).args(["-o", "BatchMode=yes"]);
         c
+    }
+
+    /// `prog` as another user (their token, home and perigee config).
+    fn as_user(&self, prog: &str, token: &str, home: &std::path::Path) -> Command {
+        let mut c = self.cmd(prog);
+        c.env("PERIGEE_TOKEN", token)
+            .env("HOME", home)
+            .env("PERIGEE_CONFIG_DIR", home.join(".config/perigee"));
+        c
+    }
+
+    /// Creates user bob with a workspace `bws` of his own; returns his token and home.
+    fn bob_with_workspace(&self) -> (String, std::path::PathBuf) {
+        let token = self
+            .server
+            .ok(&["users", "create", "bob", "--org", "default"])
+            .trim()
+            .to_owned();
+        let home = self.home.parent().unwrap().join("bob");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        let mut c = self.as_user(BIN, &token, &home);
+        c.args(["create", "bws"]);
+        self.run_ok(c);
+        (token, home)
     }
 
     fn run_ok(&self, mut c: Command) -> String {
@@ -376,16 +406,8 @@ fn rsync_forwarding_controlmaster_and_a_tmux_session() {
 fn refusals_reach_the_ssh_users_terminal() {
     let u = SshUser::new("ssh-refusals");
     // Another user, with a key of their own, asks for the admin's workspace.
-    let bob_token = u.server.ok(&["users", "create", "bob"]).trim().to_owned();
-    let bob_home = u.home.parent().unwrap().join("bob");
-    std::fs::create_dir_all(bob_home.join(".ssh")).unwrap();
-    let bob = |prog: &str| {
-        let mut c = u.cmd(prog);
-        c.env("PERIGEE_TOKEN", &bob_token)
-            .env("HOME", &bob_home)
-            .env("PERIGEE_CONFIG_DIR", bob_home.join(".config/perigee"));
-        c
-    };
+    let (bob_token, bob_home) = u.bob_with_workspace();
+    let bob = |prog: &str| u.as_user(prog, &bob_token, &bob_home);
     let mut c = bob(BIN);
     c.arg("config-ssh");
     u.run_ok(c);
@@ -404,6 +426,17 @@ fn refusals_reach_the_ssh_users_terminal() {
         stderr(&o)
     );
 
+    // Nor may the admin enter bob's workspace: this deployment does not allow it.
+    let mut c = u.ssh();
+    c.args(["root@perigee.bob.bws", "true"]);
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no workspace named \"bob.bws\""),
+        "{}",
+        stderr(&o)
+    );
+
     // SSH turned off on the provider: the owner is told why.
     u.server
         .ok(&["providers", "edit", "built-in", "--external-ssh", "off"]);
@@ -416,4 +449,25 @@ fn refusals_reach_the_ssh_users_terminal() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn admins_enter_other_users_workspaces_when_the_deployment_allows() {
+    let u = SshUser::with_server_args("ssh-admin", &["--admin-workspace-access"]);
+    let (_bob_token, _bob_home) = u.bob_with_workspace();
+    // The admin's key (uploaded by config-ssh) is accepted by bob's agent; bob's workspace is
+    // named OWNER.WORKSPACE. Bob's agent may still be starting: bounded retries.
+    let mut last = String::new();
+    crate::harness::wait_until(
+        "admin ssh into bob's workspace",
+        Duration::from_secs(30),
+        || {
+            let mut c = u.ssh();
+            c.args([&format!("{}@perigee.bob.bws", user()), "echo admin-in"]);
+            let o = c.output().unwrap();
+            last = format!("{} {}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+            o.status.success() && last.contains("admin-in")
+        },
+    );
+    assert!(last.contains("admin-in"), "{last}");
 }
