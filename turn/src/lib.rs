@@ -4,12 +4,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod allocation;
 pub mod auth;
 pub mod fuzzing;
 pub mod policy;
 pub mod server;
 pub mod stream;
 
+pub use allocation::Transport;
 /// The STUN codec lives in `relay-core` (clients use it too).
 pub use relay_core::stun;
-pub use server::{Transport, TurnConfig, TurnMetrics, TurnServer};
+pub use server::{TurnConfig, TurnMetrics, TurnServer};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
+use crate::allocation::{relay_loop, Allocation, Bucket, Client, Reply, State, Transport};
 use crate::auth::Credentials;
 use crate::policy::PeerPolicy;
 use crate::stun::{self, attr, method, Builder, Class, Message};
@@ -51,7 +52,7 @@ pub struct TurnConfig {
 pub struct TurnMetrics {
     allocations: prometheus::IntGauge,
     refused: prometheus::IntCounterVec,
-    relayed: prometheus::IntCounterVec,
+    pub(crate) relayed: prometheus::IntCounterVec,
 }
 
 impl TurnMetrics {
@@ -80,105 +81,8 @@ impl TurnMetrics {
         })
     }
 
-    fn refuse(&self, reason: &str) {
+    pub(crate) fn refuse(&self, reason: &str) {
         self.refused.with_label_values(&[reason]).inc();
-    }
-}
-
-struct Bucket {
-    rate: u64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, n: usize) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let rate = self.rate as f64;
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
-        self.at = now;
-        if self.tokens >= n as f64 {
-            self.tokens -= n as f64;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-struct State {
-    expires: Instant,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, (SocketAddr, Instant)>,
-    bucket: Bucket,
-    alloc_txid: [u8; 12],
-}
-
-impl State {
-    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|t| *t > now)
-    }
-
-    fn channel_of(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        self.channels
-            .iter()
-            .find(|(_, (p, t))| *p == peer && *t > now)
-            .map(|(c, _)| *c)
-    }
-}
-
-/// How a client's messages reach the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// STUN over UDP.
-    Udp,
-    /// STUN over TCP.
-    Tcp,
-    /// STUN over TLS over TCP.
-    Tls,
-}
-
-/// A client: the transport and address its messages come from (an allocation belongs to
-/// that 5-tuple).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Client {
-    pub transport: Transport,
-    pub addr: SocketAddr,
-}
-
-/// Where answers and relayed data for one client go.
-#[derive(Clone)]
-pub(crate) enum Reply {
-    /// The server's UDP socket, to the client's address.
-    Udp(Arc<UdpSocket>, SocketAddr),
-    /// The writer of the client's TCP or TLS connection.
-    Stream(tokio::sync::mpsc::Sender<Vec<u8>>),
-}
-
-impl Reply {
-    async fn send(&self, buf: &[u8]) -> bool {
-        match self {
-            Reply::Udp(s, to) => s.send_to(buf, *to).await.is_ok(),
-            Reply::Stream(tx) => tx.send(buf.to_vec()).await.is_ok(),
-        }
-    }
-}
-
-struct Allocation {
-    username: String,
-    user: String,
-    relay: Arc<UdpSocket>,
-    relay_addr: SocketAddr,
-    state: Mutex<State>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Allocation {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -740,58 +644,6 @@ fn error(m: &Message, code: u16, reason: &str, key: &[u8], fp: bool) -> Vec<u8> 
     let mut b = Builder::new(m.method, Class::Error, &m.transaction_id);
     b.add_error(code, reason);
     b.finish(Some(key), fp)
-}
-
-/// Peer → client: Data indications, or ChannelData on a bound channel, for permitted peers.
-async fn relay_loop(
-    alloc: std::sync::Weak<Allocation>,
-    relay: Arc<UdpSocket>,
-    reply: Reply,
-    metrics: TurnMetrics,
-) {
-    let mut buf = vec![0u8; stun::MAX_MESSAGE_LEN];
-    let mut out = Vec::with_capacity(2048);
-    // Indications need unique, not secret, transaction ids: a random start and a counter
-    // (no system call per packet).
-    let mut txid = relay_core::token::random_bytes::<12>();
-    let mut counter = u64::from_be_bytes([
-        txid[4], txid[5], txid[6], txid[7], txid[8], txid[9], txid[10], txid[11],
-    ]);
-    loop {
-        let Ok((n, peer)) = relay.recv_from(&mut buf).await else {
-            continue;
-        };
-        let Some(a) = alloc.upgrade() else { return };
-        let now = Instant::now();
-        let channel = {
-            let Ok(mut st) = a.state.lock() else { return };
-            if !st.permitted(peer.ip(), now) {
-                metrics.refuse("no_permission");
-                continue;
-            }
-            if !st.bucket.take(n) {
-                metrics.refuse("bandwidth");
-                continue;
-            }
-            st.channel_of(peer, now)
-        };
-        drop(a);
-        out.clear();
-        match channel {
-            Some(ch) => stun::encode_channel_data(ch, &buf[..n], &mut out),
-            None => {
-                counter = counter.wrapping_add(1);
-                txid[4..].copy_from_slice(&counter.to_be_bytes());
-                stun::encode_data_indication(&mut out, &txid, peer, &buf[..n]);
-            }
-        }
-        if reply.send(&out).await {
-            metrics
-                .relayed
-                .with_label_values(&["to_client"])
-                .inc_by(n as u64);
-        }
-    }
 }
 
 /// Ends expired allocations and forgets expired permissions and channels, every second.

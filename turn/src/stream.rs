@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, Instrument};
 
-use crate::server::{Client, Reply, Transport, DEFAULT_LIFETIME};
+use crate::allocation::{Client, Reply, Transport};
+use crate::server::DEFAULT_LIFETIME;
 use crate::stun;
 use crate::TurnServer;
 
@@ -142,27 +143,28 @@ where
     });
     let reply = Reply::Stream(tx.clone());
     let mut buf = vec![0u8; stun::MAX_STREAM_FRAME_LEN];
-    let mut first = true;
+    // The idle limit only changes with control messages (an Allocate, a Refresh), so the
+    // allocation table is consulted then and not for every relayed frame.
+    let mut wait = FIRST_MESSAGE_TIMEOUT;
     loop {
-        let wait = if first {
-            FIRST_MESSAGE_TIMEOUT
-        } else if server.allocation_of(client) {
-            // A client refreshes well within its allocation's lifetime.
-            DEFAULT_LIFETIME * 2
-        } else {
-            IDLE_TIMEOUT
-        };
         match read_frame(&mut rd, &mut buf, wait).await {
             Ok(Some(n)) => {
-                first = false;
                 let pkt = &buf[..n];
                 if stun::is_channel_data(pkt) {
                     server.channel_data(client, pkt).await;
-                } else if let Some(answer) = server.handle(client, pkt, &reply) {
+                    continue;
+                }
+                if let Some(answer) = server.handle(client, pkt, &reply) {
                     if tx.send(answer).await.is_err() {
                         break;
                     }
                 }
+                wait = if server.allocation_of(client) {
+                    // A client refreshes well within its allocation's lifetime.
+                    DEFAULT_LIFETIME * 2
+                } else {
+                    IDLE_TIMEOUT
+                };
             }
             Ok(None) => break,
             Err(why) => {
