@@ -224,22 +224,13 @@ pub(crate) async fn ssh(a: SshArgs) -> anyhow::Result<()> {
         ssh_config::sh_word(&binary.to_string_lossy()),
         a.port
     );
-    let status = tokio::process::Command::new("ssh")
-        .arg("-o")
-        .arg(format!("ProxyCommand={proxy}"))
-        .arg("-i")
-        .arg(&key)
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-        ])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            ssh_config::config_path(&dir.join("known_hosts").to_string_lossy())
-        ))
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.arg("-o").arg(format!("ProxyCommand={proxy}"));
+    let known = dir.join("known_hosts");
+    for (k, v) in ssh_config::client_options(&key.to_string_lossy(), &known.to_string_lossy()) {
+        cmd.arg("-o").arg(format!("{k}={v}"));
+    }
+    let status = cmd
         .arg(format!("{HOST_PREFIX}{ws}"))
         .args(&a.command)
         .status()

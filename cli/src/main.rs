@@ -19,6 +19,7 @@ mod server;
 mod session;
 mod ssh_config;
 mod table;
+mod ticket;
 mod tunnel;
 mod turn_cmd;
 mod webrtc;

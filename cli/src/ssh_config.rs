@@ -37,7 +37,7 @@ pub(crate) fn sh_word(s: &str) -> String {
 
 /// Quotes a path for an ssh_config argument (`IdentityFile`, `UserKnownHostsFile`): double
 /// quotes when it has a space; `%` doubled (tokens are expanded there too).
-pub(crate) fn config_path(s: &str) -> String {
+fn config_path(s: &str) -> String {
     let s = s.replace('%', "%%");
     if s.contains([' ', '\t']) {
         format!("\"{s}\"")
@@ -46,29 +46,42 @@ pub(crate) fn config_path(s: &str) -> String {
     }
 }
 
+/// The client options for `Host perigee.*`: written in the block, and passed with `-o` by
+/// `perigee ssh`, so both connect alike.
+pub(crate) fn client_options(
+    identity_file: &str,
+    known_hosts: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("IdentityFile", config_path(identity_file)),
+        ("IdentitiesOnly", "yes".into()),
+        ("UserKnownHostsFile", config_path(known_hosts)),
+        ("StrictHostKeyChecking", "accept-new".into()),
+        ("ConnectTimeout", "0".into()),
+        ("LogLevel", "ERROR".into()),
+    ]
+}
+
 impl Block<'_> {
     /// The block, start and end lines included, each line ending in `\n`.
     pub(crate) fn render(&self) -> String {
         let mut cmd = vec![sh_word(self.binary), "ssh".into(), "--stdio".into()];
         cmd.extend(self.extra_args.iter().map(|a| sh_word(a)));
         cmd.push("%h".into());
+        let options: String = client_options(self.identity_file, self.known_hosts)
+            .into_iter()
+            .map(|(k, v)| format!("  {k} {v}\n"))
+            .collect();
         format!(
             "{START}\n\
              # Written by `perigee config-ssh` for {deployment}; run it again to update,\n\
              # `perigee config-ssh --remove` to take it out. Edits inside are overwritten.\n\
              Host perigee.*\n\
              \x20 ProxyCommand {proxy}\n\
-             \x20 IdentityFile {identity}\n\
-             \x20 IdentitiesOnly yes\n\
-             \x20 UserKnownHostsFile {known}\n\
-             \x20 StrictHostKeyChecking accept-new\n\
-             \x20 ConnectTimeout 0\n\
-             \x20 LogLevel ERROR\n\
+             {options}\
              {END}\n",
             deployment = self.deployment.replace('\n', " "),
             proxy = cmd.join(" "),
-            identity = config_path(self.identity_file),
-            known = config_path(self.known_hosts),
         )
     }
 }

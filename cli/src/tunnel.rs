@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::Client;
 use crate::dial::{self, Ws};
 use crate::regions;
+use crate::ticket::{ticket_cache, Ticket, WHY_V2_OFF};
 use crate::webrtc::{self, PathChoice};
 
 #[derive(clap::Args)]
@@ -85,114 +86,6 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     };
     anyhow::ensure!(ok, "invalid workspace name {name:?}");
     Ok(())
-}
-
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Ticket {
-    ticket: String,
-    expires_at: u64,
-    edge_url: String,
-    home_edge: String,
-    workspace_id: String,
-    /// The agent's end-to-end key, when the provider encrypts tunnels end to end.
-    #[serde(default)]
-    e2e_fingerprint: Option<String>,
-    /// STUN/TURN servers when the provider has Networking v2 on (empty: envproxy only).
-    #[serde(default)]
-    ice_servers: Vec<EdgeIce>,
-}
-
-/// A ticket's ICE server entry: the TURN server of one edge.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct EdgeIce {
-    #[serde(flatten)]
-    server: relay_core::rtc::IceServer,
-    #[serde(default)]
-    edge: String,
-}
-
-impl Ticket {
-    /// The TURN server of the edge the client entered through, so relayed bytes stay in
-    /// its region; the home edge's when the entry edge runs none; any one otherwise.
-    fn ice_for(&self, entry: &str) -> Vec<relay_core::rtc::IceServer> {
-        let pick = |name: &str| {
-            self.ice_servers
-                .iter()
-                .find(|i| i.edge == name)
-                .map(|i| i.server.clone())
-        };
-        pick(entry)
-            .or_else(|| pick(&self.home_edge))
-            .or_else(|| self.ice_servers.first().map(|i| i.server.clone()))
-            .into_iter()
-            .collect()
-    }
-
-    /// WebRTC may carry streams: Networking v2 is on (the ticket carries ICE servers) and
-    /// the provider does not ask for end-to-end encryption, whose pinned key WebRTC's
-    /// DTLS does not use yet.
-    fn webrtc_allowed(&self) -> bool {
-        !self.ice_servers.is_empty() && self.e2e_fingerprint.is_none()
-    }
-}
-
-/// Tickets kept on disk (mode 0600, next to the session) so that each `perigee tunnel`
-/// (one process per ssh connection) need not ask the control plane, and tunnels still open
-/// while it is unreachable. Keyed by deployment, workspace and port; pruned when expired.
-mod ticket_cache {
-    use std::collections::BTreeMap;
-
-    use super::Ticket;
-
-    fn path() -> Option<std::path::PathBuf> {
-        crate::session::config_dir()
-            .ok()
-            .map(|d| d.join("tickets.json"))
-    }
-
-    fn key(deployment: &str, workspace: &str, port: u16) -> String {
-        format!("{deployment} {workspace} {port}")
-    }
-
-    fn load() -> BTreeMap<String, Ticket> {
-        path()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    pub(super) fn get(
-        deployment: &str,
-        workspace: &str,
-        port: u16,
-        min_expiry: u64,
-    ) -> Option<Ticket> {
-        load()
-            .remove(&key(deployment, workspace, port))
-            .filter(|t| t.expires_at > min_expiry)
-    }
-
-    pub(super) fn remove(deployment: &str, workspace: &str, port: u16) {
-        let mut all = load();
-        if all.remove(&key(deployment, workspace, port)).is_some() {
-            if let (Some(p), Ok(bytes)) = (path(), serde_json::to_vec(&all)) {
-                let _ = relay_core::tls::write_private(&p, &bytes);
-            }
-        }
-    }
-
-    pub(super) fn put(deployment: &str, workspace: &str, port: u16, t: &Ticket) {
-        let now = relay_core::unix_now();
-        let mut all = load();
-        all.retain(|_, t| t.expires_at > now);
-        all.insert(key(deployment, workspace, port), t.clone());
-        if let (Some(p), Ok(bytes)) = (path(), serde_json::to_vec(&all)) {
-            if let Some(dir) = p.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = relay_core::tls::write_private(&p, &bytes);
-        }
-    }
 }
 
 /// The edge a tunnel enters through, and why.
@@ -469,13 +362,8 @@ pub(crate) async fn probe_path(
         why: why.into(),
         connect_ms: None,
     };
-    if t.e2e_fingerprint.is_some() {
-        return Ok(envproxy(
-            "end-to-end encryption is on and WebRTC's DTLS keys are not pinned to the agent yet",
-        ));
-    }
-    if !t.webrtc_allowed() {
-        return Ok(envproxy("Networking v2 is off for the provider"));
+    if let Some(why) = t.no_webrtc_reason() {
+        return Ok(envproxy(why));
     }
     let start = Instant::now();
     Ok(match tickets.webrtc(&tls).await {
@@ -484,7 +372,7 @@ pub(crate) async fn probe_path(
             why: path.to_string(),
             connect_ms: Some(start.elapsed().as_secs_f64() * 1e3),
         },
-        Ok(None) => envproxy("Networking v2 is off for the provider"),
+        Ok(None) => envproxy(WHY_V2_OFF),
         Err(e) => envproxy(&format!("WebRTC failed: {e:#}")),
     })
 }
@@ -521,11 +409,8 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         )
     };
     let race = v2 && a.path == PathChoice::Auto;
-    let why_envproxy = if t.e2e_fingerprint.is_some() {
-        "end-to-end encryption is on and WebRTC's DTLS keys are not pinned to the agent yet"
-            .to_owned()
-    } else if !v2 {
-        "Networking v2 is off for the provider".to_owned()
+    let why_envproxy = if let Some(why) = t.no_webrtc_reason() {
+        why.to_owned()
     } else if a.path == PathChoice::Envproxy {
         "--path envproxy".to_owned()
     } else {
@@ -535,7 +420,7 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         let rtc = async {
             match tickets.webrtc(&tls).await {
                 Ok(Some(p)) => Ok(p),
-                Ok(None) => Err("Networking v2 is off for the provider".to_owned()),
+                Ok(None) => Err(WHY_V2_OFF.to_owned()),
                 Err(e) => Err(format!("{e:#}")),
             }
         };
