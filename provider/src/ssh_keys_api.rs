@@ -99,10 +99,17 @@ pub struct SshKey {
 }
 
 async fn keys_of(cp: &ControlPlane, user_id: &str) -> Result<Vec<SshKey>, ApiError> {
-    let rows = sqlx::query(
-        "SELECT fingerprint, public_key, created_at FROM ssh_keys WHERE user_id = $1 ORDER BY created_at, fingerprint",
-    )
-    .bind(user_id)
+    keys_where(cp, "k.user_id = $1", user_id).await
+}
+
+/// Keys of the users `filter` (over `ssh_keys k` joined with `users u`, `$1` bound to
+/// `arg`) selects, oldest first.
+async fn keys_where(cp: &ControlPlane, filter: &str, arg: &str) -> Result<Vec<SshKey>, ApiError> {
+    let rows = sqlx::query(&format!(
+        "SELECT k.fingerprint, k.public_key, k.created_at FROM ssh_keys k JOIN users u ON u.id = k.user_id \
+         WHERE {filter} ORDER BY k.created_at, k.fingerprint"
+    ))
+    .bind(arg)
     .fetch_all(&cp.store.pool)
     .await?;
     rows.iter()
@@ -194,18 +201,12 @@ async fn agent_keys(
         .workspace_by_agent_token(token.trim())
         .await?
         .ok_or_else(|| ApiError::unauthorized("agent token not accepted"))?;
-    let mut keys = keys_of(&cp, &ws.owner_id).await?;
-    if cp.admin_workspace_access {
-        let admins = sqlx::query("SELECT id FROM users WHERE role = 'admin' AND id <> $1")
-            .bind(&ws.owner_id)
-            .fetch_all(&cp.store.pool)
-            .await?;
-        for r in &admins {
-            let id: String = r.try_get(0)?;
-            keys.extend(keys_of(&cp, &id).await?);
-        }
-    }
-    Ok(Json(keys))
+    let filter = if cp.admin_workspace_access {
+        "k.user_id = $1 OR u.role = 'admin'"
+    } else {
+        "k.user_id = $1"
+    };
+    Ok(Json(keys_where(&cp, filter, &ws.owner_id).await?))
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ pub async fn serve(
         workdir: cfg.workdir,
         shell: cfg.shell,
         keys: cfg.keys,
+        env_removals: session::session_env_removals(),
     });
     tokio::pin!(shutdown);
     loop {

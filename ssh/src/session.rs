@@ -31,13 +31,15 @@ pub(crate) struct Shared {
     pub(crate) workdir: PathBuf,
     pub(crate) shell: PathBuf,
     pub(crate) keys: Arc<dyn AuthorizedKeys>,
+    /// Variables of the agent's environment that sessions do not get.
+    pub(crate) env_removals: Vec<String>,
 }
 
 /// Sessions get the workspace's environment (what its image or provider set for the agent)
 /// without the agent's own settings (`PERIGEE_*`) and without the shell state of whoever
 /// started the agent (`SHLVL` would stop bash reading `~/.bashrc` for remote commands, as it
 /// does under OpenSSH).
-fn session_env_removals() -> Vec<String> {
+pub(crate) fn session_env_removals() -> Vec<String> {
     std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter(|k| {
@@ -117,9 +119,9 @@ impl Session {
         }
     }
 
-    /// Whether `key` is one of the owner's keys now (asked at every login).
-    async fn allowed(&self, key: &PublicKey) -> bool {
-        match self.shared.keys.keys().await {
+    /// Accepts `key` when it is one of the owner's keys now (asked at every login).
+    async fn verdict(&self, key: &PublicKey) -> Auth {
+        let allowed = match self.shared.keys.keys().await {
             Ok(lines) => lines
                 .iter()
                 .filter_map(|l| PublicKey::from_openssh(l.trim()).ok())
@@ -128,6 +130,11 @@ impl Session {
                 warn!(error = %e, "could not fetch the owner's SSH keys: refusing the login");
                 false
             }
+        };
+        if allowed {
+            Auth::Accept
+        } else {
+            Auth::reject()
         }
     }
 
@@ -264,7 +271,7 @@ async fn run_pipes(
     } = job;
     let (program, args) = command_line(&shared, &run);
     let mut cmd = tokio::process::Command::new(&program);
-    for k in session_env_removals() {
+    for k in &shared.env_removals {
         cmd.env_remove(k);
     }
     let mut child = cmd
@@ -322,7 +329,7 @@ async fn run_pty(
         .map_err(io)?;
     let (program, args) = command_line(&shared, &run);
     let mut cmd = pty_process::Command::new(&program);
-    for k in session_env_removals() {
+    for k in &shared.env_removals {
         cmd = cmd.env_remove(k);
     }
     let mut child = cmd
@@ -358,11 +365,7 @@ impl russh::server::Handler for Session {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.allowed(offer.public_key).await {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        Ok(self.verdict(offer.public_key).await)
     }
 
     async fn auth_publickey(
@@ -370,11 +373,7 @@ impl russh::server::Handler for Session {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.allowed(key.public_key).await {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        Ok(self.verdict(key.public_key).await)
     }
 
     async fn channel_open_session(
