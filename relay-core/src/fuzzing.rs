@@ -24,6 +24,30 @@ pub fn wire(data: &[u8]) {
     }
 }
 
+/// Resumable-stream frames: decode a sequence, never past the limits, and re-encode each
+/// frame to the bytes it came from.
+pub fn resume(data: &[u8]) {
+    use crate::resume::{Frame, MAX_FRAME_LEN};
+    let mut buf = bytes::BytesMut::from(data);
+    loop {
+        let before = buf.clone();
+        match Frame::decode(&mut buf) {
+            Ok(Some(f)) => {
+                let used = before.len() - buf.len();
+                assert!(used > 0 && used <= MAX_FRAME_LEN);
+                let mut again = bytes::BytesMut::new();
+                f.encode(&mut again);
+                assert_eq!(again[..], before[..used], "re-encoding differs");
+            }
+            Ok(None) => {
+                assert_eq!(buf, before, "an incomplete frame consumed bytes");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 /// WebRTC signaling messages: decode within the limits, re-encode what decodes.
 pub fn signal(data: &[u8]) {
     use crate::rtc::signal::{decode, encode, MAX_SIGNAL_LEN};
@@ -158,6 +182,31 @@ mod tests {
             vec![],
         ];
         mutate_all(&seeds, wire, 20_000);
+    }
+
+    #[test]
+    fn resume_decoder_survives_mutation() {
+        use crate::resume::{Frame, Welcome};
+        let mut one = bytes::BytesMut::new();
+        for f in [
+            Frame::Hello {
+                resume: true,
+                id: [3; 16],
+                received: 77,
+            },
+            Frame::Data(bytes::Bytes::from_static(b"SSH-2.0-x")),
+            Frame::Ack(12),
+            Frame::Eof,
+            Frame::Welcome {
+                code: Welcome::Ok,
+                id: [1; 16],
+                received: 5,
+            },
+        ] {
+            f.encode(&mut one);
+        }
+        let seeds = vec![one.to_vec(), vec![3, 0, 0, 0, 2, b'h', b'i'], vec![]];
+        mutate_all(&seeds, resume, 20_000);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! * [`stun`]: the STUN/TURN message codec (RFC 8489, RFC 8656), for the edges' server and
 //!   the peers' TURN client.
 //! * [`rtc`]: WebRTC peers on str0m with one tokio driver (Networking v2), and the TURN client.
+//! * [`resume`]: resumable byte streams, so an SSH session outlives a dropped tunnel.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
 //!
 //! This crate never imports the other perigee crates.
@@ -21,6 +22,7 @@ pub mod e2e;
 pub mod fuzzing;
 pub mod link;
 pub mod mesh;
+pub mod resume;
 pub mod rtc;
 pub mod splice;
 pub mod stun;
