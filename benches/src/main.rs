@@ -129,16 +129,18 @@ fn main() -> anyhow::Result<()> {
     let (ticket, ws_id) =
         rt.block_on(wsclient::ticket(&pg.addr, &pg.ca, &pg.token, &[echo, sink]))?;
     let client = wsclient::Client::new(&pg.addr, &pg.ca, ticket, ws_id)?;
-    let name = "perigee edge+agent (WS/TLS client → edge → QUIC → agent)";
+    // The agent link is `auto`: HTTP/2 over TCP to a near edge, as here on loopback.
+    let name =
+        "perigee edge+agent (WS/TLS client → edge → HTTP/2 link → agent, auto for a near edge)";
     rows.push(ws_row(&rt, &client, name, echo, sink, &a)?);
     let first = rt.block_on(wsclient::first_byte(&client, echo, 200))?;
 
-    // The same with the agent on its HTTP/2-over-TLS fallback link (UDP blocked).
+    // The same with the agent on a QUIC link (what a far edge gets).
     if !a.latency_only {
         let h2 = Perigee::start(
-            &work.join("perigee-h2"),
+            &work.join("perigee-quic"),
             &a.perigee,
-            &[("PERIGEE_AGENT_DISABLE_QUIC", "1")],
+            &[("PERIGEE_AGENT_LINK", "quic")],
         )?;
         let (ticket, ws_id) =
             rt.block_on(wsclient::ticket(&h2.addr, &h2.ca, &h2.token, &[echo, sink]))?;
@@ -146,7 +148,7 @@ fn main() -> anyhow::Result<()> {
         rows.push(ws_row(
             &rt,
             &c,
-            "perigee edge+agent, HTTP/2 link (UDP blocked)",
+            "perigee edge+agent, QUIC link (--link quic; auto for a far edge)",
             echo,
             sink,
             &a,

@@ -29,7 +29,13 @@ pub(crate) struct AgentArgs {
     /// Milliseconds to wait for QUIC before falling back to HTTP/2 over TCP.
     #[arg(long, env = "PERIGEE_AGENT_QUIC_TIMEOUT_MS", default_value_t = 1500)]
     quic_timeout_ms: u64,
-    /// Never try QUIC; use HTTP/2 over TCP.
+    /// The link's transport: `auto` uses HTTP/2 over TCP when the edge is near (TCP connect
+    /// under 2 ms: same host or cluster, where nothing is lost and kernel TCP is cheaper),
+    /// else QUIC with HTTP/2 as the fallback; `quic` always tries QUIC first; `h2` never
+    /// tries QUIC.
+    #[arg(long, env = "PERIGEE_AGENT_LINK", default_value = "auto", value_parser = ["auto", "quic", "h2"])]
+    link: String,
+    /// Never try QUIC; use HTTP/2 over TCP (same as `--link h2`).
     #[arg(long, env = "PERIGEE_AGENT_DISABLE_QUIC", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     disable_quic: bool,
     /// While on the HTTP/2 fallback, seconds between checks whether QUIC answers again (the
@@ -78,7 +84,11 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
         token: Secret::new(token),
         ca_cert: a.ca_cert,
         quic_timeout: Duration::from_millis(a.quic_timeout_ms),
-        disable_quic: a.disable_quic,
+        link: match (a.disable_quic, a.link.as_str()) {
+            (true, _) | (_, "h2") => agent::LinkChoice::H2,
+            (_, "quic") => agent::LinkChoice::Quic,
+            _ => agent::LinkChoice::Auto,
+        },
         quic_retry: Duration::from_secs(a.quic_retry_secs.max(1)),
     };
     agent::run(cfg, crate::server::shutdown_signal()).await?;
@@ -113,6 +123,7 @@ async fn start_ssh(a: &AgentArgs, token: &str) -> anyhow::Result<()> {
         workdir,
         shell: perigee_ssh::default_shell(),
         keys: std::sync::Arc::new(keys),
+        resume_grace: perigee_ssh::RESUME_GRACE,
     };
     // The host key is made (or read) before the port is handed out.
     perigee_ssh::host_key(&cfg.host_key)?;

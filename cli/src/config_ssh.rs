@@ -43,6 +43,11 @@ pub(crate) struct SshArgs {
     /// Port of the SSH server inside the workspace.
     #[arg(long, default_value_t = SSH_PORT)]
     port: u16,
+    /// With `--stdio`: a plain stream, not resumable. By default the stream to the agent's
+    /// SSH server (port 22) survives a brief drop of the tunnel under it: perigee reconnects
+    /// and the SSH session goes on.
+    #[arg(long, env = "PERIGEE_SSH_NO_RESUME", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    no_resume: bool,
     /// Command to run instead of a shell (after `--`).
     #[arg(last = true)]
     command: Vec<String>,
@@ -213,7 +218,11 @@ pub(crate) async fn ssh(a: SshArgs) -> anyhow::Result<()> {
             a.command.is_empty(),
             "--stdio carries an SSH connection for OpenSSH; it runs no command"
         );
-        return crate::tunnel::tunnel(crate::tunnel::TunnelArgs::for_ssh(&ws, a.port)).await;
+        let args = crate::tunnel::TunnelArgs::for_ssh(&ws, a.port);
+        if a.port == SSH_PORT && !a.no_resume {
+            return crate::ssh_resume::stdio(args).await;
+        }
+        return crate::tunnel::tunnel(args).await;
     }
     // Interactive or one command: OpenSSH with perigee as its ProxyCommand.
     let dir = ssh_dir()?;

@@ -18,6 +18,8 @@ mod satellites;
 mod server;
 mod session;
 mod ssh_config;
+mod ssh_resume;
+mod stdio;
 mod table;
 mod ticket;
 mod tunnel;

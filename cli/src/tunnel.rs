@@ -17,7 +17,7 @@ use crate::regions;
 use crate::ticket::{ticket_cache, Ticket, WHY_V2_OFF};
 use crate::webrtc::{self, PathChoice};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub(crate) struct TunnelArgs {
     /// Workspace name.
     workspace: String,
@@ -37,6 +37,10 @@ pub(crate) struct TunnelArgs {
 }
 
 impl TunnelArgs {
+    pub(crate) fn workspace(&self) -> &str {
+        &self.workspace
+    }
+
     /// A quiet tunnel to `port` of `workspace` (`perigee ssh --stdio`), region and path from
     /// the environment like the flags'.
     pub(crate) fn for_ssh(workspace: &str, port: u16) -> Self {
@@ -382,6 +386,16 @@ pub(crate) async fn probe_path(
 const RACE_HEAD_START: Duration = Duration::from_millis(250);
 
 pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
+    let (rd, wr) = crate::stdio::streams();
+    tunnel_io(a, rd, wr).await
+}
+
+/// A tunnel between `port` of the workspace and a local reader and writer.
+pub(crate) async fn tunnel_io<R, W>(a: TunnelArgs, rd: R, wr: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     check_name(&a.workspace)?;
     let start = Instant::now();
     let tls = Arc::new(crate::client::tls_config(&[b"http/1.1"])?);
@@ -440,6 +454,7 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
                 Some(Ok((stream, opened, entry))) => {
                     return envproxy(
                         &a,
+                        (rd, wr),
                         stream,
                         opened,
                         entry,
@@ -453,7 +468,7 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
                     r = &mut rtc => r,
                     r = &mut env => match r {
                         Ok((stream, opened, entry)) => {
-                            return envproxy(&a, stream, opened, entry, "envproxy was ready first (WebRTC still connecting)", &timing("edge choice + tunnel")).await;
+                            return envproxy(&a, (rd, wr), stream, opened, entry, "envproxy was ready first (WebRTC still connecting)", &timing("edge choice + tunnel")).await;
                         }
                         Err(e) => rtc.await.map_err(|why| format!("{why} (envproxy: {e:#})")),
                     },
@@ -479,7 +494,7 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
                         timing("WebRTC")
                     );
                 }
-                let r = webrtc::splice(stream, tokio::io::stdin(), tokio::io::stdout()).await;
+                let r = webrtc::splice(stream, rd, wr).await;
                 drop(peer);
                 return r.context("tunnel");
             }
@@ -488,6 +503,7 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
                 let (stream, opened, entry) = tickets.open(&tls).await?;
                 return envproxy(
                     &a,
+                    (rd, wr),
                     stream,
                     opened,
                     entry,
@@ -501,6 +517,7 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     let (stream, opened, entry) = tickets.open(&tls).await?;
     envproxy(
         &a,
+        (rd, wr),
         stream,
         opened,
         entry,
@@ -510,14 +527,19 @@ pub(crate) async fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
     .await
 }
 
-async fn envproxy(
+async fn envproxy<R, W>(
     a: &TunnelArgs,
+    (rd, wr): (R, W),
     stream: Stream,
     opened: Via,
     entry: Entry,
     why: &str,
     timing: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     if a.verbose {
         let via = match opened.path.strip_prefix("mesh:") {
             Some(home) => format!("{} -> mesh -> {home}", opened.edge),
@@ -538,10 +560,7 @@ async fn envproxy(
             a.workspace, a.port, entry.name, entry.url, entry.how,
         );
     }
-    stream
-        .splice(tokio::io::stdin(), tokio::io::stdout())
-        .await
-        .context("tunnel")
+    stream.splice(rd, wr).await.context("tunnel")
 }
 
 /// Keeps a WebRTC connection to the agent for one forwarded port, reconnecting with backoff;

@@ -45,7 +45,19 @@ pub struct SshConfig {
     pub shell: PathBuf,
     /// Who may log in.
     pub keys: Arc<dyn AuthorizedKeys>,
+    /// How long a resumable connection (`perigee ssh --stdio`) waits for its client to come
+    /// back after the tunnel under it drops, before the SSH connection ends.
+    pub resume_grace: Duration,
 }
+
+/// Default for [`SshConfig::resume_grace`].
+pub const RESUME_GRACE: Duration = Duration::from_secs(60);
+/// Most resumable connections an agent keeps at once.
+const MAX_RESUMABLE: usize = 256;
+/// How long to wait for a client's first byte to tell a resumable stream (a zero byte) from
+/// plain SSH (`SSH-2.0-…`, which a client sends without waiting, RFC 4253 §4.2). A client
+/// that waits anyway gets the banner after this.
+const SNIFF_WAIT: Duration = Duration::from_secs(1);
 
 /// What can go wrong starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +127,7 @@ pub async fn serve(
         keys: cfg.keys,
         env_removals: session::session_env_removals(),
     });
+    let registry = relay_core::resume::Registry::new(MAX_RESUMABLE, cfg.resume_grace);
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -127,18 +140,40 @@ pub async fn serve(
         let local = tcp.local_addr().unwrap_or(addr);
         let handler = session::Session::new(shared.clone(), addr, local);
         let config = config.clone();
+        let registry = registry.clone();
         tokio::spawn(
             async move {
-                match russh::server::run_stream(config, tcp, handler).await {
-                    Ok(running) => {
-                        if let Err(e) = running.await {
-                            debug!(error = %e, "ssh session ended");
-                        }
+                let mut first = [0u8; 1];
+                let sniffed = tokio::time::timeout(SNIFF_WAIT, tcp.peek(&mut first)).await;
+                if matches!(sniffed, Ok(Ok(1))) && first[0] == 0 {
+                    // `perigee ssh --stdio`: the SSH connection runs on the session's local
+                    // end and outlives this stream.
+                    let span = tracing::Span::current();
+                    let start = move |local| {
+                        tokio::spawn(run(config, local, handler).instrument(span));
+                    };
+                    if let Err(e) = registry.accept(tcp, start).await {
+                        debug!(error = %e, "resumable stream refused");
                     }
-                    Err(e) => debug!(error = %e, "ssh handshake failed"),
+                } else {
+                    run(config, tcp, handler).await;
                 }
             }
             .instrument(tracing::debug_span!("ssh_conn", client = %addr)),
         );
+    }
+}
+
+async fn run<S>(config: Arc<russh::server::Config>, stream: S, handler: session::Session)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(running) => {
+            if let Err(e) = running.await {
+                debug!(error = %e, "ssh session ended");
+            }
+        }
+        Err(e) => debug!(error = %e, "ssh handshake failed"),
     }
 }

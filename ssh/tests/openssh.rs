@@ -59,6 +59,7 @@ fn start() -> Fixture {
         workdir: dir.join("work"),
         shell: PathBuf::from("/bin/sh"),
         keys: Arc::new(StaticKeys(vec![public])),
+        resume_grace: perigee_ssh::RESUME_GRACE,
     };
     rt.spawn(async move {
         serve(listener, cfg, async move {

@@ -190,20 +190,20 @@ fn config_ssh_then_openssh_to_the_agents_ssh_server() {
 }
 
 /// A user set up with `perigee config-ssh` (HOME with a space), for OpenSSH tools.
-struct SshUser {
-    _tmp: TempDir,
-    server: Server,
-    home: std::path::PathBuf,
-    cfg: std::path::PathBuf,
-    target: String,
+pub(crate) struct SshUser {
+    pub(crate) _tmp: TempDir,
+    pub(crate) server: Server,
+    pub(crate) home: std::path::PathBuf,
+    pub(crate) cfg: std::path::PathBuf,
+    pub(crate) target: String,
 }
 
 impl SshUser {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         Self::with_server_args(tag, &[])
     }
 
-    fn with_server_args(tag: &str, extra: &[&str]) -> Self {
+    pub(crate) fn with_server_args(tag: &str, extra: &[&str]) -> Self {
         let tmp = TempDir::new(tag);
         let srv_dir = tmp.0.join("srv");
         std::fs::create_dir_all(&srv_dir).unwrap();
@@ -225,7 +225,7 @@ impl SshUser {
     }
 
     /// `prog` with the user's environment (for OpenSSH tools: `-F CONFIG`, batch mode).
-    fn cmd(&self, prog: &str) -> Command {
+    pub(crate) fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);
         self.server.session_env(&mut c);
         c.env("HOME", &self.home)
@@ -234,7 +234,7 @@ impl SshUser {
         c
     }
 
-    fn ssh(&self) -> Command {
+    pub(crate) fn ssh(&self) -> Command {
         let mut c = self.cmd("ssh");
         c.arg("-F").arg(&self.cfg).args(["-o", "BatchMode=yes"]);
         c

@@ -319,6 +319,31 @@ pub fn parse_ready(line: &str) -> (String, SocketAddr) {
     (url, addr)
 }
 
+/// The usual `perigee satellite` arguments for a satellite of `server` serving
+/// `https://127.0.0.1:PORT` with its data in `data_dir` (heartbeat every second).
+pub fn satellite_args(server: &Server, token: &str, port: u16, data_dir: &Path) -> Vec<String> {
+    let ca = server.data().join("tls/ca.pem");
+    [
+        "--primary-url",
+        &server.url,
+        "--token",
+        token,
+        "--address",
+        &format!("127.0.0.1:{port}"),
+        "--access-url",
+        &format!("https://127.0.0.1:{port}"),
+        "--ca-cert",
+        ca.to_str().expect("path"),
+        "--data-dir",
+        data_dir.to_str().expect("path"),
+        "--heartbeat-secs",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A running `perigee satellite`.
 pub struct Satellite {
     child: Option<Child>,

@@ -22,6 +22,7 @@ mod resilience;
 mod restart;
 mod satellites;
 mod ssh;
+mod ssh_resume;
 mod turn_edge;
 mod webrtc;
 mod webrtc_netns;

@@ -52,7 +52,11 @@ fn agent_link_falls_back_to_http2_when_udp_is_blocked() {
         &tmp.0,
         "127.0.0.1:0",
         &prefix,
-        &[("PERIGEE_AGENT_QUIC_RETRY_SECS", "1")],
+        &[
+            ("PERIGEE_AGENT_QUIC_RETRY_SECS", "1"),
+            // On loopback `auto` would take HTTP/2 at once (a near edge); this is about QUIC.
+            ("PERIGEE_AGENT_LINK", "quic"),
+        ],
     );
 
     // An echo service inside the namespace, as the workspace's port 7.

@@ -12,7 +12,11 @@ use crate::harness::{
 };
 
 /// Both CAs in one file, for clients that talk to the server and the satellite.
-fn both_cas(server: &Server, sat_dir: &std::path::Path, out: &std::path::Path) -> PathBuf {
+pub(crate) fn both_cas(
+    server: &Server,
+    sat_dir: &std::path::Path,
+    out: &std::path::Path,
+) -> PathBuf {
     let mut pem = std::fs::read(server.data().join("tls/ca.pem")).expect("server CA");
     pem.extend(std::fs::read(sat_dir.join("tls/ca.pem")).expect("satellite CA"));
     let path = out.join("cas.pem");
@@ -270,7 +274,7 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
     Satellite::assert_refused(&tmp.0, &args, "satellite token not recognised");
 }
 
-fn fetch(url: &str, ca: &std::path::Path) -> String {
+pub(crate) fn fetch(url: &str, ca: &std::path::Path) -> String {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let roots = relay_core::tls::roots(Some(ca)).expect("roots");

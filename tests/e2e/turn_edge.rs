@@ -129,35 +129,20 @@ fn the_edge_relays_for_ticket_holders_and_refuses_its_own_networks() {
         ])
         .trim()
         .to_owned();
-    let (ca, sat_dir) = (server.data().join("tls/ca.pem"), tmp.0.join("sat"));
-    let (sat_addr, sat_turn_addr) = (
-        format!("127.0.0.1:{sat_port}"),
-        format!("127.0.0.1:{sat_turn}"),
-    );
-    let _sat = Satellite::start(
-        &tmp.0,
-        &[],
-        &[
-            "--primary-url",
-            &server.url,
-            "--token",
-            &token,
-            "--address",
-            &sat_addr,
-            "--access-url",
-            &access,
-            "--ca-cert",
-            ca.to_str().unwrap(),
-            "--data-dir",
-            sat_dir.to_str().unwrap(),
-            "--heartbeat-secs",
-            "1",
+    let sat_dir = tmp.0.join("sat");
+    let sat_turn_addr = format!("127.0.0.1:{sat_turn}");
+    let mut args = crate::harness::satellite_args(&server, &token, sat_port, &sat_dir);
+    args.extend(
+        [
             "--turn-address",
             &sat_turn_addr,
             "--turn-allow-peers",
             "127.0.0.0/8",
-        ],
+        ]
+        .map(String::from),
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _sat = Satellite::start(&tmp.0, &[], &args);
     crate::satellites::wait_health(&server, "eu", "ok", Duration::from_secs(10));
     let t = ticket(&server, "dev", 8080);
     let eu = t["ice_servers"]
