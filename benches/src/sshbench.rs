@@ -22,6 +22,7 @@ struct Args {
     perigee: PathBuf,
     runs: usize,
     mb: usize,
+    scp_runs: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -29,6 +30,7 @@ fn args() -> anyhow::Result<Args> {
         perigee: PathBuf::from("target/release/perigee"),
         runs: 20,
         mb: 200,
+        scp_runs: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -40,6 +42,14 @@ fn args() -> anyhow::Result<Args> {
             "--perigee" => a.perigee = val()?.into(),
             "--runs" => a.runs = val()?.parse()?,
             "--mb" => a.mb = val()?.parse()?,
+            "--scp-runs" => a.scp_runs = val()?.parse()?,
+            "--help" | "-h" => {
+                println!(
+                    "ssh-bench [--perigee PATH] [--runs N (ssh true, default 20)] [--mb MB (scp file, default 200)] [--scp-runs N (default 3)]\n\
+                     Compares OpenSSH through perigee (config-ssh, the agent's SSH server) with a local sshd, interleaved."
+                );
+                std::process::exit(0);
+            }
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -167,7 +177,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&file, vec![0x5au8; a.mb << 20])?;
     let f = file.to_str().unwrap_or_default();
     let (mut s_pg, mut s_direct) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..a.scp_runs.max(1) {
         let dst = format!("{pg_host}:/dev/null");
         s_pg.push(a.mb as f64 / timed(via_perigee(&["scp", f, &dst]))?);
         let dst = format!("{local}:/dev/null");
@@ -192,8 +202,9 @@ fn main() -> anyhow::Result<()> {
     println!("| same, p90 ms | {a90:.1} | {b90:.1} | {:.2}× |", a90 / b90);
     let (sa, sb) = (quantile(&s_pg, 0.5), quantile(&s_direct, 0.5));
     println!(
-        "| `scp` {} MB to /dev/null, median of 3, MB/s | {sa:.0} | {sb:.0} | {:.2}× |",
+        "| `scp` {} MB to /dev/null, median of {}, MB/s | {sa:.0} | {sb:.0} | {:.2}× |",
         a.mb,
+        s_pg.len(),
         sa / sb
     );
     Ok(())

@@ -50,6 +50,17 @@ pub struct SshConfig {
     pub resume_grace: Duration,
 }
 
+/// russh's defaults plus AES-128-GCM, which OpenSSH offers and users pin (`-c`,
+/// `Ciphers`); the client's order decides.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 /// Default for [`SshConfig::resume_grace`].
 pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 /// Most resumable connections an agent keeps at once.
@@ -119,6 +130,10 @@ pub async fn serve(
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     });
     let shared = Arc::new(session::Shared {

@@ -191,11 +191,13 @@ fn config_ssh_then_openssh_to_the_agents_ssh_server() {
 
 /// A user set up with `perigee config-ssh` (HOME with a space), for OpenSSH tools.
 pub(crate) struct SshUser {
-    pub(crate) _tmp: TempDir,
+    // Fields drop in order: the server (which stops its agents, found through the data
+    // directory) before the directory goes.
     pub(crate) server: Server,
     pub(crate) home: std::path::PathBuf,
     pub(crate) cfg: std::path::PathBuf,
     pub(crate) target: String,
+    pub(crate) _tmp: TempDir,
 }
 
 impl SshUser {
