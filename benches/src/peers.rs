@@ -160,6 +160,9 @@ impl Perigee {
                 "--tls-self-signed",
                 "--address",
                 "127.0.0.1:0",
+                // Two servers run at once in one bench: each its own TURN port.
+                "--turn-address",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(&data)

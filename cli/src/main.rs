@@ -91,6 +91,9 @@ enum Cmd {
     /// Manage users and their site roles.
     #[command(subcommand)]
     Users(orgs::UsersCmd),
+    /// Manage your API tokens (create, list, revoke).
+    #[command(subcommand)]
+    Tokens(orgs::TokensCmd),
     /// Manage workspace providers (admins and site managers).
     #[command(subcommand)]
     Providers(providers::ProvidersCmd),
@@ -140,6 +143,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Keys(c) => satellites::keys(c).await,
             Cmd::Orgs(c) => orgs::orgs(c).await,
             Cmd::Users(c) => orgs::users(c).await,
+            Cmd::Tokens(c) => orgs::tokens(c).await,
             Cmd::Providers(c) => providers::run(c).await,
         }
     });

@@ -1,4 +1,4 @@
-//! `perigee orgs …` and `perigee users …`.
+//! `perigee orgs …`, `perigee users …` and `perigee tokens …`.
 
 use serde_json::{json, Value};
 
@@ -51,6 +51,58 @@ pub(crate) enum UsersCmd {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+/// Manage your API tokens.
+#[derive(clap::Subcommand)]
+pub(crate) enum TokensCmd {
+    /// Create an API token (printed once; store it like a password).
+    Create {
+        /// A name to tell it by (1-64 characters), e.g. the machine it is for.
+        name: String,
+    },
+    /// List your API tokens (never their secrets); `*` marks the one in use.
+    Ls {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Revoke an API token: it stops working at once, and tunnels and SSH sessions can no
+    /// longer start with tickets issued to it (open ones keep running).
+    Rm {
+        /// The token's id (see `perigee tokens ls`).
+        id: String,
+    },
+}
+
+pub(crate) async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    match cmd {
+        TokensCmd::Create { name } => {
+            let v = c
+                .post("/api/v2/users/me/tokens", &json!({ "name": name }))
+                .await?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+            eprintln!("Created API token {name:?}. It is shown only once.");
+        }
+        TokensCmd::Ls { output } => {
+            let v = c.get("/api/v2/users/me/tokens").await?;
+            print(output, &v, &["ID", "NAME", "CREATED", ""], |t| {
+                let mark = if t["current"] == true { "*" } else { "" };
+                vec![
+                    s(t, "id"),
+                    s(t, "name"),
+                    s(t, "created_at"),
+                    mark.to_owned(),
+                ]
+            });
+        }
+        TokensCmd::Rm { id } => {
+            c.delete(&format!("/api/v2/users/me/tokens/{id}")).await?;
+            eprintln!("Revoked API token {id}.");
+        }
+    }
+    Ok(())
 }
 
 fn print(output: Output, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) {

@@ -296,7 +296,28 @@ impl Tickets {
         let mut attempt = 0;
         loop {
             let t = self.get().await?;
-            let (dial::Opened { ws, edge, path }, entry) = self.dial(tls, false).await?;
+            let (dial::Opened { ws, edge, path }, entry) = match self.dial(tls, false).await {
+                Ok(x) => x,
+                // A ticket the edge refuses (revoked with its API token, signed by a key
+                // rotated out) may be a cached one: one fresh ticket, asked with the
+                // session's token, settles it.
+                Err(e)
+                    if attempt == 0
+                        && e.downcast_ref::<dial::Refused>().is_some_and(|r| {
+                            matches!(
+                                r.code.as_str(),
+                                "bad_ticket" | "expired_ticket" | "revoked_ticket"
+                            )
+                        }) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "the edge refused the ticket; fetching a fresh one");
+                    *self.cached.lock().await = None;
+                    ticket_cache::remove(&self.client.base, &self.workspace, self.port);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let via = Via { edge, path };
             let Some(fp) = t.e2e_fingerprint.as_deref() else {
                 return Ok((Stream::Plain(ws), via, entry));

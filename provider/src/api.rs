@@ -25,7 +25,10 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
             get(|| async { Json(crate::openapi::document()) }),
         )
         .route("/api/v2/users/me", get(me))
-        .route("/api/v2/users/me/tokens", post(create_token))
+        .route(
+            "/api/v2/users/me/tokens",
+            post(create_token).get(crate::tokens_api::list_tokens),
+        )
         .route(
             "/api/v2/workspaces",
             get(list_workspaces).post(create_workspace),
@@ -145,17 +148,9 @@ impl FromRequestParts<ControlPlane> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let Some(token) = bearer(&parts.headers) else {
-            return Err(ApiError::unauthorized(
-                "missing API token: send `Authorization: Bearer <token>` (run `perigee login`)",
-            ));
-        };
-        match cp.store.user_by_token(token.trim()).await? {
-            Some(user) => Ok(Caller(user)),
-            None => Err(ApiError::unauthorized(
-                "API token not recognised (revoked, or for another deployment)",
-            )),
-        }
+        let crate::tokens_api::TokenCaller(user, _) =
+            crate::tokens_api::TokenCaller::from_request_parts(parts, cp).await?;
+        Ok(Caller(user))
     }
 }
 
@@ -480,7 +475,7 @@ async fn find_for_connection(
 
 async fn create_ticket(
     State(cp): State<ControlPlane>,
-    Caller(user): Caller,
+    crate::tokens_api::TokenCaller(user, token_id): crate::tokens_api::TokenCaller,
     Path(name): Path<String>,
     Body(req): Body<TicketRequest>,
 ) -> Result<Json<TicketResponse>, ApiError> {
@@ -550,6 +545,7 @@ async fn create_ticket(
         sid: relay_core::token::random_id(),
         home: ws.home_edge.clone(),
         e2e: e2e.is_some(),
+        tid: token_id,
     };
     let edge_url = cp.edge_url(&ws.home_edge).await?;
     Ok(Json(TicketResponse {

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_secrets.sql")),
     (8, include_str!("../migrations/0008_satellite_turn.sql")),
     (9, include_str!("../migrations/0009_ssh_keys.sql")),
+    (10, include_str!("../migrations/0010_token_revocation.sql")),
 ];
 
 /// Which database a store runs on.

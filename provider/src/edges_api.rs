@@ -432,6 +432,10 @@ impl ControlPlane {
                 .turn_secret
                 .as_ref()
                 .map(|s| String::from_utf8_lossy(s).into_owned()),
+            revoked_tokens: self
+                .store
+                .recently_revoked_tokens(crate::api::TICKET_LIFETIME_SECS)
+                .await?,
         })
     }
 

@@ -29,6 +29,7 @@ pub mod store_edges;
 pub mod store_orgs;
 pub mod store_provider_edit;
 pub mod store_providers;
+pub mod tokens_api;
 
 pub use error::ApiError;
 pub use local::{LocalProvisioner, LocalProvisionerConfig};
@@ -161,6 +162,7 @@ impl ControlPlane {
             .merge(orgs_api::router(self.clone()))
             .merge(providers_api::router(self.clone()))
             .merge(ssh_keys_api::router(self.clone()))
+            .merge(tokens_api::router(self.clone()))
             .layer(axum::middleware::from_fn(api::read_body_first))
     }
 

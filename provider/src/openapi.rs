@@ -113,6 +113,7 @@ fn schemas() -> Value {
     let strings = || array(json!({ "type": "string" }));
     json!({
         "Error": object(&["error", "code"], json!({ "error": s(), "code": s(), "field": s() })),
+        "ApiToken": object(&["id", "name", "created_at", "current"], json!({ "id": s(), "name": s(), "created_at": i(), "current": b() })),
         "SshKey": object(&["fingerprint", "public_key", "created_at"], json!({ "fingerprint": s(), "public_key": s(), "created_at": i() })),
         "User": object(&["id", "username", "role"], json!({
             "id": s(), "username": s(), "role": { "type": "string", "enum": ["admin", "site-manager", "member"] }
@@ -152,7 +153,8 @@ fn schemas() -> Value {
         "EdgeConfig": object(&["edge", "region", "ticket_keys", "mesh_keys", "edges", "control_plane_version"], json!({
             "edge": s(), "region": s(), "ticket_keys": strings(),
             "mesh_keys": array(object(&["id", "secret"], json!({ "id": s(), "secret": s() }))),
-            "edges": array(r("EdgeEntry")), "control_plane_version": s()
+            "edges": array(r("EdgeEntry")), "control_plane_version": s(),
+            "turn_secret": s(), "revoked_tokens": strings()
         })),
         "Satellite": object(&["id", "name", "region", "access_url", "created_at", "health", "version_mismatch"], json!({
             "id": s(), "name": s(), "region": s(), "access_url": s(),
@@ -223,8 +225,14 @@ pub fn document() -> Value {
         "/api/v2/buildinfo": { "get": op("Server version", "meta", None, object(&["version"], json!({ "version": s() })), &[], false) },
         "/api/v2/openapi.json": { "get": op("This document", "meta", None, any(), &[], false) },
         "/api/v2/users/me": { "get": op("The caller", "users", None, r("User"), &[], true) },
-        "/api/v2/users/me/tokens": { "post": op("Create an API token for the caller (shown once)", "users",
-            Some(name_body("name")), object(&["token"], json!({ "token": s() })), &[], true) },
+        "/api/v2/users/me/tokens": {
+            "post": op("Create an API token for the caller (shown once)", "users",
+                Some(name_body("name")), object(&["token"], json!({ "token": s() })), &[], true),
+            "get": op("The caller's API tokens (never the secrets); `current` marks the one used", "users", None, array(r("ApiToken")), &[], true)
+        },
+        "/api/v2/users/me/tokens/{id}": { "delete": with_string_param("id",
+            op("Revoke one of the caller's API tokens: it stops authenticating, and edges refuse tickets issued to it", "users", None,
+                object(&["revoked"], json!({ "revoked": s() })), &[404], true)) },
         "/api/v2/users/me/ssh-keys": {
             "get": op("The caller's SSH public keys", "users", None, array(r("SshKey")), &[], true),
             "post": op("Add an SSH public key (`TYPE BASE64 [COMMENT]`); adding one already there changes nothing", "users",
@@ -362,6 +370,7 @@ mod tests {
             include_str!("orgs_api.rs"),
             include_str!("providers_api.rs"),
             include_str!("ssh_keys_api.rs"),
+            include_str!("tokens_api.rs"),
             include_str!("lib.rs"),
         ] {
             let flat: String = src

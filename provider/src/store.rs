@@ -25,6 +25,17 @@ pub struct User {
     pub role: String,
 }
 
+/// An API token as its holder sees it (never the secret or its hash).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiToken {
+    /// Id (what `perigee tokens rm` takes).
+    pub id: String,
+    /// Name given at creation.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// A workspace row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Workspace {
@@ -128,15 +139,68 @@ impl Store {
         Ok(secret)
     }
 
-    /// The user holding an API token.
+    /// The user holding an API token (not revoked).
     pub async fn user_by_token(&self, secret: &str) -> Result<Option<User>, sqlx::Error> {
+        Ok(self.token_holder(secret).await?.map(|(u, _)| u))
+    }
+
+    /// The user holding an API token (not revoked), and the token's id.
+    pub async fn token_holder(&self, secret: &str) -> Result<Option<(User, String)>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
+            "SELECT u.id, u.username, u.role, t.id FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(token::hash(secret))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref()
+            .map(|r| Ok((user_from_row(r)?, r.try_get::<String, _>(3)?)))
+            .transpose()
+    }
+
+    /// A user's API tokens that are not revoked: id, name, creation time.
+    pub async fn api_tokens(&self, user_id: &str) -> Result<Vec<ApiToken>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL \
+             ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one of a user's tokens; false if the user has no such (unrevoked) token.
+    pub async fn revoke_api_token(&self, user_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Ids of tokens revoked within the last `secs` seconds (their tickets may still be
+    /// valid).
+    pub async fn recently_revoked_tokens(&self, secs: u64) -> Result<Vec<String>, sqlx::Error> {
+        let since = now() - i64::try_from(secs).unwrap_or(i64::MAX / 2) - 60;
+        sqlx::query_scalar(
+            "SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL AND revoked_at > $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// The ticket-signing key, generated and stored on first use.

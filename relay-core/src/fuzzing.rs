@@ -81,6 +81,7 @@ fn sample_claims() -> Claims {
         sid: "s".into(),
         home: String::new(),
         e2e: false,
+        tid: String::new(),
     }
 }
 

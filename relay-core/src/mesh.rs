@@ -101,6 +101,10 @@ pub struct EdgeConfig {
     /// so that every edge's TURN accepts the credentials in connection tickets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_secret: Option<String>,
+    /// Ids of API tokens revoked while tickets issued to them may still be valid: edges
+    /// refuse those tickets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_tokens: Vec<String>,
 }
 
 /// One edge of the deployment.

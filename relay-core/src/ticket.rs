@@ -53,6 +53,10 @@ pub struct Claims {
     /// end-to-end encryption on); edges tell the agent so when they open the stream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub e2e: bool,
+    /// Id of the API token the ticket was issued to: edges refuse tickets of a token revoked
+    /// since (the control plane lists those in their configuration).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tid: String,
 }
 
 /// Why a ticket was refused. Every variant is the client's fault except `UnknownKey`, which
@@ -83,6 +87,9 @@ pub enum TicketError {
     /// Does not name the requested port.
     #[error("ticket does not grant port {0}")]
     PortNotGranted(u16),
+    /// Issued to an API token that has been revoked since.
+    #[error("ticket was issued to an API token that has been revoked")]
+    Revoked,
 }
 
 /// The control plane's signing key.
@@ -156,13 +163,23 @@ pub fn key_id(public_key: &[u8]) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Verifier {
     keys: HashMap<String, Vec<u8>>,
+    revoked: std::collections::HashSet<String>,
 }
 
 impl Verifier {
     /// A verifier trusting the given Ed25519 public keys.
     pub fn new<I: IntoIterator<Item = Vec<u8>>>(public_keys: I) -> Self {
         let keys = public_keys.into_iter().map(|k| (key_id(&k), k)).collect();
-        Self { keys }
+        Self {
+            keys,
+            revoked: Default::default(),
+        }
+    }
+
+    /// Also refuses tickets issued to these API token ids.
+    pub fn with_revoked<I: IntoIterator<Item = String>>(mut self, token_ids: I) -> Self {
+        self.revoked = token_ids.into_iter().collect();
+        self
     }
 
     /// Checks a ticket's form, signature, lifetime, workspace and port at time `now`.
@@ -190,6 +207,9 @@ impl Verifier {
         }
         if !claims.ports.contains(&port) {
             return Err(TicketError::PortNotGranted(port));
+        }
+        if !claims.tid.is_empty() && self.revoked.contains(&claims.tid) {
+            return Err(TicketError::Revoked);
         }
         Ok(claims)
     }
@@ -244,6 +264,7 @@ mod tests {
             sid: "s".into(),
             home: String::new(),
             e2e: false,
+            tid: String::new(),
         }
     }
 
@@ -266,6 +287,20 @@ mod tests {
             v.verify(&t, Some("w1"), 22, now + 1000),
             Err(TicketError::Expired(1000 - 60))
         );
+
+        // Issued to a token revoked since: refused; tickets of other tokens are not.
+        let mut c = claims(now);
+        c.tid = "tok1".into();
+        let of_revoked = signer.sign(c.clone());
+        c.tid = "tok2".into();
+        let of_other = signer.sign(c);
+        let v2 = Verifier::new([signer.public_key()]).with_revoked(["tok1".to_owned()]);
+        assert_eq!(
+            v2.verify(&of_revoked, Some("w1"), 22, now),
+            Err(TicketError::Revoked)
+        );
+        assert!(v2.verify(&of_other, Some("w1"), 22, now).is_ok());
+        assert!(v2.verify(&t, Some("w1"), 22, now).is_ok());
 
         // A forged ticket: same claims, another key.
         let (other, _) = Signer::generate().unwrap();

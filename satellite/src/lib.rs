@@ -119,7 +119,9 @@ impl Edge {
     /// Applies what the control plane sent: ticket keys, mesh keys and the other edges.
     /// Called at registration and on every heartbeat; open tunnels are not affected.
     pub fn configure(&self, cfg: &EdgeConfig) {
-        let verifier = Arc::new(Verifier::new(cfg.ticket_public_keys()));
+        let verifier = Arc::new(
+            Verifier::new(cfg.ticket_public_keys()).with_revoked(cfg.revoked_tokens.clone()),
+        );
         match self.inner.verifier.write() {
             Ok(mut g) => *g = verifier,
             Err(p) => *p.into_inner() = verifier,

@@ -110,6 +110,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             Err(e) => {
                 let (reason, code) = match e {
                     TicketError::Expired(_) => (DropReason::ExpiredTicket, "expired_ticket"),
+                    TicketError::Revoked => (DropReason::BadTicket, "revoked_ticket"),
                     _ => (DropReason::BadTicket, "bad_ticket"),
                 };
                 m.drop(reason);

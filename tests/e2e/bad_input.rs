@@ -80,6 +80,7 @@ fn claims(ws: &str, port: u16, iat: u64, exp: u64) -> Claims {
         sid: "t".into(),
         home: String::new(),
         e2e: false,
+        tid: String::new(),
     }
 }
 

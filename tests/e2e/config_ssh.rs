@@ -473,3 +473,75 @@ fn admins_enter_other_users_workspaces_when_the_deployment_allows() {
     );
     assert!(last.contains("admin-in"), "{last}");
 }
+
+#[test]
+fn a_revoked_token_stops_new_sessions_at_once() {
+    let u = SshUser::new("ssh-token");
+    let laptop = u
+        .server
+        .ok(&["tokens", "create", "laptop"])
+        .trim()
+        .to_owned();
+    let with_laptop = |c: &mut Command| {
+        c.env("PERIGEE_TOKEN", &laptop);
+    };
+    let mut c = u.ssh();
+    with_laptop(&mut c);
+    c.args([&u.target, "true"]);
+    u.run_ok(c); // its ticket is now cached on disk
+
+    // The admin's list marks the token in use and never shows secrets.
+    let list: serde_json::Value =
+        serde_json::from_str(&u.server.ok(&["tokens", "ls", "-o", "json"])).unwrap();
+    let text = list.to_string();
+    assert!(
+        !text.contains(&laptop) && !text.contains(&u.server.token()),
+        "{text}"
+    );
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "laptop")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["current"] == true && t["name"] != "laptop"));
+    u.server.ok(&["tokens", "rm", &id]);
+    let drops_before = bad_ticket_drops(&u.server);
+
+    // At once: the cached ticket is refused by the edge, and a fresh one by the API.
+    let mut c = u.ssh();
+    with_laptop(&mut c);
+    c.args([&u.target, "true"]);
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("API token not recognised (revoked"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(bad_ticket_drops(&u.server), drops_before + 1);
+    // The token is gone from the list and cannot be revoked twice; the other still works.
+    assert!(!u.server.ok(&["tokens", "ls"]).contains("laptop"));
+    u.server.refused(&["tokens", "rm", &id], "no API token");
+    let mut c = u.ssh();
+    c.args([&u.target, "true"]);
+    u.run_ok(c);
+}
+
+fn bad_ticket_drops(server: &Server) -> u64 {
+    let m = crate::satellites::fetch(
+        &format!("{}/metrics", server.url),
+        &server.data().join("tls/ca.pem"),
+    );
+    m.lines()
+        .find(|l| l.starts_with("perigee_edge_drops_total{reason=\"bad_ticket\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
