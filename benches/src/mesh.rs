@@ -143,7 +143,13 @@ fn satellite(pg: &Perigee, dir: &std::path::Path) -> anyhow::Result<(Procs, Stri
     let mut child = Command::new(&pg.bin)
         .args(["satellite", "--primary-url", &pg.url, "--token", &token])
         .args(["--address", &format!("127.0.0.1:{port}")])
-        .args(["--access-url", &access, "--ca-cert"])
+        .args([
+            "--access-url",
+            &access,
+            "--turn-address",
+            "127.0.0.1:0",
+            "--ca-cert",
+        ])
         .arg(&pg.ca)
         .arg("--data-dir")
         .arg(data)
@@ -152,7 +158,8 @@ fn satellite(pg: &Perigee, dir: &std::path::Path) -> anyhow::Result<(Procs, Stri
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("satellite.log"))?)
         .spawn()?;
-    let line = first_line(&mut child)?;
+    // The TURN server's readiness line comes first.
+    let line = line_starting(&mut child, "perigee satellite ready")?;
     anyhow::ensure!(
         line.starts_with("perigee satellite ready"),
         "satellite did not start: {line:?}"
@@ -170,6 +177,24 @@ fn first_line(child: &mut std::process::Child) -> anyhow::Result<String> {
             .ok_or_else(|| anyhow::anyhow!("stdout"))?,
     )
     .read_line(&mut line)?;
+    Ok(line)
+}
+
+/// The first line of the child's stdout that starts with `prefix` (or the last line read).
+fn line_starting(child: &mut std::process::Child, prefix: &str) -> anyhow::Result<String> {
+    let mut out = std::io::BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?,
+    );
+    let mut line = String::new();
+    while !line.starts_with(prefix) {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            break;
+        }
+    }
     Ok(line)
 }
 

@@ -402,6 +402,11 @@ pub(crate) async fn probe_path(
     })
 }
 
+/// `port-forward --path auto` moves new connections to WebRTC only when opening one over
+/// the edge takes longer than this (a far edge, a mesh hop): on a near edge the edge path is
+/// as fast to answer and carries ~10× what a data channel does (BENCHMARKS.md).
+const WEBRTC_WORTH: Duration = Duration::from_millis(10);
+
 /// How long the envproxy path runs alone before WebRTC joins the race (RFC 8305's
 /// connection attempt delay).
 const RACE_HEAD_START: Duration = Duration::from_millis(250);
@@ -600,7 +605,7 @@ fn background_peer(
         loop {
             match tickets.webrtc(&tls).await {
                 Ok(Some((peer, path))) => {
-                    eprintln!("perigee: port {port}: WebRTC connected, path={} ({path}); new connections use it", path.kind());
+                    eprintln!("perigee: port {port}: WebRTC connected, path={} ({path}); new connections use it where opening one over the edge takes over {} ms", path.kind(), WEBRTC_WORTH.as_millis());
                     backoff.reset();
                     tx.send_replace(Some(peer.clone()));
                     let _ = peer.connected().await;
@@ -665,6 +670,9 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
             Some(background_peer(tickets.clone(), tls.clone(), remote))
         };
         let only_webrtc = a.path == PathChoice::Webrtc;
+        // The fastest envproxy open seen (µs): WebRTC takes new connections only where the
+        // edge path is slow, since a data channel carries far less than the edge path.
+        let env_open_us = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
         tasks.push(tokio::spawn(async move {
             loop {
                 let Ok((sock, peer)) = listener.accept().await else {
@@ -672,10 +680,19 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                 };
                 let _ = sock.set_nodelay(true);
                 let (tickets, tls) = (tickets.clone(), tls.clone());
-                let current = rtc.as_ref().and_then(|r| r.borrow().clone());
+                let env_open_us = env_open_us.clone();
+                let edge_slow = env_open_us.load(std::sync::atomic::Ordering::Relaxed)
+                    > WEBRTC_WORTH.as_micros() as u64
+                    && env_open_us.load(std::sync::atomic::Ordering::Relaxed) != u64::MAX;
+                let current = rtc
+                    .as_ref()
+                    .and_then(|r| r.borrow().clone())
+                    .filter(|_| only_webrtc || edge_slow);
                 tokio::spawn(async move {
                     let result = async {
-                        // New connections take WebRTC once it is up, the envproxy path before.
+                        // New connections take WebRTC once it is up and the edge path has
+                        // proved slow (the first connection goes over the edge and measures
+                        // it); `--path webrtc` always.
                         if let Some(peer) = current {
                             if let Ok(s) = peer.open(&format!("tcp:{remote}")).await {
                                 let (rd, wr) = sock.into_split();
@@ -686,7 +703,12 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                             !only_webrtc,
                             "--path webrtc: the WebRTC connection is not up"
                         );
+                        let started = Instant::now();
                         let (stream, _, _) = tickets.open(&tls).await?;
+                        env_open_us.fetch_min(
+                            started.elapsed().as_micros() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         let (rd, wr) = sock.into_split();
                         stream.splice(rd, wr).await?;
                         anyhow::Ok(())
