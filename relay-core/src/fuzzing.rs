@@ -48,6 +48,32 @@ pub fn resume(data: &[u8]) {
     }
 }
 
+/// Dev URL hosts: parse within the limits; what parses prints back to a host naming the same
+/// target.
+pub fn devurl(data: &[u8]) {
+    use crate::devurl::{host_of, named_host, parse, port_host, Target, MAX_HOST_LEN};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Some(host) = host_of(text) else {
+        return;
+    };
+    let base = "dev.example.com";
+    if let Ok(Some(t)) = parse(&host, base) {
+        assert!(host.len() <= MAX_HOST_LEN);
+        let again = match &t {
+            Target::Port {
+                port,
+                https,
+                workspace,
+                user,
+            } => port_host(*port, *https, workspace, user, base),
+            Target::Named { name, user } => named_host(name, user, base),
+        };
+        assert_eq!(parse(&again, base), Ok(Some(t)));
+    }
+}
+
 /// WebRTC signaling messages: decode within the limits, re-encode what decodes.
 pub fn signal(data: &[u8]) {
     use crate::rtc::signal::{decode, encode, MAX_SIGNAL_LEN};
@@ -208,6 +234,16 @@ mod tests {
         }
         let seeds = vec![one.to_vec(), vec![3, 0, 0, 0, 2, b'h', b'i'], vec![]];
         mutate_all(&seeds, resume, 20_000);
+    }
+
+    #[test]
+    fn devurl_parser_survives_mutation() {
+        let seeds = vec![
+            b"8080--ws--alice.dev.example.com".to_vec(),
+            b"8443s--w--u.dev.example.com:443".to_vec(),
+            b"docs--alice.dev.example.com".to_vec(),
+        ];
+        mutate_all(&seeds, devurl, 20_000);
     }
 
     #[test]

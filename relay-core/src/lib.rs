@@ -8,6 +8,7 @@
 //! * [`stun`]: the STUN/TURN message codec (RFC 8489, RFC 8656), for the edges' server and
 //!   the peers' TURN client.
 //! * [`rtc`]: WebRTC peers on str0m with one tokio driver (Networking v2), and the TURN client.
+//! * [`devurl`]: dev URL host names (`PORT--WORKSPACE--USER.HOST`), parsed the same on every edge.
 //! * [`resume`]: resumable byte streams, so an SSH session outlives a dropped tunnel.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
 //!
@@ -17,6 +18,7 @@
 
 pub mod accept;
 pub mod backoff;
+pub mod devurl;
 pub mod e2e;
 #[doc(hidden)]
 pub mod fuzzing;
