@@ -24,6 +24,7 @@ mod table;
 mod ticket;
 mod tunnel;
 mod turn_cmd;
+mod urls;
 mod webrtc;
 mod workspaces;
 
@@ -94,6 +95,9 @@ enum Cmd {
     /// Manage your API tokens (create, list, revoke).
     #[command(subcommand)]
     Tokens(orgs::TokensCmd),
+    /// Share workspace ports in the browser (dev URLs): create, ls, rm.
+    #[command(subcommand)]
+    Urls(urls::UrlsCmd),
     /// Manage workspace providers (admins and site managers).
     #[command(subcommand)]
     Providers(providers::ProvidersCmd),
@@ -144,6 +148,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Orgs(c) => orgs::orgs(c).await,
             Cmd::Users(c) => orgs::users(c).await,
             Cmd::Tokens(c) => orgs::tokens(c).await,
+            Cmd::Urls(c) => urls::run(c).await,
             Cmd::Providers(c) => providers::run(c).await,
         }
     });

@@ -54,6 +54,14 @@ pub(crate) struct ServerArgs {
     /// OWNER.WORKSPACE; every agent then also accepts admins' SSH keys. Off by default.
     #[arg(long, env = "PERIGEE_ADMIN_WORKSPACE_ACCESS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     admin_workspace_access: bool,
+    /// Wildcard host of this edge's dev URLs, e.g. `*.dev.example.com`: a workspace's web
+    /// port is then at `PORT--WORKSPACE--USER.dev.example.com` (DNS and the certificate
+    /// must cover the wildcard).
+    #[arg(long, env = "PERIGEE_DEVURL_HOST")]
+    devurl_host: Option<String>,
+    /// The widest sharing level owners may give a dev URL: private, org, authed or public.
+    #[arg(long, env = "PERIGEE_DEVURL_MAX_ACCESS", default_value = "public", value_parser = ["private", "org", "authed", "public"])]
+    devurl_max_access: String,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -180,12 +188,28 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             name: PRIMARY_EDGE.to_owned(),
             region: a.region.clone(),
             access_url: access_url.clone(),
-            devurl_host: None,
+            devurl_host: a.devurl_host.clone(),
             turn_urls,
         },
     )
     .with_turn_secret(turn_secret)
-    .with_admin_workspace_access(a.admin_workspace_access);
+    .with_admin_workspace_access(a.admin_workspace_access)
+    .with_devurls(
+        a.devurl_host.as_deref().map(relay_core::devurl::base),
+        // As users reach the edge (TLS may end in front of it).
+        if access_url.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        },
+        access_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.port_u16())
+            .unwrap_or(if tls_on { 443 } else { 80 }),
+        provider::devurls_api::Access::parse(&a.devurl_max_access)
+            .unwrap_or(provider::devurls_api::Access::Public),
+    );
     cp.refresh_edges().await?;
     first_admin(
         &store,

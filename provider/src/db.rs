@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_satellite_turn.sql")),
     (9, include_str!("../migrations/0009_ssh_keys.sql")),
     (10, include_str!("../migrations/0010_token_revocation.sql")),
+    (11, include_str!("../migrations/0011_dev_urls.sql")),
 ];
 
 /// Which database a store runs on.

@@ -15,6 +15,7 @@ use relay_core::ticket::Signer;
 
 pub mod api;
 pub mod db;
+pub mod devurls_api;
 pub mod edges_api;
 pub mod error;
 pub mod k8s_schema;
@@ -72,6 +73,15 @@ pub struct ControlPlane {
     /// Whether site admins may open connections (tickets, SSH) to other users' workspaces,
     /// named `OWNER.WORKSPACE`. Off unless the operator turns it on.
     pub(crate) admin_workspace_access: bool,
+    /// The control plane edge's dev URL base (`dev.example.com` for `*.dev.example.com`);
+    /// none: this deployment shows no dev URL addresses.
+    pub(crate) devurl_base: Option<String>,
+    /// `https` or `http`, as the edge serves.
+    pub(crate) devurl_scheme: &'static str,
+    /// `:PORT` when the edge is not on the scheme's default port.
+    pub(crate) devurl_port_suffix: String,
+    /// The widest sharing level owners may choose.
+    pub(crate) devurl_max_access: devurls_api::Access,
 }
 
 #[derive(Clone)]
@@ -100,7 +110,32 @@ impl ControlPlane {
             remote_agents: Arc::default(),
             turn_secret: None,
             admin_workspace_access: false,
+            devurl_base: None,
+            devurl_scheme: "https",
+            devurl_port_suffix: String::new(),
+            devurl_max_access: devurls_api::Access::Public,
         }
+    }
+
+    /// Dev URLs under `base` (a wildcard's base, `dev.example.com`) on the control plane's
+    /// edge at `scheme://…:port`, shared at most at `max`.
+    pub fn with_devurls(
+        mut self,
+        base: Option<String>,
+        scheme: &'static str,
+        port: u16,
+        max: devurls_api::Access,
+    ) -> Self {
+        self.devurl_base = base;
+        self.devurl_scheme = scheme;
+        let default = if scheme == "https" { 443 } else { 80 };
+        self.devurl_port_suffix = if port == default {
+            String::new()
+        } else {
+            format!(":{port}")
+        };
+        self.devurl_max_access = max;
+        self
     }
 
     /// Makes TURN credentials with `secret` in connection tickets, for the edges that report
@@ -161,6 +196,7 @@ impl ControlPlane {
             .merge(edges_api::router(self.clone()))
             .merge(orgs_api::router(self.clone()))
             .merge(providers_api::router(self.clone()))
+            .merge(devurls_api::router(self.clone()))
             .merge(ssh_keys_api::router(self.clone()))
             .merge(tokens_api::router(self.clone()))
             .layer(axum::middleware::from_fn(api::read_body_first))

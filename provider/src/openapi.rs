@@ -102,6 +102,22 @@ fn with_string_param(name: &str, mut o: Value) -> Value {
     o
 }
 
+fn unshare_op() -> Value {
+    let mut o = op(
+        "Stop sharing a workspace port (it is private again)",
+        "urls",
+        None,
+        object(&["deleted"], json!({ "deleted": { "type": "integer" } })),
+        &[400, 404],
+        true,
+    );
+    o["parameters"] = json!([
+        { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "port", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1, "maximum": 65535 } }
+    ]);
+    o
+}
+
 fn deleted() -> Value {
     object(&["deleted"], json!({ "deleted": { "type": "string" } }))
 }
@@ -113,6 +129,11 @@ fn schemas() -> Value {
     let strings = || array(json!({ "type": "string" }));
     json!({
         "Error": object(&["error", "code"], json!({ "error": s(), "code": s(), "field": s() })),
+        "DevUrl": object(&["workspace", "port", "https", "name", "access", "url"], json!({
+            "workspace": s(), "port": i(), "https": b(), "name": nullable("string"),
+            "access": { "type": "string", "enum": ["private", "org", "authed", "public"] },
+            "url": nullable("string")
+        })),
         "ApiToken": object(&["id", "name", "created_at", "current"], json!({ "id": s(), "name": s(), "created_at": i(), "current": b() })),
         "SshKey": object(&["fingerprint", "public_key", "created_at"], json!({ "fingerprint": s(), "public_key": s(), "created_at": i() })),
         "User": object(&["id", "username", "role"], json!({
@@ -274,6 +295,19 @@ pub fn document() -> Value {
             "get": with_name(op("One of your workspaces", "workspaces", None, r("Workspace"), &[404], true)),
             "delete": with_name(op("Delete one of your workspaces", "workspaces", None, deleted(), &[404], true))
         },
+        "/api/v2/urls": { "get": op("Your shared dev URLs, in every workspace", "urls", None, array(r("DevUrl")), &[], true) },
+        "/api/v2/workspaces/{name}/urls": {
+            "get": with_name(op("The workspace's shared dev URLs", "urls", None, array(r("DevUrl")), &[404], true)),
+            "post": with_name(op("Share a workspace port as a dev URL (again: change its level or name); capped by the deployment's maximum", "urls",
+                Some(closed(&["port"], json!({
+                    "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                    "https": { "type": "boolean" },
+                    "name": nullable("string"),
+                    "access": { "type": "string", "enum": ["private", "org", "authed", "public"] }
+                }))),
+                r("DevUrl"), &[403, 404, 409], true))
+        },
+        "/api/v2/workspaces/{name}/urls/{port}": { "delete": unshare_op() },
         "/api/v2/workspaces/{name}/ticket": { "post": with_name(op("A connection ticket for ports of the workspace", "workspaces",
             Some(closed(&["ports"], json!({ "ports": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } } }))),
             r("Ticket"), &[403, 404, 409], true)) },
@@ -371,6 +405,7 @@ mod tests {
             include_str!("providers_api.rs"),
             include_str!("ssh_keys_api.rs"),
             include_str!("tokens_api.rs"),
+            include_str!("devurls_api.rs"),
             include_str!("lib.rs"),
         ] {
             let flat: String = src

@@ -9,6 +9,7 @@ mod api_fuzz;
 mod bad_input;
 mod config_ssh;
 mod delay;
+mod devurls;
 mod e2e_encryption;
 mod forward;
 mod harness;

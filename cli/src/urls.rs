@@ -1,0 +1,119 @@
+//! `perigee urls`: share a workspace's web ports as dev URLs.
+
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::workspaces::Output;
+
+/// Share workspace ports in the browser (dev URLs).
+#[derive(clap::Subcommand)]
+pub(crate) enum UrlsCmd {
+    /// Share PORT of WORKSPACE at `PORT--WORKSPACE--USER.<dev URL host>` (again: change its
+    /// level or name). Unshared ports are private to you already.
+    Create {
+        /// Workspace name.
+        workspace: String,
+        /// Port inside the workspace.
+        port: u16,
+        /// Also reachable as `NAME--USER.<dev URL host>`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Who may open it: private (you), org (your workspace's organization), authed
+        /// (anyone signed in), public (anyone) — up to the deployment's maximum.
+        #[arg(long, default_value = "private", value_parser = ["private", "org", "authed", "public"])]
+        access: String,
+        /// The port speaks HTTPS (the edge connects to it with TLS).
+        #[arg(long)]
+        https: bool,
+    },
+    /// List your shared dev URLs (of one workspace, or all).
+    Ls {
+        /// Only this workspace.
+        workspace: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Stop sharing a port (it is private to you again).
+    Rm {
+        /// Workspace name.
+        workspace: String,
+        /// Port inside the workspace.
+        port: u16,
+    },
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    match cmd {
+        UrlsCmd::Create {
+            workspace,
+            port,
+            name,
+            access,
+            https,
+        } => {
+            let v = c
+                .post(
+                    &format!("/api/v2/workspaces/{workspace}/urls"),
+                    &json!({ "port": port, "name": name, "access": access, "https": https }),
+                )
+                .await?;
+            match v["url"].as_str() {
+                Some(url) => println!("{url}"),
+                None => eprintln!(
+                    "Shared port {port} of {workspace} ({access}); this deployment has no dev URL host yet (`perigee server --devurl-host`)."
+                ),
+            }
+        }
+        UrlsCmd::Ls { workspace, output } => {
+            let path = match &workspace {
+                Some(w) => format!("/api/v2/workspaces/{w}/urls"),
+                None => "/api/v2/urls".to_owned(),
+            };
+            let v = c.get(&path).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = v
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|u| {
+                                    vec![
+                                        s(u, "workspace"),
+                                        s(u, "port"),
+                                        s(u, "access"),
+                                        s(u, "name"),
+                                        s(u, "url"),
+                                    ]
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    print!(
+                        "{}",
+                        crate::table::render(
+                            &["WORKSPACE", "PORT", "ACCESS", "NAME", "URL"],
+                            &rows
+                        )
+                    );
+                }
+            }
+        }
+        UrlsCmd::Rm { workspace, port } => {
+            c.delete(&format!("/api/v2/workspaces/{workspace}/urls/{port}"))
+                .await?;
+            eprintln!("Port {port} of {workspace} is private again.");
+        }
+    }
+    Ok(())
+}
