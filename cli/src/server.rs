@@ -136,6 +136,12 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         bound.ip().to_string(),
     ];
     names.extend(access_host);
+    // The dev URL wildcard (`*.dev.example.com`), so browsers accept its hosts.
+    names.extend(
+        a.devurl_host
+            .as_deref()
+            .map(|w| format!("*.{}", relay_core::devurl::base(w))),
+    );
     names.dedup();
     let identity = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
@@ -221,7 +227,15 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     store.ensure_default_org().await?;
     cp.resume_workspaces().await?;
 
-    let router = edge.router().merge(cp.router());
+    if let Some(wildcard) = &a.devurl_host {
+        let scheme = if access_url.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        edge.enable_devurls(wildcard, scheme, Arc::new(DevUrlsImpl(cp.clone())));
+    }
+    let router = edge.with_devurls(edge.router().merge(cp.router()));
     let endpoint = satellite::quic::endpoint(udp, &identity)?;
     edge.enable_mesh(
         endpoint.clone(),
@@ -372,6 +386,29 @@ impl AgentAuthenticator for StoreAuth {
                 Ok(None) => Err(AuthError::Rejected),
                 Err(e) => Err(AuthError::Unavailable(e.to_string())),
             }
+        })
+    }
+}
+
+/// The control plane's sharing rules, for the built-in edge's dev URLs.
+struct DevUrlsImpl(provider::ControlPlane);
+
+impl satellite::devurl::DevUrlResolver for DevUrlsImpl {
+    fn resolve<'a>(
+        &'a self,
+        target: &'a relay_core::devurl::Target,
+        viewer: Option<&'a str>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = satellite::devurl::Resolution> + Send + 'a>,
+    > {
+        use satellite::devurl::Resolution;
+        Box::pin(async move {
+            self.0
+                .resolve_devurl(target, viewer)
+                .await
+                .unwrap_or_else(|e| {
+                    Resolution::Deny(format!("The control plane could not decide: {}", e.message))
+                })
         })
     }
 }

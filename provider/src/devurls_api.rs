@@ -343,3 +343,108 @@ async fn unshare(
     }
     Ok(Json(serde_json::json!({ "deleted": port })))
 }
+
+pub use relay_core::devurl::Decision;
+
+impl ControlPlane {
+    /// Who may open a dev URL: the share's level (private when unshared) against the
+    /// signed-in `viewer` (a user id), if any.
+    pub async fn resolve_devurl(
+        &self,
+        target: &relay_core::devurl::Target,
+        viewer: Option<&str>,
+    ) -> Result<Decision, ApiError> {
+        use relay_core::devurl::Target;
+        let user = match target {
+            Target::Port { user, .. } | Target::Named { user, .. } => user,
+        };
+        let Some(owner) = self.store.user_by_name(user).await? else {
+            return Ok(Decision::NotFound);
+        };
+        let (ws, port, https, access) = match target {
+            Target::Port {
+                port,
+                https,
+                workspace,
+                ..
+            } => {
+                let Some(ws) = self.store.workspace_by_name(&owner.id, workspace).await? else {
+                    return Ok(Decision::NotFound);
+                };
+                let access: Option<String> = sqlx::query_scalar(
+                    "SELECT access FROM dev_urls WHERE workspace_id = $1 AND port = $2",
+                )
+                .bind(&ws.id)
+                .bind(i64::from(*port))
+                .fetch_optional(&self.store.pool)
+                .await?;
+                let access = access
+                    .as_deref()
+                    .and_then(Access::parse)
+                    .unwrap_or(Access::Private);
+                (ws, *port, *https, access)
+            }
+            Target::Named { name, .. } => {
+                let row = sqlx::query(
+                    "SELECT w.name, d.port, d.https, d.access FROM dev_urls d \
+                     JOIN workspaces w ON w.id = d.workspace_id WHERE d.owner_id = $1 AND d.name = $2",
+                )
+                .bind(&owner.id)
+                .bind(name)
+                .fetch_optional(&self.store.pool)
+                .await?;
+                let Some(r) = row else {
+                    return Ok(Decision::NotFound);
+                };
+                let ws_name: String = r.try_get(0)?;
+                let Some(ws) = self.store.workspace_by_name(&owner.id, &ws_name).await? else {
+                    return Ok(Decision::NotFound);
+                };
+                let port = u16::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0);
+                let access = Access::parse(&r.try_get::<String, _>(3)?).unwrap_or(Access::Private);
+                (ws, port, r.try_get::<i64, _>(2)? != 0, access)
+            }
+        };
+        if let Some(p) = self.store.provider_by_name(&ws.provider).await? {
+            if p.settings.features.e2e_encryption {
+                return Ok(Decision::Deny(format!(
+                    "Workspace {:?} is on provider {:?}, which encrypts its traffic end to end; dev URLs would show it to the edge, so they are off there.",
+                    ws.name, p.name
+                )));
+            }
+        }
+        // The maximum may have been lowered since the URL was shared.
+        let access = access.min(self.devurl_max_access);
+        let allowed = match (access, viewer) {
+            (Access::Public, _) => true,
+            (_, None) => return Ok(Decision::SignIn),
+            (Access::Authed, Some(_)) => true,
+            (Access::Private, Some(v)) => v == ws.owner_id,
+            (Access::Org, Some(v)) => {
+                v == ws.owner_id
+                    || self
+                        .store
+                        .orgs_of(v)
+                        .await?
+                        .iter()
+                        .any(|o| o.name == ws.org)
+            }
+        };
+        Ok(if allowed {
+            Decision::Allow {
+                workspace_id: ws.id,
+                port,
+                https,
+            }
+        } else {
+            Decision::Deny(format!(
+                "This dev URL is shared with {}; you are signed in as someone else.",
+                match access {
+                    Access::Private => "its owner only".to_owned(),
+                    Access::Org => format!("members of organization {:?}", ws.org),
+                    _ => "other users".to_owned(),
+                }
+            ))
+        })
+    }
+}

@@ -37,6 +37,27 @@ pub enum Target {
     },
 }
 
+/// What the control plane decided about a dev URL request (the edge turns it into a
+/// response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Proxy to `port` of the workspace.
+    Allow {
+        /// Workspace id (the agent link's key).
+        workspace_id: String,
+        /// Port inside the workspace.
+        port: u16,
+        /// The port speaks HTTPS.
+        https: bool,
+    },
+    /// Only a signed-in viewer may open it, and there is none.
+    SignIn,
+    /// The viewer may not open it; the reason is shown.
+    Deny(String),
+    /// Nothing at this address (said the same way whatever is missing).
+    NotFound,
+}
+
 /// A host that looks like a dev URL of this edge but is not a valid one.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HostError {

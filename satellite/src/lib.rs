@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use relay_core::mesh::EdgeConfig;
 use relay_core::ticket::Verifier;
 
+pub mod devurl;
 pub mod forward;
 pub mod h2link;
 pub mod links;
@@ -74,6 +75,7 @@ struct Inner {
     auth: Arc<dyn AgentAuthenticator>,
     metrics: EdgeMetrics,
     registry: prometheus::Registry,
+    devurls: RwLock<Option<Arc<devurl::DevUrls>>>,
 }
 
 impl Edge {
@@ -95,8 +97,43 @@ impl Edge {
                 auth,
                 metrics,
                 registry,
+                devurls: RwLock::new(None),
             }),
         })
+    }
+
+    /// Serves dev URLs under `wildcard` (`*.dev.example.com`) as `scheme` (what users
+    /// reach the edge with), letting `resolver` decide who may open which.
+    pub fn enable_devurls(
+        &self,
+        wildcard: &str,
+        scheme: &'static str,
+        resolver: Arc<dyn devurl::DevUrlResolver>,
+    ) {
+        let d = Arc::new(devurl::DevUrls::new(wildcard, scheme, resolver));
+        match self.inner.devurls.write() {
+            Ok(mut g) => *g = Some(d),
+            Err(p) => *p.into_inner() = Some(d),
+        }
+    }
+
+    pub(crate) fn devurls(&self) -> Option<Arc<devurl::DevUrls>> {
+        match self.inner.devurls.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// `router` with dev URL hosts taken out in front of it (see [`devurl`]).
+    pub fn with_devurls(&self, router: axum::Router) -> axum::Router {
+        // As a fallback service the router is behind the middleware for every path,
+        // including those it has no route for.
+        axum::Router::new()
+            .fallback_service(router)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                devurl::dispatch,
+            ))
     }
 
     /// This edge's name (`primary` for the control plane's built-in edge).

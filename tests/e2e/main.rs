@@ -9,6 +9,7 @@ mod api_fuzz;
 mod bad_input;
 mod config_ssh;
 mod delay;
+mod devurl_app;
 mod devurls;
 mod e2e_encryption;
 mod forward;

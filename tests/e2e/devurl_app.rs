@@ -1,0 +1,167 @@
+//! A web app standing in for a developer's server in the workspace: echoes what it was sent
+//! (host and forwarding headers), hashes uploads as they stream, streams downloads, echoes
+//! WebSocket messages, serves a page whose script uses the WebSocket, and counts the TCP
+//! connections it accepted (to see keep-alive reuse).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+pub struct App {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    _rt: tokio::runtime::Runtime,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn text(s: String) -> hyper::Response<Body> {
+    hyper::Response::new(Full::new(Bytes::from(s)).boxed())
+}
+
+pub const PAGE: &str = "<!doctype html><html><head><title>workspace app</title></head><body>\
+<h1>Hello from the workspace</h1><p id=\"r\">pending</p><img src=\"/gate\" alt=\"\"><script>\
+const w = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');\
+w.onopen = () => w.send('ping over the edge');\
+w.onmessage = e => { document.getElementById('r').textContent = 'ws: ' + e.data; };\
+w.onerror = () => { document.getElementById('r').textContent = 'ws failed'; };\
+</script></body></html>";
+
+/// Set once the WebSocket echoed a message; `/gate` (an image on the page, which holds the
+/// page's load event, when headless Chromium dumps the DOM) answers only after it.
+static ECHOED: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+
+fn echoed() -> &'static tokio::sync::watch::Sender<bool> {
+    ECHOED.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Body>, Infallible> {
+    let h = |k: &str| {
+        req.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    match req.uri().path() {
+        "/" => Ok(text(format!(
+            "hello from the workspace; host={}; xfh={}; xfp={}; xff={}",
+            h("host"),
+            h("x-forwarded-host"),
+            h("x-forwarded-proto"),
+            h("x-forwarded-for")
+        ))),
+        "/page" => {
+            let mut r = text(PAGE.to_owned());
+            r.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
+            Ok(r)
+        }
+        "/gate" => {
+            let mut rx = echoed().subscribe();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(|v| *v)).await;
+            // The echo is on its way to the browser on another connection.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Ok(text(String::new()))
+        }
+        "/upload" => {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut n = 0usize;
+            let mut body = req.into_body();
+            while let Some(Ok(f)) = body.frame().await {
+                if let Ok(d) = f.into_data() {
+                    n += d.len();
+                    ctx.update(&d);
+                }
+            }
+            let hex: String = ctx
+                .finish()
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Ok(text(format!("{n} {hex}")))
+        }
+        "/big" => {
+            let chunks = (0..320u32).map(|i| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from(vec![(i % 251) as u8; 65536])))
+            });
+            Ok(hyper::Response::new(BodyExt::boxed(StreamBody::new(
+                futures_util::stream::iter(chunks),
+            ))))
+        }
+        "/ws" => {
+            let key = h("sec-websocket-key");
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(up) = on.await else { return };
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(up),
+                    Role::Server,
+                    None,
+                )
+                .await;
+                let (mut tx, mut rx) = ws.split();
+                while let Some(Ok(m)) = rx.next().await {
+                    if (m.is_text() || m.is_binary()) && tx.send(m).await.is_err() {
+                        break;
+                    }
+                    echoed().send_replace(true);
+                }
+            });
+            let mut r = hyper::Response::new(Full::new(Bytes::new()).boxed());
+            *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            r.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            r.headers_mut().insert(
+                "sec-websocket-accept",
+                derive_accept_key(key.as_bytes()).parse().unwrap(),
+            );
+            Ok(r)
+        }
+        _ => {
+            let mut r = text("not here".into());
+            *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+            Ok(r)
+        }
+    }
+}
+
+impl App {
+    pub fn start() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = connections.clone();
+        rt.spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(sock), hyper::service::service_fn(handle))
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            port,
+            connections,
+            _rt: rt,
+        }
+    }
+}
