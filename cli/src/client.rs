@@ -149,6 +149,10 @@ impl Client {
         self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::DELETE, path, None).await
     }

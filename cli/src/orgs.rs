@@ -51,6 +51,9 @@ pub(crate) enum UsersCmd {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Set your password for browser sign-in (dev URLs), read from standard input
+    /// (10-1024 characters; one line).
+    Passwd,
 }
 
 /// Manage your API tokens.
@@ -170,6 +173,25 @@ pub(crate) async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
             eprintln!(
                 "Created {role} {username}. The API token above is shown only once; they log in with:\n\n  perigee login {} --token TOKEN\n",
                 c.base
+            );
+        }
+        UsersCmd::Passwd => {
+            use std::io::IsTerminal as _;
+            if std::io::stdin().is_terminal() {
+                eprint!("New password (shown as you type; or pipe it in): ");
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            let v = c
+                .put(
+                    "/api/v2/users/me/password",
+                    &json!({ "password": password }),
+                )
+                .await?;
+            eprintln!(
+                "Password set for {}; sign in to dev URLs with it.",
+                v["updated"].as_str().unwrap_or_default()
             );
         }
         UsersCmd::Ls { output } => {

@@ -233,7 +233,16 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         } else {
             "http"
         };
-        edge.enable_devurls(wildcard, scheme, Arc::new(DevUrlsImpl(cp.clone())));
+        let cookie_key = store.secret("devurl-cookie").await?;
+        edge.enable_devurls(
+            wildcard,
+            scheme,
+            Arc::new(DevUrlsImpl(
+                cp.clone(),
+                format!("{}/login", access_url.trim_end_matches('/')),
+            )),
+            cookie_key.as_bytes(),
+        );
     }
     let router = edge.with_devurls(edge.router().merge(cp.router()));
     let endpoint = satellite::quic::endpoint(udp, &identity)?;
@@ -391,7 +400,7 @@ impl AgentAuthenticator for StoreAuth {
 }
 
 /// The control plane's sharing rules, for the built-in edge's dev URLs.
-struct DevUrlsImpl(provider::ControlPlane);
+struct DevUrlsImpl(provider::ControlPlane, String);
 
 impl satellite::devurl::DevUrlResolver for DevUrlsImpl {
     fn resolve<'a>(
@@ -410,6 +419,18 @@ impl satellite::devurl::DevUrlResolver for DevUrlsImpl {
                     Resolution::Deny(format!("The control plane could not decide: {}", e.message))
                 })
         })
+    }
+
+    fn redeem<'a>(
+        &'a self,
+        code: &'a str,
+        host: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move { self.0.redeem_devurl_code(code, host).await.ok().flatten() })
+    }
+
+    fn sign_in_url(&self) -> String {
+        self.1.clone()
     }
 }
 

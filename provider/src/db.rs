@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_ssh_keys.sql")),
     (10, include_str!("../migrations/0010_token_revocation.sql")),
     (11, include_str!("../migrations/0011_dev_urls.sql")),
+    (12, include_str!("../migrations/0012_signin.sql")),
 ];
 
 /// Which database a store runs on.

@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod orgs_api;
 pub mod provider_settings;
 pub mod providers_api;
+pub mod signin;
 pub mod ssh_keys_api;
 pub mod store;
 pub mod store_edges;
@@ -197,6 +198,7 @@ impl ControlPlane {
             .merge(orgs_api::router(self.clone()))
             .merge(providers_api::router(self.clone()))
             .merge(devurls_api::router(self.clone()))
+            .merge(signin::router(self.clone()))
             .merge(ssh_keys_api::router(self.clone()))
             .merge(tokens_api::router(self.clone()))
             .layer(axum::middleware::from_fn(api::read_body_first))

@@ -251,6 +251,9 @@ pub fn document() -> Value {
                 Some(name_body("name")), object(&["token"], json!({ "token": s() })), &[], true),
             "get": op("The caller's API tokens (never the secrets); `current` marks the one used", "users", None, array(r("ApiToken")), &[], true)
         },
+        "/api/v2/users/me/password": { "put": op("Set the caller's password for browser sign-in (10-1024 characters)", "users",
+            Some(closed(&["password"], json!({ "password": { "type": "string", "minLength": 10, "maxLength": 1024 } }))),
+            object(&["updated"], json!({ "updated": s() })), &[], true) },
         "/api/v2/users/me/tokens/{id}": { "delete": with_string_param("id",
             op("Revoke one of the caller's API tokens: it stops authenticating, and edges refuse tickets issued to it", "users", None,
                 object(&["revoked"], json!({ "revoked": s() })), &[404], true)) },

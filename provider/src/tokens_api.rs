@@ -6,7 +6,7 @@
 //! may be valid, so tunnels and SSH sessions cannot start with a ticket cached before.
 
 use axum::extract::{Path, State};
-use axum::routing::delete;
+use axum::routing::{delete, put};
 use axum::{Json, Router};
 use http::request::Parts;
 
@@ -18,6 +18,10 @@ use crate::ControlPlane;
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/api/v2/users/me/tokens/{id}", delete(revoke_token))
+        .route(
+            "/api/v2/users/me/password",
+            put(crate::signin::set_password),
+        )
         .with_state(cp)
 }
 

@@ -169,6 +169,40 @@ pub fn parse(host: &str, base: &str) -> Result<Option<Target>, HostError> {
     }
 }
 
+/// A dev URL session cookie's value for `user` on exactly `host`, good until `exp` (Unix
+/// seconds): `USER.EXP.MAC`, the MAC an HMAC-SHA256 under the edge's key over the host too,
+/// so a cookie of one dev URL means nothing on another.
+pub fn cookie_value(key: &[u8], user: &str, host: &str, exp: u64) -> String {
+    use base64::Engine as _;
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&k, format!("v1\n{host}\n{user}\n{exp}").as_bytes());
+    format!(
+        "{user}.{exp}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+/// The user a cookie value names, if it was made by `key` for `host` and is not expired at
+/// `now`. Values over 256 bytes are refused unread.
+pub fn cookie_user(key: &[u8], value: &str, host: &str, now: u64) -> Option<String> {
+    use base64::Engine as _;
+    if value.len() > 256 {
+        return None;
+    }
+    let mut parts = value.splitn(3, '.');
+    let (user, exp, mac) = (parts.next()?, parts.next()?, parts.next()?);
+    if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let exp: u64 = exp.parse().ok()?;
+    let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(mac)
+        .ok()?;
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::verify(&k, format!("v1\n{host}\n{user}\n{exp}").as_bytes(), &mac).ok()?;
+    (exp > now).then(|| user.to_owned())
+}
+
 /// The host of a port URL (the inverse of [`parse`]).
 pub fn port_host(port: u16, https: bool, workspace: &str, user: &str, base: &str) -> String {
     let s = if https { "s" } else { "" };
@@ -273,6 +307,34 @@ mod tests {
             parse("nope.dev.example.com", B),
             Err(HostError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn cookies_are_bound_to_key_host_and_time() {
+        let v = cookie_value(b"k1", "ab12", "8080--w--u.dev.test", 100);
+        assert_eq!(
+            cookie_user(b"k1", &v, "8080--w--u.dev.test", 99).as_deref(),
+            Some("ab12")
+        );
+        assert_eq!(
+            cookie_user(b"k1", &v, "8080--w--u.dev.test", 100),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            cookie_user(b"k1", &v, "8081--w--u.dev.test", 99),
+            None,
+            "other host"
+        );
+        assert_eq!(
+            cookie_user(b"k2", &v, "8080--w--u.dev.test", 99),
+            None,
+            "other key"
+        );
+        let forged = v.replacen("ab12", "ab13", 1);
+        assert_eq!(cookie_user(b"k1", &forged, "8080--w--u.dev.test", 99), None);
+        assert_eq!(cookie_user(b"k1", "x", "h", 0), None);
+        assert_eq!(cookie_user(b"k1", &"a".repeat(300), "h", 0), None);
     }
 
     #[test]

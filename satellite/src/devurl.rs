@@ -31,7 +31,8 @@ use crate::Edge;
 
 pub use relay_core::devurl::Decision as Resolution;
 
-/// Decides who may open which dev URL (the control plane's sharing rules).
+/// Decides who may open which dev URL (the control plane's sharing rules), and signs
+/// browsers in.
 pub trait DevUrlResolver: Send + Sync + 'static {
     /// The decision for `target`, seen by the signed-in user `viewer` (user id), if any.
     fn resolve<'a>(
@@ -39,7 +40,20 @@ pub trait DevUrlResolver: Send + Sync + 'static {
         target: &'a Target,
         viewer: Option<&'a str>,
     ) -> Pin<Box<dyn Future<Output = Resolution> + Send + 'a>>;
+
+    /// Redeems a one-time sign-in code for `host`: the user id, once.
+    fn redeem<'a>(
+        &'a self,
+        code: &'a str,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
+
+    /// The control plane's sign-in page (`https://…/login`).
+    fn sign_in_url(&self) -> String;
 }
+
+/// How long a dev URL sign-in lasts.
+const SESSION_SECS: u64 = 24 * 3600;
 
 /// The edge's dev URL settings.
 pub(crate) struct DevUrls {
@@ -47,6 +61,7 @@ pub(crate) struct DevUrls {
     resolver: Arc<dyn DevUrlResolver>,
     scheme: &'static str,
     pool: DashMap<(String, u16), Vec<SendRequest<Body>>>,
+    cookie_key: Vec<u8>,
 }
 
 /// Idle kept-alive connections kept per workspace port.
@@ -59,14 +74,195 @@ impl DevUrls {
         wildcard: &str,
         scheme: &'static str,
         resolver: Arc<dyn DevUrlResolver>,
+        cookie_key: &[u8],
     ) -> Self {
         Self {
             base: relay_core::devurl::base(wildcard),
             resolver,
             scheme,
             pool: DashMap::new(),
+            cookie_key: cookie_key.to_vec(),
         }
     }
+
+    /// The session cookie's name: `__Host-` on HTTPS (the browser then insists on Secure,
+    /// Path=/ and no Domain).
+    fn cookie_name(&self) -> &'static str {
+        if self.scheme == "https" {
+            "__Host-perigee-devurl"
+        } else {
+            "perigee-devurl"
+        }
+    }
+
+    /// The signed-in user, from this host's session cookie.
+    fn viewer(&self, headers: &http::HeaderMap, host: &str) -> Option<String> {
+        let name = self.cookie_name();
+        cookies(headers)
+            .filter(|(k, _)| *k == name)
+            .find_map(|(_, v)| {
+                relay_core::devurl::cookie_user(&self.cookie_key, v, host, relay_core::unix_now())
+            })
+    }
+}
+
+/// `name=value` pairs of every `Cookie` header.
+fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+}
+
+/// The `Cookie` headers without the edge's own cookie (the workspace never sees it).
+fn strip_session_cookie(headers: &mut http::HeaderMap, name: &str) {
+    let kept: Vec<String> = cookies(headers)
+        .filter(|(k, _)| *k != name)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = http::HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(http::header::COOKIE, v);
+        }
+    }
+}
+
+fn redirect(location: &str) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = http::StatusCode::SEE_OTHER;
+    if let Ok(v) = http::HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') && !s.contains('+') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `r` setting the session cookie (no `Domain`: this host only).
+fn set_cookie(mut r: Response, name: &str, value: &str, max_age: u64, secure: &str) -> Response {
+    if let Ok(v) = http::HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    )) {
+        r.headers_mut().insert(http::header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The edge's own paths on a dev URL host: sign-in landing and sign-out.
+async fn own_path(devurls: &DevUrls, host: &str, path: &str, query: &str) -> Option<Response> {
+    if !path.starts_with("/.perigee/") {
+        return None;
+    }
+    let name = devurls.cookie_name();
+    let secure = if devurls.scheme == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    Some(match path {
+        "/.perigee/auth" => {
+            let code = query_param(query, "code").unwrap_or_default();
+            let next = query_param(query, "next").unwrap_or_default();
+            // Only a path on this host: never `//elsewhere` or `/\elsewhere`.
+            let next = if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+                next.into_owned()
+            } else {
+                "/".to_owned()
+            };
+            if code.is_empty() || code.len() > 128 {
+                return Some(page(
+                    http::StatusCode::BAD_REQUEST,
+                    "Sign-in failed",
+                    "The sign-in link is malformed.",
+                ));
+            }
+            match devurls.resolver.redeem(&code, host).await {
+                Some(user) => {
+                    let exp = relay_core::unix_now() + SESSION_SECS;
+                    let value =
+                        relay_core::devurl::cookie_value(&devurls.cookie_key, &user, host, exp);
+                    set_cookie(redirect(&next), name, &value, SESSION_SECS, secure)
+                }
+                None => page(
+                    http::StatusCode::BAD_REQUEST,
+                    "Sign-in failed",
+                    "The sign-in link has expired or was used already. Open the dev URL again.",
+                ),
+            }
+        }
+        "/.perigee/signout" => {
+            let r = page(
+                http::StatusCode::OK,
+                "Signed out",
+                "You are signed out of this dev URL.",
+            );
+            set_cookie(r, name, "", 0, secure)
+        }
+        _ => page(
+            http::StatusCode::NOT_FOUND,
+            "Not found",
+            "No such perigee page.",
+        ),
+    })
 }
 
 /// Middleware: dev URL hosts are served here, other requests go on to the router.
@@ -118,28 +314,47 @@ async fn serve(
     mut req: Request,
 ) -> Response {
     let start = Instant::now();
-    let (workspace_id, port, https) = match devurls.resolver.resolve(&target, None).await {
-        Resolution::Allow {
-            workspace_id,
-            port,
-            https,
-        } => (workspace_id, port, https),
-        Resolution::SignIn => {
-            return page(
-                http::StatusCode::UNAUTHORIZED,
-                "Sign-in required",
-                "This dev URL is not public. Browser sign-in for dev URLs is not available yet; its owner can share it with `perigee urls create WORKSPACE PORT --access public`.",
-            )
-        }
-        Resolution::Deny(why) => return page(http::StatusCode::FORBIDDEN, "Not allowed", &why),
-        Resolution::NotFound => {
-            return page(
-                http::StatusCode::NOT_FOUND,
-                "No such dev URL",
-                "No dev URL at this address.",
-            )
-        }
-    };
+    let (path, query) = (
+        req.uri().path().to_owned(),
+        req.uri().query().unwrap_or("").to_owned(),
+    );
+    if let Some(r) = own_path(devurls, &host, &path, &query).await {
+        return r;
+    }
+    let viewer = devurls.viewer(req.headers(), &host);
+    let (workspace_id, port, https) =
+        match devurls.resolver.resolve(&target, viewer.as_deref()).await {
+            Resolution::Allow {
+                workspace_id,
+                port,
+                https,
+            } => (workspace_id, port, https),
+            Resolution::SignIn => {
+                let here = format!(
+                    "{}://{}{}",
+                    devurls.scheme,
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                        .unwrap_or(&host),
+                    req.uri().path_and_query().map_or("/", |p| p.as_str())
+                );
+                return redirect(&format!(
+                    "{}?redirect={}",
+                    devurls.resolver.sign_in_url(),
+                    percent_encode(&here)
+                ));
+            }
+            Resolution::Deny(why) => return page(http::StatusCode::FORBIDDEN, "Not allowed", &why),
+            Resolution::NotFound => {
+                return page(
+                    http::StatusCode::NOT_FOUND,
+                    "No such dev URL",
+                    "No dev URL at this address.",
+                )
+            }
+        };
     if https {
         return page(
             http::StatusCode::NOT_IMPLEMENTED,
@@ -162,6 +377,7 @@ async fn serve(
         .extensions()
         .get::<crate::listener::PeerAddr>()
         .map(|p| p.0.ip().to_string());
+    strip_session_cookie(req.headers_mut(), devurls.cookie_name());
     let Some(out) = forward_request(req, &host, devurls.scheme, peer.as_deref(), upgrade) else {
         return page(
             http::StatusCode::BAD_REQUEST,

@@ -103,14 +103,16 @@ impl Edge {
     }
 
     /// Serves dev URLs under `wildcard` (`*.dev.example.com`) as `scheme` (what users
-    /// reach the edge with), letting `resolver` decide who may open which.
+    /// reach the edge with), letting `resolver` decide who may open which; sign-in cookies
+    /// are signed with `cookie_key`.
     pub fn enable_devurls(
         &self,
         wildcard: &str,
         scheme: &'static str,
         resolver: Arc<dyn devurl::DevUrlResolver>,
+        cookie_key: &[u8],
     ) {
-        let d = Arc::new(devurl::DevUrls::new(wildcard, scheme, resolver));
+        let d = Arc::new(devurl::DevUrls::new(wildcard, scheme, resolver, cookie_key));
         match self.inner.devurls.write() {
             Ok(mut g) => *g = Some(d),
             Err(p) => *p.into_inner() = Some(d),

@@ -53,11 +53,12 @@ async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Bod
     };
     match req.uri().path() {
         "/" => Ok(text(format!(
-            "hello from the workspace; host={}; xfh={}; xfp={}; xff={}",
+            "hello from the workspace; host={}; xfh={}; xfp={}; xff={}; cookie={}",
             h("host"),
             h("x-forwarded-host"),
             h("x-forwarded-proto"),
-            h("x-forwarded-for")
+            h("x-forwarded-for"),
+            h("cookie")
         ))),
         "/page" => {
             let mut r = text(PAGE.to_owned());

@@ -107,16 +107,19 @@ const HOST_BASE: &str = "dev.test";
 fn client(server: &Server, hosts: &[&str]) -> reqwest::blocking::Client {
     let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).unwrap();
     let tls = relay_core::tls::client_config(roots, &[b"http/1.1"]).unwrap();
-    let mut b = reqwest::blocking::Client::builder().use_preconfigured_tls(tls);
+    let mut b = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none());
     for h in hosts {
         b = b.resolve(h, server.addr);
     }
     b.build().unwrap()
 }
 
-#[test]
-fn dev_urls_are_served_through_the_edge() {
-    let tmp = TempDir::new("devurl-serve");
+/// A server with dev URLs under `*.dev.test`, workspace `ws` with its agent up, and the
+/// test app listening in the workspace.
+fn fixture(tag: &str) -> (TempDir, Server, crate::devurl_app::App) {
+    let tmp = TempDir::new(tag);
     let server = Server::start_full(
         &tmp.0,
         "127.0.0.1:0",
@@ -126,7 +129,12 @@ fn dev_urls_are_served_through_the_edge() {
     );
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", std::time::Duration::from_secs(30), None);
-    let app = crate::devurl_app::App::start();
+    (tmp, server, crate::devurl_app::App::start())
+}
+
+#[test]
+fn dev_urls_are_served_through_the_edge() {
+    let (tmp, server, app) = fixture("devurl-serve");
     let edge_port = server.addr.port();
     let host = format!("{}--ws--admin.{HOST_BASE}", app.port);
     let url = |path: &str| format!("https://{host}:{edge_port}{path}");
@@ -142,10 +150,17 @@ fn dev_urls_are_served_through_the_edge() {
         ],
     );
 
-    // Unshared: private to the owner, and an anonymous browser is asked to sign in.
+    // Unshared: private to the owner, and an anonymous browser is sent to sign in.
     let r = c.get(url("/")).send().unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.text().unwrap().contains("Sign-in required"));
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        to.starts_with(&format!(
+            "{}/login?redirect=https%3A%2F%2F{host}",
+            server.url
+        )),
+        "{to}"
+    );
 
     server.ok(&[
         "urls",
@@ -309,4 +324,208 @@ fn browser_sees_the_page(server: &Server, tmp: &TempDir, host: &str, edge_port: 
     assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
     // Kept next to the test binaries for a look after the run.
     let _ = std::fs::copy(&shot, std::env::temp_dir().join("perigee-devurl-page.png"));
+}
+
+/// One browser identity: its own cookies, by host.
+struct Browser {
+    c: reqwest::blocking::Client,
+    cookies: std::collections::HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(server: &Server, hosts: &[&str]) -> Self {
+        Self {
+            c: client(server, hosts),
+            cookies: Default::default(),
+        }
+    }
+
+    /// GET as a browser would send it: this host's cookie, if any.
+    fn get(&self, url: &str) -> reqwest::blocking::Response {
+        let host = url
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split([':', '/'])
+            .next()
+            .unwrap();
+        let mut r = self.c.get(url);
+        if let Some(c) = self.cookies.get(host) {
+            r = r.header("cookie", format!("theme=dark; {c}"));
+        }
+        r.send().unwrap()
+    }
+
+    /// Opens `url`, signing in as `user` when sent to the sign-in page; returns the final
+    /// status.
+    fn open(&mut self, server: &Server, url: &str, user: &str) -> u16 {
+        let r = self.get(url);
+        if r.status() != 303 {
+            return r.status().as_u16();
+        }
+        let login = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            login.starts_with(&format!("{}/login?", server.url)),
+            "{login}"
+        );
+        let redirect = url.to_owned();
+        let r = self
+            .c
+            .post(format!("{}/login", server.url))
+            .form(&[
+                ("username", user),
+                ("password", &password(user)),
+                ("redirect", &redirect),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 303, "sign-in as {user}");
+        let auth = r.headers()["location"].to_str().unwrap().to_owned();
+        let host = url
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split([':', '/'])
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(
+            auth.contains(&format!("://{host}:")) && auth.contains("/.perigee/auth?code="),
+            "{auth}"
+        );
+        let r = self.c.get(&auth).send().unwrap();
+        assert_eq!(r.status(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        for attr in [
+            "__Host-perigee-devurl=",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Max-Age=",
+        ] {
+            assert!(set.contains(attr), "{attr} missing in {set}");
+        }
+        assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+        self.cookies
+            .insert(host, set.split(';').next().unwrap().to_owned());
+        // The code works once.
+        assert_eq!(self.c.get(&auth).send().unwrap().status(), 400);
+        self.get(url).status().as_u16()
+    }
+}
+
+fn password(user: &str) -> String {
+    format!("{user}-long-enough-password")
+}
+
+fn set_password(server: &Server, token: &str, user: &str) {
+    let mut c = server.cmd(&["users", "passwd"]);
+    c.env("PERIGEE_TOKEN", token);
+    let out = crate::harness::run_with_stdin(c, format!("{}\n", password(user)).as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sharing_levels_hold_for_four_browser_identities() {
+    let (_tmp, server, app) = fixture("devurl-levels");
+    let (p, edge) = (app.port, server.addr.port());
+    let host = format!("{p}--ws--admin.{HOST_BASE}");
+    let other_host = format!("{}--ws--admin.{HOST_BASE}", p + 1);
+    let url = format!("https://{host}:{edge}/");
+    let bob = server
+        .ok(&["users", "create", "bob", "--org", "default"])
+        .trim()
+        .to_owned();
+    server.ok(&["orgs", "create", "elsewhere"]);
+    let carol = server
+        .ok(&["users", "create", "carol", "--org", "elsewhere"])
+        .trim()
+        .to_owned();
+    set_password(&server, &server.token(), "admin");
+    set_password(&server, &bob, "bob");
+    set_password(&server, &carol, "carol");
+
+    let hosts = [host.as_str(), other_host.as_str()];
+    let mut owner = Browser::new(&server, &hosts);
+    let mut member = Browser::new(&server, &hosts);
+    let mut outsider = Browser::new(&server, &hosts);
+    let anonymous = Browser::new(&server, &hosts);
+    // Signing in happens while the URL is private: only the owner gets in.
+    assert_eq!(owner.open(&server, &url, "admin"), 200);
+    assert_eq!(member.open(&server, &url, "bob"), 403);
+    assert_eq!(outsider.open(&server, &url, "carol"), 403);
+    assert_eq!(anonymous.get(&url).status(), 303);
+
+    for (level, want) in [
+        ("org", [200, 200, 403, 303]),
+        ("authed", [200, 200, 200, 303]),
+        ("public", [200, 200, 200, 200]),
+        ("private", [200, 403, 403, 303]),
+    ] {
+        server.ok(&["urls", "create", "ws", &p.to_string(), "--access", level]);
+        let got = [&owner, &member, &outsider, &anonymous].map(|b| b.get(&url).status().as_u16());
+        assert_eq!(
+            got, want,
+            "{level}: owner, org member, other user, anonymous"
+        );
+    }
+
+    // The workspace never sees the edge's cookie; the page's own cookies pass.
+    let body = owner.get(&url).text().unwrap();
+    assert!(
+        body.contains("cookie=theme=dark") && !body.contains("perigee-devurl"),
+        "{body}"
+    );
+    // A cookie is for its host only: the owner is a stranger on another port's URL.
+    let other = format!("https://{other_host}:{edge}/");
+    let mut r = owner.c.get(&other);
+    r = r.header("cookie", owner.cookies[&host].clone());
+    assert_eq!(r.send().unwrap().status(), 303);
+
+    // The sign-in form is no open redirect, and a bad password gets nowhere.
+    for evil in [
+        "https://evil.example/",
+        "https://127.0.0.1:1/",
+        &format!("https://x@{host}:{edge}/"),
+        "//evil.example/",
+        "javascript:alert(1)",
+    ] {
+        let r = owner
+            .c
+            .post(format!("{}/login", server.url))
+            .form(&[
+                ("username", "admin"),
+                ("password", &password("admin")),
+                ("redirect", evil),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{evil}");
+        assert!(r.headers().get("location").is_none(), "{evil}");
+    }
+    let r = owner
+        .c
+        .post(format!("{}/login", server.url))
+        .form(&[
+            ("username", "admin"),
+            ("password", "wrong password!"),
+            ("redirect", &url),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Signing out ends the session on that host.
+    let r = owner.get(&format!("https://{host}:{edge}/.perigee/signout"));
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    owner.cookies.clear();
+    assert_eq!(owner.get(&url).status(), 303);
 }

@@ -1,0 +1,327 @@
+//! Browser sign-in: a user name and password form on the control plane (`/login`), and the
+//! one-time codes that carry a sign-in to one dev URL host.
+//!
+//! After a good password the control plane redirects to
+//! `https://HOST/.perigee/auth?code=…&next=/path` — only for a `HOST` under this
+//! deployment's dev URL base, so the `redirect` parameter cannot send anyone elsewhere. The
+//! code is 256 random bits, stored hashed, valid 60 s, bound to that host and redeemed once;
+//! the edge trades it for a cookie of its own on that host. The user's API token is never
+//! involved.
+
+use std::num::NonZeroU32;
+
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use sqlx::Row as _;
+
+use crate::api::{Body, Caller};
+use crate::{ApiError, ControlPlane};
+
+/// PBKDF2 iterations (OWASP's figure for HMAC-SHA256).
+const ITERATIONS: u32 = 600_000;
+/// How long a one-time code is good for.
+const CODE_SECS: i64 = 60;
+const MIN_PASSWORD: usize = 10;
+const MAX_PASSWORD: usize = 1024;
+
+pub(crate) fn router(cp: ControlPlane) -> Router {
+    Router::new()
+        .route("/login", get(form).post(submit))
+        .with_state(cp)
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+/// `pbkdf2-sha256$ITER$SALT$HASH` for `password`.
+pub fn hash_password(password: &str) -> String {
+    let salt = relay_core::token::random_bytes::<16>();
+    let mut out = [0u8; 32];
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN),
+        &salt,
+        password.as_bytes(),
+        &mut out,
+    );
+    format!(
+        "pbkdf2-sha256${ITERATIONS}${}${}",
+        b64().encode(salt),
+        b64().encode(out)
+    )
+}
+
+/// Whether `password` matches `stored` (constant time in the comparison).
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some("pbkdf2-sha256"), Some(iter), Some(salt), Some(hash), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let (Some(iter), Ok(salt), Ok(hash)) = (
+        iter.parse::<u32>().ok().and_then(NonZeroU32::new),
+        b64().decode(salt),
+        b64().decode(hash),
+    ) else {
+        return false;
+    };
+    ring::pbkdf2::verify(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        iter,
+        &salt,
+        password.as_bytes(),
+        &hash,
+    )
+    .is_ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordRequest {
+    password: String,
+}
+
+pub(crate) async fn set_password(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Body(req): Body<PasswordRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = req.password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+        return Err(ApiError::bad_request(format!(
+            "password: {MIN_PASSWORD}-{MAX_PASSWORD} characters"
+        ))
+        .on("password"));
+    }
+    let hash = tokio::task::spawn_blocking(move || hash_password(&req.password))
+        .await
+        .map_err(ApiError::internal)?;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(&user.id)
+        .execute(&cp.store.pool)
+        .await?;
+    Ok(Json(serde_json::json!({ "updated": user.username })))
+}
+
+#[derive(Deserialize)]
+struct FormQuery {
+    #[serde(default)]
+    redirect: String,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(status: http::StatusCode, redirect: &str, note: &str) -> Response {
+    let note = if note.is_empty() {
+        String::new()
+    } else {
+        format!("<p role=\"alert\" class=\"err\">{}</p>", esc(note))
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>Sign in · perigee</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:22em;margin:3em auto;padding:0 1em}}\
+         label{{display:block;margin-top:1em}}input{{width:100%;font:inherit;padding:.3em;box-sizing:border-box}}button{{margin-top:1.2em;font:inherit;padding:.4em 1.2em}}.err{{color:#b00}}</style></head>\
+         <body><h1>Sign in</h1>{note}<form method=\"post\" action=\"/login\">\
+         <label for=\"u\">User name</label><input id=\"u\" name=\"username\" autocomplete=\"username\" required autofocus>\
+         <label for=\"p\">Password</label><input id=\"p\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+         <input type=\"hidden\" name=\"redirect\" value=\"{}\"><button type=\"submit\">Sign in</button></form></body></html>",
+        esc(redirect)
+    );
+    let mut r = Html(html).into_response();
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    // The form must not be framed by a dev URL page (clickjacking).
+    r.headers_mut().insert(
+        "content-security-policy",
+        http::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    r
+}
+
+async fn form(Query(q): Query<FormQuery>) -> Response {
+    page(http::StatusCode::OK, &q.redirect, "")
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    redirect: String,
+}
+
+/// Where a sign-in may go: a URL on a dev URL host of this deployment (its scheme and port),
+/// with its origin split off. Anything else is refused, so the form is no open redirect.
+fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<(String, String)> {
+    let base = cp.devurl_base.as_deref()?;
+    let uri: http::Uri = redirect.parse().ok()?;
+    if uri.scheme_str()? != cp.devurl_scheme {
+        return None;
+    }
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = relay_core::devurl::host_of(authority.as_str())?;
+    relay_core::devurl::parse(&host, base).ok()??;
+    let origin = format!(
+        "{}://{}",
+        cp.devurl_scheme,
+        authority.as_str().to_ascii_lowercase()
+    );
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    Some((origin, path))
+}
+
+async fn submit(
+    State(cp): State<ControlPlane>,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, ApiError> {
+    if f.username.len() > 256 || f.password.len() > MAX_PASSWORD || f.redirect.len() > 4096 {
+        return Ok(page(http::StatusCode::BAD_REQUEST, "", "That is too long."));
+    }
+    let target = if f.redirect.is_empty() {
+        None
+    } else {
+        match dev_url_target(&cp, &f.redirect) {
+            Some(t) => Some(t),
+            None => {
+                return Ok(page(
+                    http::StatusCode::BAD_REQUEST,
+                    "",
+                    "Refused: the redirect is not a dev URL of this deployment.",
+                ))
+            }
+        }
+    };
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
+        .bind(&f.username)
+        .fetch_optional(&cp.store.pool)
+        .await?;
+    let (user_id, stored) = match &row {
+        Some(r) => (
+            Some(r.try_get::<String, _>(0)?),
+            r.try_get::<Option<String>, _>(1)?,
+        ),
+        None => (None, None),
+    };
+    // The same work whether or not the user exists or has a password.
+    let stored = stored.unwrap_or_else(|| format!("pbkdf2-sha256${ITERATIONS}$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    let password = f.password.clone();
+    let good = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        .await
+        .map_err(ApiError::internal)?;
+    let (true, Some(user_id)) = (good, user_id) else {
+        tracing::info!(user = %f.username, "browser sign-in refused");
+        return Ok(page(
+            http::StatusCode::UNAUTHORIZED,
+            &f.redirect,
+            "Wrong user name or password.",
+        ));
+    };
+    let Some((origin, path)) = target else {
+        return Ok(page(
+            http::StatusCode::OK,
+            "",
+            &format!("Signed in as {}.", f.username),
+        ));
+    };
+    let host = relay_core::devurl::host_of(origin.split("://").nth(1).unwrap_or_default())
+        .unwrap_or_default();
+    let code = b64().encode(relay_core::token::random_bytes::<32>());
+    sqlx::query("DELETE FROM devurl_codes WHERE expires_at < $1")
+        .bind(crate::store::now())
+        .execute(&cp.store.pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO devurl_codes (hash, user_id, host, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(relay_core::token::hash(&code))
+    .bind(&user_id)
+    .bind(&host)
+    .bind(crate::store::now() + CODE_SECS)
+    .execute(&cp.store.pool)
+    .await?;
+    let next: String = path
+        .bytes()
+        .flat_map(|b| {
+            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+                vec![b as char]
+            } else {
+                format!("%{b:02X}").chars().collect()
+            }
+        })
+        .collect();
+    let location = format!("{origin}/.perigee/auth?code={code}&next={next}");
+    let mut r = (http::StatusCode::SEE_OTHER, "").into_response();
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+impl ControlPlane {
+    /// Redeems a one-time sign-in code for `host`: the user id, once, while it is fresh.
+    pub async fn redeem_devurl_code(
+        &self,
+        code: &str,
+        host: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let hash = relay_core::token::hash(code);
+        let mut tx = self.store.pool.begin().await?;
+        let row = sqlx::query("SELECT user_id, host, expires_at FROM devurl_codes WHERE hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let gone = sqlx::query("DELETE FROM devurl_codes WHERE hash = $1")
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let (user, bound, exp): (String, String, i64) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        Ok(
+            (gone.rows_affected() == 1 && bound == host && exp >= crate::store::now())
+                .then_some(user),
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("correct horse battery");
+        assert!(h.starts_with("pbkdf2-sha256$600000$"));
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("correct horse batterY", &h));
+        assert!(!verify_password("x", "pbkdf2-sha256$0$$"));
+        assert!(!verify_password("x", "garbage"));
+        assert_ne!(h, hash_password("correct horse battery"), "salted");
+    }
+}
