@@ -453,4 +453,8 @@ impl EdgeHooks for EdgeHooksImpl {
     fn configure(&self, config: &EdgeConfig) {
         self.0.configure(config);
     }
+
+    fn devurls_changed(&self) {
+        self.0.forget_devurl_decisions();
+    }
 }

@@ -214,6 +214,7 @@ async fn share(
         }
         return Err(e.into());
     }
+    cp.hooks.devurls_changed();
     Ok(Json(DevUrl {
         url: url_for(
             &cp,
@@ -341,6 +342,7 @@ async fn unshare(
             "port {port} of {name:?} is not shared (see `perigee urls ls`)"
         )));
     }
+    cp.hooks.devurls_changed();
     Ok(Json(serde_json::json!({ "deleted": port })))
 }
 

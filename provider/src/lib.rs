@@ -46,6 +46,8 @@ pub trait EdgeHooks: Send + Sync + 'static {
     /// Gives the built-in edge the keys to trust and the other edges (at start, and after a
     /// key rotation or a satellite change).
     fn configure(&self, config: &EdgeConfig);
+    /// Dev URL sharing changed: the built-in edge forgets the decisions it reuses.
+    fn devurls_changed(&self) {}
 }
 
 /// A connected agent, as shown by `perigee ls`.

@@ -62,10 +62,18 @@ pub(crate) struct DevUrls {
     scheme: &'static str,
     pool: DashMap<(String, u16), Vec<SendRequest<Body>>>,
     cookie_key: Vec<u8>,
+    /// Recent decisions by host and viewer: a page load is dozens of requests, and asking
+    /// the control plane for each cost most of the throughput (DECISIONS.md).
+    decisions: DashMap<(String, Option<String>), (Instant, Resolution)>,
 }
 
+/// How long a sharing decision is reused: a changed level applies within this.
+const DECISION_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most cached decisions (the cache is emptied beyond).
+const MAX_DECISIONS: usize = 10_000;
+
 /// Idle kept-alive connections kept per workspace port.
-const MAX_IDLE_PER_PORT: usize = 8;
+const MAX_IDLE_PER_PORT: usize = 128;
 /// Buffer between a link stream and the HTTP/1 connection on it.
 const PIPE_BUF: usize = 128 * 1024;
 
@@ -82,7 +90,28 @@ impl DevUrls {
             scheme,
             pool: DashMap::new(),
             cookie_key: cookie_key.to_vec(),
+            decisions: DashMap::new(),
         }
+    }
+
+    pub(crate) fn forget_decisions(&self) {
+        self.decisions.clear();
+    }
+
+    /// The control plane's decision, reused for [`DECISION_TTL`].
+    async fn decide(&self, host: &str, target: &Target, viewer: Option<String>) -> Resolution {
+        let key = (host.to_owned(), viewer);
+        if let Some(hit) = self.decisions.get(&key) {
+            if hit.0.elapsed() < DECISION_TTL {
+                return hit.1.clone();
+            }
+        }
+        let r = self.resolver.resolve(target, key.1.as_deref()).await;
+        if self.decisions.len() >= MAX_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions.insert(key, (Instant::now(), r.clone()));
+        r
     }
 
     /// The session cookie's name: `__Host-` on HTTPS (the browser then insists on Secure,
@@ -322,39 +351,38 @@ async fn serve(
         return r;
     }
     let viewer = devurls.viewer(req.headers(), &host);
-    let (workspace_id, port, https) =
-        match devurls.resolver.resolve(&target, viewer.as_deref()).await {
-            Resolution::Allow {
-                workspace_id,
-                port,
-                https,
-            } => (workspace_id, port, https),
-            Resolution::SignIn => {
-                let here = format!(
-                    "{}://{}{}",
-                    devurls.scheme,
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                        .unwrap_or(&host),
-                    req.uri().path_and_query().map_or("/", |p| p.as_str())
-                );
-                return redirect(&format!(
-                    "{}?redirect={}",
-                    devurls.resolver.sign_in_url(),
-                    percent_encode(&here)
-                ));
-            }
-            Resolution::Deny(why) => return page(http::StatusCode::FORBIDDEN, "Not allowed", &why),
-            Resolution::NotFound => {
-                return page(
-                    http::StatusCode::NOT_FOUND,
-                    "No such dev URL",
-                    "No dev URL at this address.",
-                )
-            }
-        };
+    let (workspace_id, port, https) = match devurls.decide(&host, &target, viewer).await {
+        Resolution::Allow {
+            workspace_id,
+            port,
+            https,
+        } => (workspace_id, port, https),
+        Resolution::SignIn => {
+            let here = format!(
+                "{}://{}{}",
+                devurls.scheme,
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                    .unwrap_or(&host),
+                req.uri().path_and_query().map_or("/", |p| p.as_str())
+            );
+            return redirect(&format!(
+                "{}?redirect={}",
+                devurls.resolver.sign_in_url(),
+                percent_encode(&here)
+            ));
+        }
+        Resolution::Deny(why) => return page(http::StatusCode::FORBIDDEN, "Not allowed", &why),
+        Resolution::NotFound => {
+            return page(
+                http::StatusCode::NOT_FOUND,
+                "No such dev URL",
+                "No dev URL at this address.",
+            )
+        }
+    };
     if https {
         return page(
             http::StatusCode::NOT_IMPLEMENTED,

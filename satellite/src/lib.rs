@@ -119,6 +119,13 @@ impl Edge {
         }
     }
 
+    /// Forgets the dev URL decisions the edge reuses (sharing changed).
+    pub fn forget_devurl_decisions(&self) {
+        if let Some(d) = self.devurls() {
+            d.forget_decisions();
+        }
+    }
+
     pub(crate) fn devurls(&self) -> Option<Arc<devurl::DevUrls>> {
         match self.inner.devurls.read() {
             Ok(g) => g.clone(),
