@@ -114,6 +114,10 @@ async fn sniff<S: Io>(
 pub struct PeerAddr(pub SocketAddr);
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's head (hyper counts from when the connection
+/// is ready for one, so an idle keep-alive connection is closed after this too; 15 s stays
+/// clear of the 10 s heartbeats that reuse one).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Serves `router` on a bound listener (TLS when `tls` is given) until `shutdown` resolves.
 /// Connections already accepted keep running; HTTP/1.1 upgrades (tunnels) are supported.
@@ -130,6 +134,12 @@ pub async fn serve_http(
         .http2()
         .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
         .initial_connection_window_size(relay_core::link::CONN_WINDOW);
+    // A client that trickles its request head (slowloris) is cut after HEADER_TIMEOUT; a
+    // head over hyper's 400 KB buffer gets 431.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         let (sock, addr) = tokio::select! {

@@ -529,3 +529,71 @@ fn sharing_levels_hold_for_four_browser_identities() {
     owner.cookies.clear();
     assert_eq!(owner.get(&url).status(), 303);
 }
+
+#[test]
+fn bad_requests_get_a_4xx_and_others_carry_on() {
+    use std::io::{Read as _, Write as _};
+    let (_tmp, server, app) = fixture("devurl-bad");
+    server.ok(&[
+        "urls",
+        "create",
+        "ws",
+        &app.port.to_string(),
+        "--access",
+        "public",
+    ]);
+    let edge = server.addr.port();
+    let host = format!("{}--ws--admin.{HOST_BASE}", app.port);
+    let url = format!("https://{host}:{edge}/");
+    let c = client(&server, &[&host]);
+
+    // Slowloris: ten connections trickle a request head and stall.
+    let tls = std::sync::Arc::new(
+        relay_core::tls::client_config(
+            relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).unwrap(),
+            &[b"http/1.1"],
+        )
+        .unwrap(),
+    );
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
+        let conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+        let tcp = std::net::TcpStream::connect(server.addr).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow: ").as_bytes())
+            .unwrap();
+        s.flush().unwrap();
+        slow.push(s);
+    }
+    // Meanwhile everyone else is served.
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(c.get(&url).send().unwrap().status(), 200);
+    }
+    // Oversized headers: a 4xx, and the next request is fine.
+    let big = "x".repeat(64 * 1024);
+    let mut r = c.get(&url);
+    for i in 0..8 {
+        r = r.header(format!("x-big-{i}"), &big);
+    }
+    let status = r.send().unwrap().status().as_u16();
+    assert_eq!(status, 431, "oversized headers");
+    assert_eq!(c.get(&url).send().unwrap().status(), 200);
+    // The stalled heads are cut (15 s to send a head), not kept forever.
+    for mut s in slow {
+        s.sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(25),
+        "stalled connections held for {waited:?}"
+    );
+    assert_eq!(c.get(&url).send().unwrap().status(), 200);
+}
