@@ -75,6 +75,13 @@ pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
 
 pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // Parse and check everything before binding anything.
+    if let Some(w) = &a.devurl_host {
+        let base = relay_core::devurl::base(w);
+        anyhow::ensure!(
+            base.contains('.') && !base.contains('*') && !base.contains(':'),
+            "--devurl-host {w:?}: give a wildcard over at least two labels, like '*.dev.example.com' or '*.dev.localhost' (certificates cannot cover '*.{base}')"
+        );
+    }
     let data_dir = match a.data_dir.clone() {
         Some(d) => d,
         None => default_data_dir()?,
