@@ -198,6 +198,18 @@ fn dev_urls_are_served_through_the_edge() {
         "{body}"
     );
 
+    // HTTP/2 from the browser side works the same (ALPN h2).
+    let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).unwrap();
+    let h2 = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(relay_core::tls::client_config(roots, &[b"h2"]).unwrap())
+        .resolve(&host, server.addr)
+        .build()
+        .unwrap();
+    let r = h2.get(url("/")).send().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains(&format!("host={host}")));
+
     // Keep-alive: twenty requests, one connection to the workspace.
     let before = app.connections.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..20 {
