@@ -60,7 +60,7 @@ pub(crate) struct DevUrls {
     base: String,
     resolver: Arc<dyn DevUrlResolver>,
     scheme: &'static str,
-    pool: DashMap<(String, u16), Vec<SendRequest<Body>>>,
+    pool: DashMap<(String, u16, bool), Vec<SendRequest<Body>>>,
     cookie_key: Vec<u8>,
     /// Recent decisions by host and viewer: a page load is dozens of requests, and asking
     /// the control plane for each cost most of the throughput (DECISIONS.md).
@@ -383,17 +383,11 @@ async fn serve(
             )
         }
     };
-    if https {
-        return page(
-            http::StatusCode::NOT_IMPLEMENTED,
-            "HTTPS workspace ports",
-            "Dev URLs to ports that speak HTTPS (PORTs--…) are not served yet; use the plain port.",
-        );
-    }
-    let key = (workspace_id.clone(), port);
+    // A port reached as HTTPS and as plain HTTP are different connections.
+    let key = (workspace_id.clone(), port, https);
     let sender = match take_ready(devurls, &key) {
         Some(s) => s,
-        None => match connect(edge, &workspace_id, port).await {
+        None => match connect(edge, &workspace_id, port, https).await {
             Ok(s) => s,
             Err(resp) => return resp,
         },
@@ -459,14 +453,14 @@ async fn serve(
     Response::from_parts(parts, Body::new(body))
 }
 
-fn take_ready(devurls: &DevUrls, key: &(String, u16)) -> Option<SendRequest<Body>> {
+fn take_ready(devurls: &DevUrls, key: &(String, u16, bool)) -> Option<SendRequest<Body>> {
     let mut idle = devurls.pool.get_mut(key)?;
     idle.retain(|s| !s.is_closed());
     let i = idle.iter().position(SendRequest::is_ready)?;
     Some(idle.swap_remove(i))
 }
 
-fn put_back(devurls: &DevUrls, key: (String, u16), sender: SendRequest<Body>) {
+fn put_back(devurls: &DevUrls, key: (String, u16, bool), sender: SendRequest<Body>) {
     let mut idle = devurls.pool.entry(key).or_default();
     idle.retain(|s| !s.is_closed());
     if idle.len() < MAX_IDLE_PER_PORT {
@@ -479,6 +473,7 @@ async fn connect(
     edge: &Edge,
     workspace_id: &str,
     port: u16,
+    https: bool,
 ) -> Result<SendRequest<Body>, Response> {
     let Some(link) = edge.agent(workspace_id) else {
         return Err(page(
@@ -530,15 +525,34 @@ async fn connect(
         }
         send.finish();
     });
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+    let unreachable = |e: &dyn std::fmt::Display| {
+        page(
+            http::StatusCode::BAD_GATEWAY,
+            "The workspace could not be reached",
+            &e.to_string(),
+        )
+    };
+    if !https {
+        return http1(ours).await.map_err(|e| unreachable(&e));
+    }
+    // The workspace's own server, on its loopback, usually with a self-signed certificate:
+    // TLS here is what the port speaks, not what authenticates it (the agent link does).
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(|e| unreachable(&e))?
+        .to_owned();
+    let tls = tokio_rustls::TlsConnector::from(workspace_tls().map_err(|e| unreachable(&e))?)
+        .connect(name, ours)
         .await
-        .map_err(|e| {
-            page(
-                http::StatusCode::BAD_GATEWAY,
-                "The workspace could not be reached",
-                &e.to_string(),
-            )
-        })?;
+        .map_err(|e| unreachable(&format!("TLS to port {port}: {e}")))?;
+    http1(tls).await.map_err(|e| unreachable(&e))
+}
+
+/// An HTTP/1.1 connection on `io`, driven by its own task (upgrades allowed).
+async fn http1<I>(io: I) -> Result<SendRequest<Body>, hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(
         async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -548,6 +562,73 @@ async fn connect(
         .in_current_span(),
     );
     Ok(sender)
+}
+
+/// TLS to a workspace port: any certificate (see [`AnyCert`]), signatures still checked.
+fn workspace_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static CFG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> =
+        std::sync::OnceLock::new();
+    CFG.get_or_init(|| {
+        let provider = relay_core::tls::provider();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    })
+    .clone()
+}
+
+/// Accepts the workspace server's certificate, whoever signed it (dev servers' are
+/// self-signed), while still checking the handshake signature against it.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 const HOP_BY_HOP: &[&str] = &[

@@ -140,7 +140,20 @@ async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Bod
 }
 
 impl App {
+    /// The same app speaking HTTPS with a self-signed certificate (its CA kept in `dir`),
+    /// as dev servers do.
+    pub fn start_tls(dir: &std::path::Path) -> Self {
+        let ca = relay_core::tls::LocalCa::load_or_create(dir).unwrap();
+        let id = ca.issue(&["localhost".to_owned()]).unwrap();
+        let cfg = relay_core::tls::server_config(&id, &[b"http/1.1"]).unwrap();
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+    }
+
     pub fn start() -> Self {
+        Self::serve(None)
+    }
+
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let listener = rt
@@ -151,11 +164,26 @@ impl App {
         rt.spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(sock), hyper::service::service_fn(handle))
-                        .with_upgrades()
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    let svc = hyper::service::service_fn(handle);
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(sock), svc)
+                                .with_upgrades()
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(sock).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(s), svc)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });

@@ -265,6 +265,28 @@ fn dev_urls_are_served_through_the_edge() {
     let r = c.get(url("/api/v2/users/me")).send().unwrap();
     assert_eq!(r.status(), 404, "the API answered on a dev URL host");
 
+    // A workspace port that speaks HTTPS (self-signed): `PORTs--…` reaches it, the plain
+    // spelling does not.
+    let tls_app = crate::devurl_app::App::start_tls(&tmp.0.join("app-ca"));
+    let tp = tls_app.port.to_string();
+    server.ok(&["urls", "create", "ws", &tp, "--https", "--access", "public"]);
+    let (s_host, p_host) = (
+        format!("{tp}s--ws--admin.{HOST_BASE}"),
+        format!("{tp}--ws--admin.{HOST_BASE}"),
+    );
+    let c2 = client(&server, &[&s_host, &p_host]);
+    let r = c2
+        .get(format!("https://{s_host}:{edge_port}/"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains(&format!("host={s_host}")));
+    let r = c2
+        .get(format!("https://{p_host}:{edge_port}/"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 502, "plain HTTP to a TLS port");
+
     // WebSocket through the edge, then a real browser running the page's script.
     websocket_echo(&server, &host, edge_port);
     browser_sees_the_page(&server, &tmp, &host, edge_port);
