@@ -85,6 +85,8 @@ pub struct ControlPlane {
     pub(crate) devurl_port_suffix: String,
     /// The widest sharing level owners may choose.
     pub(crate) devurl_max_access: devurls_api::Access,
+    /// Limits on password checks (CPU-heavy by design), shared by every request.
+    pub(crate) signin_limits: Arc<signin::Limits>,
 }
 
 #[derive(Clone)]
@@ -117,6 +119,7 @@ impl ControlPlane {
             devurl_scheme: "https",
             devurl_port_suffix: String::new(),
             devurl_max_access: devurls_api::Access::Public,
+            signin_limits: Arc::default(),
         }
     }
 

@@ -21,6 +21,49 @@ use sqlx::Row as _;
 use crate::api::{Body, Caller};
 use crate::{ApiError, ControlPlane};
 
+/// Password checks at once: each is ~100 ms of CPU on purpose, so a flood of sign-ins
+/// must not take the control plane's cores.
+const CONCURRENT_CHECKS: usize = 2;
+/// How long a sign-in waits for a check slot before a 429.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Sign-in attempts per user name per minute (guessing slows to this).
+const ATTEMPTS_PER_MINUTE: u32 = 10;
+
+/// Shared limits on password checks.
+pub(crate) struct Limits {
+    checks: tokio::sync::Semaphore,
+    attempts: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            attempts: Default::default(),
+        }
+    }
+}
+
+impl Limits {
+    /// Counts an attempt for `user`; false once the minute's budget is spent.
+    fn attempt(&self, user: &str) -> bool {
+        let mut m = self
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if m.len() > 10_000 {
+            m.retain(|_, (t, _)| now.duration_since(*t).as_secs() < 60);
+        }
+        let e = m.entry(user.to_owned()).or_insert((now, 0));
+        if now.duration_since(e.0).as_secs() >= 60 {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= ATTEMPTS_PER_MINUTE
+    }
+}
+
 /// PBKDF2 iterations (OWASP's figure for HMAC-SHA256).
 const ITERATIONS: u32 = 600_000;
 /// How long a one-time code is good for.
@@ -212,6 +255,21 @@ async fn submit(
                 ))
             }
         }
+    };
+    if !cp.signin_limits.attempt(&f.username) {
+        return Ok(page(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            &f.redirect,
+            "Too many sign-in attempts for this user; wait a minute.",
+        ));
+    }
+    let Ok(Ok(_slot)) = tokio::time::timeout(CHECK_WAIT, cp.signin_limits.checks.acquire()).await
+    else {
+        return Ok(page(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            &f.redirect,
+            "The server is busy signing others in; try again in a moment.",
+        ));
     };
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
         .bind(&f.username)

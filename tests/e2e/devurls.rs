@@ -554,6 +554,25 @@ fn sharing_levels_hold_for_four_browser_identities() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
+    // Guessing is slowed: at most ten attempts a minute per user name, then 429.
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| {
+            owner
+                .c
+                .post(format!("{}/login", server.url))
+                .form(&[("username", "carol"), ("password", "a wrong guess")])
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+
     // Signing out ends the session on that host.
     let r = owner.get(&format!("https://{host}:{edge}/.perigee/signout"));
     assert!(r.headers()["set-cookie"]
