@@ -170,7 +170,23 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Name of the sign-in form's CSRF cookie.
+const CSRF_COOKIE: &str = "perigee-login-csrf";
+
+/// The CSRF cookie's value in a request, if any.
+fn csrf_cookie(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == CSRF_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
 fn page(status: http::StatusCode, redirect: &str, note: &str) -> Response {
+    let csrf = b64().encode(relay_core::token::random_bytes::<18>());
     let note = if note.is_empty() {
         String::new()
     } else {
@@ -183,10 +199,18 @@ fn page(status: http::StatusCode, redirect: &str, note: &str) -> Response {
          <body><h1>Sign in</h1>{note}<form method=\"post\" action=\"/login\">\
          <label for=\"u\">User name</label><input id=\"u\" name=\"username\" autocomplete=\"username\" required autofocus>\
          <label for=\"p\">Password</label><input id=\"p\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <input type=\"hidden\" name=\"redirect\" value=\"{}\"><button type=\"submit\">Sign in</button></form></body></html>",
+         <input type=\"hidden\" name=\"redirect\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\">Sign in</button></form></body></html>",
         esc(redirect)
     );
     let mut r = Html(html).into_response();
+    // Double-submit token: the form carries what the cookie holds, which another site's
+    // page can neither read nor set (SameSite=Strict, HttpOnly).
+    if let Ok(v) = http::HeaderValue::from_str(&format!(
+        "{CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"
+    )) {
+        r.headers_mut().insert(http::header::SET_COOKIE, v);
+    }
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
@@ -208,6 +232,8 @@ async fn form(Query(q): Query<FormQuery>) -> Response {
 struct LoginForm {
     username: String,
     password: String,
+    #[serde(default)]
+    csrf: String,
     #[serde(default)]
     redirect: String,
 }
@@ -237,8 +263,23 @@ fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<(String, String)>
 
 async fn submit(
     State(cp): State<ControlPlane>,
+    headers: http::HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
+    let cookie = csrf_cookie(&headers).unwrap_or_default();
+    let same = f.csrf.len() == cookie.len()
+        && f.csrf
+            .bytes()
+            .zip(cookie.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if f.csrf.is_empty() || !same {
+        return Ok(page(
+            http::StatusCode::FORBIDDEN,
+            &f.redirect,
+            "The form expired or came from elsewhere; sign in again here.",
+        ));
+    }
     if f.username.len() > 256 || f.password.len() > MAX_PASSWORD || f.redirect.len() > 4096 {
         return Ok(page(http::StatusCode::BAD_REQUEST, "", "That is too long."));
     }

@@ -390,6 +390,33 @@ impl Browser {
         r.send().unwrap()
     }
 
+    /// Posts the sign-in form as a browser would: the form (and its CSRF cookie) first.
+    fn login_post(&self, server: &Server, fields: &[(&str, &str)]) -> reqwest::blocking::Response {
+        let form = self.c.get(format!("{}/login", server.url)).send().unwrap();
+        let cookie = form.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let html = form.text().unwrap();
+        let token = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        all.push(("csrf", &token));
+        self.c
+            .post(format!("{}/login", server.url))
+            .header("cookie", cookie)
+            .form(&all)
+            .send()
+            .unwrap()
+    }
+
     /// Opens `url`, signing in as `user` when sent to the sign-in page; returns the final
     /// status.
     fn open(&mut self, server: &Server, url: &str, user: &str) -> u16 {
@@ -403,16 +430,15 @@ impl Browser {
             "{login}"
         );
         let redirect = url.to_owned();
-        let r = self
-            .c
-            .post(format!("{}/login", server.url))
-            .form(&[
+        let pw = password(user);
+        let r = self.login_post(
+            server,
+            &[
                 ("username", user),
-                ("password", &password(user)),
+                ("password", &pw),
                 ("redirect", &redirect),
-            ])
-            .send()
-            .unwrap();
+            ],
+        );
         assert_eq!(r.status(), 303, "sign-in as {user}");
         let auth = r.headers()["location"].to_str().unwrap().to_owned();
         let host = url
@@ -529,40 +555,47 @@ fn sharing_levels_hold_for_four_browser_identities() {
         "//evil.example/",
         "javascript:alert(1)",
     ] {
-        let r = owner
-            .c
-            .post(format!("{}/login", server.url))
-            .form(&[
-                ("username", "admin"),
-                ("password", &password("admin")),
-                ("redirect", evil),
-            ])
-            .send()
-            .unwrap();
+        let pw = password("admin");
+        let r = owner.login_post(
+            &server,
+            &[("username", "admin"), ("password", &pw), ("redirect", evil)],
+        );
         assert_eq!(r.status(), 400, "{evil}");
         assert!(r.headers().get("location").is_none(), "{evil}");
     }
+    let r = owner.login_post(
+        &server,
+        &[
+            ("username", "admin"),
+            ("password", "wrong password!"),
+            ("redirect", &url),
+        ],
+    );
+    assert_eq!(r.status(), 401);
+    // A post without the form's token (another site's page) is refused before any check.
+    let pw = password("admin");
     let r = owner
         .c
         .post(format!("{}/login", server.url))
         .form(&[
             ("username", "admin"),
-            ("password", "wrong password!"),
-            ("redirect", &url),
+            ("password", pw.as_str()),
+            ("redirect", url.as_str()),
+            ("csrf", "guess"),
         ])
         .send()
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("location").is_none());
 
     // Guessing is slowed: at most ten attempts a minute per user name, then 429.
     let statuses: Vec<u16> = (0..10)
         .map(|_| {
             owner
-                .c
-                .post(format!("{}/login", server.url))
-                .form(&[("username", "carol"), ("password", "a wrong guess")])
-                .send()
-                .unwrap()
+                .login_post(
+                    &server,
+                    &[("username", "carol"), ("password", "a wrong guess")],
+                )
                 .status()
                 .as_u16()
         })
