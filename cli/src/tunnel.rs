@@ -681,9 +681,9 @@ pub(crate) async fn port_forward(a: PortForwardArgs) -> anyhow::Result<()> {
                 let _ = sock.set_nodelay(true);
                 let (tickets, tls) = (tickets.clone(), tls.clone());
                 let env_open_us = env_open_us.clone();
-                let edge_slow = env_open_us.load(std::sync::atomic::Ordering::Relaxed)
-                    > WEBRTC_WORTH.as_micros() as u64
-                    && env_open_us.load(std::sync::atomic::Ordering::Relaxed) != u64::MAX;
+                // u64::MAX: no connection has measured the edge path yet.
+                let open_us = env_open_us.load(std::sync::atomic::Ordering::Relaxed);
+                let edge_slow = open_us != u64::MAX && open_us > WEBRTC_WORTH.as_micros() as u64;
                 let current = rtc
                     .as_ref()
                     .and_then(|r| r.borrow().clone())

@@ -240,7 +240,14 @@ struct LoginForm {
 
 /// Where a sign-in may go: a URL on a dev URL host of this deployment (its scheme and port),
 /// with its origin split off. Anything else is refused, so the form is no open redirect.
-fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<(String, String)> {
+/// Where a sign-in goes: `scheme://authority`, the host alone, and the path.
+struct Target {
+    origin: String,
+    host: String,
+    path: String,
+}
+
+fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<Target> {
     let base = cp.devurl_base.as_deref()?;
     let uri: http::Uri = redirect.parse().ok()?;
     if uri.scheme_str()? != cp.devurl_scheme {
@@ -258,7 +265,7 @@ fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<(String, String)>
         authority.as_str().to_ascii_lowercase()
     );
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    Some((origin, path))
+    Some(Target { origin, host, path })
 }
 
 async fn submit(
@@ -337,15 +344,13 @@ async fn submit(
             "Wrong user name or password.",
         ));
     };
-    let Some((origin, path)) = target else {
+    let Some(Target { origin, host, path }) = target else {
         return Ok(page(
             http::StatusCode::OK,
             "",
             &format!("Signed in as {}.", f.username),
         ));
     };
-    let host = relay_core::devurl::host_of(origin.split("://").nth(1).unwrap_or_default())
-        .unwrap_or_default();
     let code = b64().encode(relay_core::token::random_bytes::<32>());
     sqlx::query("DELETE FROM devurl_codes WHERE expires_at < $1")
         .bind(crate::store::now())
@@ -360,16 +365,14 @@ async fn submit(
     .bind(crate::store::now() + CODE_SECS)
     .execute(&cp.store.pool)
     .await?;
-    let next: String = path
-        .bytes()
-        .flat_map(|b| {
-            if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-                vec![b as char]
-            } else {
-                format!("%{b:02X}").chars().collect()
-            }
-        })
-        .collect();
+    // The path as one query value: only unreserved characters and `/` stay as they are.
+    const NEXT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let next = percent_encoding::utf8_percent_encode(&path, NEXT);
     let location = format!("{origin}/.perigee/auth?code={code}&next={next}");
     let mut r = (http::StatusCode::SEE_OTHER, "").into_response();
     if let Ok(v) = http::HeaderValue::from_str(&location) {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use relay_core::devurl::{HostError, Target};
+use relay_core::devurl::Target;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::{debug, Instrument as _};
 
@@ -172,58 +172,18 @@ fn redirect(location: &str) -> Response {
     r
 }
 
+/// Characters escaped in a URL placed in a query value: all but unreserved ones.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn query_param<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a, str>> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
+        (k == key).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
     })
-}
-
-fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('%') && !s.contains('+') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// `r` setting the session cookie (no `Domain`: this host only).
@@ -299,27 +259,23 @@ pub(crate) async fn dispatch(State(edge): State<Edge>, req: Request, next: Next)
     let Some(devurls) = edge.devurls() else {
         return next.run(req).await;
     };
-    let raw = req
+    let host = req
         .uri()
         .authority()
-        .map(|a| a.as_str().to_owned())
+        .map(|a| a.as_str())
         .or_else(|| {
             req.headers()
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    let Some(host) = raw.as_deref().and_then(relay_core::devurl::host_of) else {
+        })
+        .and_then(relay_core::devurl::host_of);
+    let Some(host) = host else {
         return next.run(req).await;
     };
     match relay_core::devurl::parse(&host, &devurls.base) {
         Ok(None) => next.run(req).await,
         Err(e) => page(
-            match e {
-                HostError::TooLong | HostError::Malformed(_) | HostError::PortOutOfRange => {
-                    http::StatusCode::BAD_REQUEST
-                }
-            },
+            http::StatusCode::BAD_REQUEST,
             "Not a dev URL",
             &format!(
                 "{e}. Dev URLs look like PORT--WORKSPACE--USER.{}",
@@ -371,7 +327,7 @@ async fn serve(
             return redirect(&format!(
                 "{}?redirect={}",
                 devurls.resolver.sign_in_url(),
-                percent_encode(&here)
+                percent_encoding::utf8_percent_encode(&here, QUERY_VALUE)
             ));
         }
         Resolution::Deny(why) => return page(http::StatusCode::FORBIDDEN, "Not allowed", &why),
@@ -514,13 +470,19 @@ async fn connect(
         let mut buf = bytes::BytesMut::with_capacity(relay_core::splice::BUF_SIZE);
         loop {
             buf.reserve(relay_core::splice::BUF_SIZE);
-            match rd.read_buf(&mut buf).await {
+            let chunk = match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if send.write(buf.split().freeze()).await.is_err() {
-                        return;
-                    }
+                // A request head is a few hundred bytes: copied out, so each one does not
+                // take (and leave queued on the link) a fresh 64 KiB buffer.
+                Ok(n) if n < 4096 => {
+                    let c = Bytes::copy_from_slice(&buf);
+                    buf.clear();
+                    c
                 }
+                Ok(_) => buf.split().freeze(),
+            };
+            if send.write(chunk).await.is_err() {
+                return;
             }
         }
         send.finish();
