@@ -105,8 +105,13 @@ const HOST_BASE: &str = "dev.test";
 
 /// A client for dev URLs on `server`: every `*.dev.test` name resolves to the edge.
 fn client(server: &Server, hosts: &[&str]) -> reqwest::blocking::Client {
+    client_alpn(server, hosts, b"http/1.1")
+}
+
+/// The same, offering one ALPN protocol.
+fn client_alpn(server: &Server, hosts: &[&str], alpn: &[u8]) -> reqwest::blocking::Client {
     let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).unwrap();
-    let tls = relay_core::tls::client_config(roots, &[b"http/1.1"]).unwrap();
+    let tls = relay_core::tls::client_config(roots, &[alpn]).unwrap();
     let mut b = reqwest::blocking::Client::builder()
         .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none());
@@ -199,12 +204,7 @@ fn dev_urls_are_served_through_the_edge() {
     );
 
     // HTTP/2 from the browser side works the same (ALPN h2).
-    let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).unwrap();
-    let h2 = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(relay_core::tls::client_config(roots, &[b"h2"]).unwrap())
-        .resolve(&host, server.addr)
-        .build()
-        .unwrap();
+    let h2 = client_alpn(&server, &[&host], b"h2");
     let r = h2.get(url("/")).send().unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);

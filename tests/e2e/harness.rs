@@ -322,6 +322,23 @@ pub fn parse_ready(line: &str) -> (String, SocketAddr) {
 /// The usual `perigee satellite` arguments for a satellite of `server` serving
 /// `https://127.0.0.1:PORT` with its data in `data_dir` (heartbeat every second).
 pub fn satellite_args(server: &Server, token: &str, port: u16, data_dir: &Path) -> Vec<String> {
+    satellite_args_at(
+        server,
+        token,
+        port,
+        &format!("https://127.0.0.1:{port}"),
+        data_dir,
+    )
+}
+
+/// The same with another access URL (a satellite registered under a different one).
+pub fn satellite_args_at(
+    server: &Server,
+    token: &str,
+    port: u16,
+    access: &str,
+    data_dir: &Path,
+) -> Vec<String> {
     let ca = server.data().join("tls/ca.pem");
     [
         "--primary-url",
@@ -331,7 +348,7 @@ pub fn satellite_args(server: &Server, token: &str, port: u16, data_dir: &Path) 
         "--address",
         &format!("127.0.0.1:{port}"),
         "--access-url",
-        &format!("https://127.0.0.1:{port}"),
+        access,
         "--ca-cert",
         ca.to_str().expect("path"),
         "--data-dir",

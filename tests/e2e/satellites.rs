@@ -87,28 +87,8 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
     );
     assert_eq!(health_of(&server, "eu").0, "unregistered");
 
-    let ca = server.data().join("tls/ca.pem");
-    let ca = ca.to_str().expect("path");
-    let sat_args = |token: &str, access: &str| -> Vec<String> {
-        [
-            "--primary-url",
-            &server.url,
-            "--token",
-            token,
-            "--address",
-            &format!("127.0.0.1:{port}"),
-            "--access-url",
-            access,
-            "--ca-cert",
-            ca,
-            "--data-dir",
-            sat_dir.to_str().expect("path"),
-            "--heartbeat-secs",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    let sat_args = |token: &str, access: &str| {
+        crate::harness::satellite_args_at(&server, token, port, access, &sat_dir)
     };
     let args = sat_args(&token, &access);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
