@@ -157,17 +157,7 @@ impl OwnerKeys {
             .send()
             .await
             .map_err(|e| format!("{e:#}"))?;
-        let status = r.status();
-        let bytes = crate::client::read_limited(r, 1024 * 1024)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
+        let bytes = crate::client::success_body(r, 1024 * 1024).await?;
         let v: Vec<serde_json::Value> =
             serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         Ok(v.iter()

@@ -13,6 +13,7 @@ mod provider_cmd;
 mod providers;
 mod regions;
 mod satellite_cmd;
+mod satellite_devurls;
 mod satellite_state;
 mod satellites;
 mod server;

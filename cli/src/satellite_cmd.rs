@@ -287,6 +287,8 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
                 bound.ip().to_string(),
             ];
             names.extend(access.host().map(|h| h.trim_matches(['[', ']']).to_owned()));
+            // Its dev URL wildcard, as the control plane has it.
+            names.extend(own_devurl_host(&config).map(str::to_owned));
             names.dedup();
             if tls_on {
                 info!(ca = %ca.cert_path.display(), "no --tls-cert: serving a certificate from the local CA (clients trust it with PERIGEE_CA_CERT)");
@@ -326,7 +328,20 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
         satellite: config.edge.clone(),
         client: http,
     };
-    let router = edge.router().merge(forwarder.router());
+    if let (Some(wildcard), Some(key)) = (own_devurl_host(&config), &config.devurl_cookie_key) {
+        edge.enable_devurls(
+            wildcard,
+            if tls_on { "https" } else { "http" },
+            Arc::new(crate::satellite_devurls::ControlPlaneDevUrls {
+                http: forwarder.client.clone(),
+                primary_url: primary_url.clone(),
+                token: a.token.trim().to_owned(),
+            }),
+            key.as_bytes(),
+        );
+        info!(%wildcard, "serving dev URLs");
+    }
+    let router = edge.with_devurls(edge.router().merge(forwarder.router()));
 
     let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, stun, endpoint);
     // Dial the other edges now so the first forwarded tunnel finds the mesh up; then keep
@@ -362,6 +377,15 @@ pub(crate) async fn run(a: SatelliteArgs) -> anyhow::Result<()> {
     redial.abort();
     serving.stop().await;
     result
+}
+
+/// This satellite's dev URL wildcard host (`perigee satellites create --devurl-host`).
+fn own_devurl_host(config: &EdgeConfig) -> Option<&str> {
+    config
+        .edges
+        .iter()
+        .find(|e| e.name == config.edge)
+        .and_then(|e| e.devurl_host.as_deref())
 }
 
 type Problem = Arc<std::sync::Mutex<Option<String>>>;

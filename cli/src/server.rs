@@ -76,11 +76,7 @@ pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
 pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // Parse and check everything before binding anything.
     if let Some(w) = &a.devurl_host {
-        let base = relay_core::devurl::base(w);
-        anyhow::ensure!(
-            base.contains('.') && !base.contains('*') && !base.contains(':'),
-            "--devurl-host {w:?}: give a wildcard over at least two labels, like '*.dev.example.com' or '*.dev.localhost' (certificates cannot cover '*.{base}')"
-        );
+        relay_core::devurl::check_wildcard(w).map_err(|e| anyhow::anyhow!("--devurl-host: {e}"))?;
     }
     let data_dir = match a.data_dir.clone() {
         Some(d) => d,
@@ -412,6 +408,7 @@ struct DevUrlsImpl(provider::ControlPlane, String);
 impl satellite::devurl::DevUrlResolver for DevUrlsImpl {
     fn resolve<'a>(
         &'a self,
+        _host: &'a str,
         target: &'a relay_core::devurl::Target,
         viewer: Option<&'a str>,
     ) -> std::pin::Pin<
@@ -422,9 +419,7 @@ impl satellite::devurl::DevUrlResolver for DevUrlsImpl {
             self.0
                 .resolve_devurl(target, viewer)
                 .await
-                .unwrap_or_else(|e| {
-                    Resolution::Deny(format!("The control plane could not decide: {}", e.message))
-                })
+                .unwrap_or_else(|e| Resolution::Unavailable(e.message))
         })
     }
 

@@ -56,6 +56,8 @@ impl Access {
 const MAX_NAME_LEN: usize = 32;
 /// Most shared URLs per workspace.
 const MAX_PER_WORKSPACE: i64 = 64;
+/// Lifetime of the ticket in an allowing decision (edges cache decisions for seconds).
+const DEVURL_TICKET_SECS: u64 = 300;
 
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
@@ -350,7 +352,7 @@ pub use relay_core::devurl::Decision;
 
 impl ControlPlane {
     /// Who may open a dev URL: the share's level (private when unshared) against the
-    /// signed-in `viewer` (a user id), if any.
+    /// signed-in `viewer` (a user id), if any; when allowed, with a ticket for the stream.
     pub async fn resolve_devurl(
         &self,
         target: &relay_core::devurl::Target,
@@ -433,10 +435,27 @@ impl ControlPlane {
             }
         };
         Ok(if allowed {
+            // For an edge without the agent's link: the home edge checks this ticket when
+            // the stream arrives over the mesh. It names the one port and lives minutes.
+            let now = relay_core::unix_now();
+            let ticket = self.signer().sign(relay_core::ticket::Claims {
+                kid: String::new(),
+                sub: viewer.unwrap_or(&ws.owner_id).to_owned(),
+                ws: ws.id.clone(),
+                ports: vec![port],
+                iat: now,
+                exp: now + DEVURL_TICKET_SECS,
+                sid: relay_core::token::random_id(),
+                home: ws.home_edge.clone(),
+                e2e: false,
+                tid: String::new(),
+            });
             Decision::Allow {
                 workspace_id: ws.id,
                 port,
                 https,
+                home: ws.home_edge,
+                ticket,
             }
         } else {
             Decision::Deny(format!(

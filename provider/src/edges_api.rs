@@ -68,6 +68,8 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         .route("/api/v2/satellites/register", post(register))
         .route("/api/v2/satellites/heartbeat", post(heartbeat))
         .route("/api/v2/satellites/agent-auth", post(agent_auth))
+        .route("/api/v2/satellites/devurl-resolve", post(devurl_resolve))
+        .route("/api/v2/satellites/devurl-redeem", post(devurl_redeem))
         .route("/api/v2/regions", get(regions))
         .route("/api/v2/keys/rotate", post(rotate_keys))
         .with_state(cp)
@@ -177,12 +179,7 @@ async fn create(
     let access_url = req.access_url.trim_end_matches('/').to_owned();
     check_access_url(&cp, &access_url)?;
     if let Some(h) = &req.devurl_host {
-        let ok = h.starts_with("*.") && h.len() > 2 && !h.contains('/');
-        if !ok {
-            return Err(ApiError::bad_request(format!(
-                "dev URL host {h:?} must be a wildcard like '*.eu.example.com'"
-            )));
-        }
+        relay_core::devurl::check_wildcard(h).map_err(ApiError::bad_request)?;
     }
     if cp.store.satellite_by_name(&req.name).await?.is_some() {
         return Err(ApiError::conflict(format!(
@@ -333,6 +330,73 @@ async fn agent_auth(
     })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevUrlResolveRequest {
+    host: String,
+    #[serde(default)]
+    viewer: Option<String>,
+}
+
+/// The satellite's dev URL base, or a refusal when it has none.
+fn satellite_devurl_base(sat: &Satellite) -> Result<String, ApiError> {
+    sat.devurl_host
+        .as_deref()
+        .map(relay_core::devurl::base)
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "satellite {:?} has no dev URL host (`perigee satellites create --devurl-host`)",
+                sat.name
+            ))
+        })
+}
+
+/// A satellite asks who may open one of its dev URL hosts (the sharing rules live here).
+async fn devurl_resolve(
+    State(cp): State<ControlPlane>,
+    SatelliteCaller(sat): SatelliteCaller,
+    Body(req): Body<DevUrlResolveRequest>,
+) -> Result<Json<relay_core::devurl::Decision>, ApiError> {
+    let base = satellite_devurl_base(&sat)?;
+    let target = match relay_core::devurl::parse(&req.host, &base) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Err(ApiError::bad_request(format!(
+                "{:?} is not under this satellite's dev URL host",
+                req.host
+            )))
+        }
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
+    };
+    Ok(Json(
+        cp.resolve_devurl(&target, req.viewer.as_deref()).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevUrlRedeemRequest {
+    code: String,
+    host: String,
+}
+
+/// A satellite exchanges a browser's one-time sign-in code (bound to one of its hosts).
+async fn devurl_redeem(
+    State(cp): State<ControlPlane>,
+    SatelliteCaller(sat): SatelliteCaller,
+    Body(req): Body<DevUrlRedeemRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let base = satellite_devurl_base(&sat)?;
+    if !matches!(relay_core::devurl::parse(&req.host, &base), Ok(Some(_))) {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is not one of this satellite's dev URL hosts",
+            req.host
+        )));
+    }
+    let user = cp.redeem_devurl_code(&req.code, &req.host).await?;
+    Ok(Json(serde_json::json!({ "user_id": user })))
+}
+
 /// A region as the CLI sees it.
 #[derive(Serialize)]
 struct Region {
@@ -387,7 +451,7 @@ impl ControlPlane {
     }
 
     /// The primary edge and every satellite that registered (`healthy`: only `ok` ones).
-    async fn edges(&self, healthy: bool) -> Result<Vec<EdgeEntry>, ApiError> {
+    pub(crate) async fn edges(&self, healthy: bool) -> Result<Vec<EdgeEntry>, ApiError> {
         let now = crate::store::now();
         let mut out = vec![self.primary.clone()];
         for s in self.store.satellites().await? {
@@ -411,6 +475,16 @@ impl ControlPlane {
 
     /// The configuration an edge named `name` receives.
     pub async fn edge_config(&self, name: &str, region: &str) -> Result<EdgeConfig, ApiError> {
+        let edges = self.edges(false).await?;
+        let devurl_cookie_key = match edges.iter().find(|e| e.name == name) {
+            Some(e) if e.devurl_host.is_some() && name != PRIMARY_EDGE => Some(
+                self.store
+                    .secret(&format!("devurl-cookie:{name}"))
+                    .await
+                    .map_err(ApiError::internal)?,
+            ),
+            _ => None,
+        };
         let ticket_keys = self
             .store
             .ticket_public_keys()
@@ -426,7 +500,7 @@ impl ControlPlane {
             mesh_keys: self.store.mesh_keys().await?,
             // Every registered edge: an edge that misses a heartbeat must still be able to
             // redial the mesh.
-            edges: self.edges(false).await?,
+            edges,
             control_plane_version: env!("CARGO_PKG_VERSION").to_owned(),
             turn_secret: self
                 .turn_secret
@@ -436,6 +510,7 @@ impl ControlPlane {
                 .store
                 .recently_revoked_tokens(crate::api::TICKET_LIFETIME_SECS)
                 .await?,
+            devurl_cookie_key,
         })
     }
 

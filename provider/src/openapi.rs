@@ -175,7 +175,7 @@ fn schemas() -> Value {
             "edge": s(), "region": s(), "ticket_keys": strings(),
             "mesh_keys": array(object(&["id", "secret"], json!({ "id": s(), "secret": s() }))),
             "edges": array(r("EdgeEntry")), "control_plane_version": s(),
-            "turn_secret": s(), "revoked_tokens": strings()
+            "turn_secret": s(), "revoked_tokens": strings(), "devurl_cookie_key": s()
         })),
         "Satellite": object(&["id", "name", "region", "access_url", "created_at", "health", "version_mismatch"], json!({
             "id": s(), "name": s(), "region": s(), "access_url": s(),
@@ -338,6 +338,12 @@ pub fn document() -> Value {
             Some(name_body("token")),
             object(&["workspace_id", "workspace_name"], json!({ "workspace_id": s(), "workspace_name": s() })),
             &[], true) },
+        "/api/v2/satellites/devurl-resolve": { "post": op("A satellite asks who may open one of its dev URL hosts (satellite token): \"sign_in\", \"not_found\", {\"deny\": reason}, {\"unavailable\": reason} or {\"allow\": {workspace_id, port, https, home, ticket}}", "satellites",
+            Some(closed(&["host"], json!({ "host": s(), "viewer": nullable("string") }))),
+            json!({}), &[409], true) },
+        "/api/v2/satellites/devurl-redeem": { "post": op("A satellite redeems a browser's one-time sign-in code for one of its hosts (satellite token)", "satellites",
+            Some(closed(&["code", "host"], json!({ "code": s(), "host": s() }))),
+            object(&["user_id"], json!({ "user_id": nullable("string") })), &[409], true) },
         "/api/v2/keys/rotate": { "post": op("Rotate the ticket-signing key (admins)", "satellites", None,
             object(&["kid", "note"], json!({ "kid": s(), "note": s() })), &[403], true) },
         "/api/v2/providers": {

@@ -247,23 +247,34 @@ struct Target {
     path: String,
 }
 
-fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<Target> {
-    let base = cp.devurl_base.as_deref()?;
+async fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<Target> {
     let uri: http::Uri = redirect.parse().ok()?;
-    if uri.scheme_str()? != cp.devurl_scheme {
-        return None;
-    }
     let authority = uri.authority()?;
     if authority.as_str().contains('@') {
         return None;
     }
     let host = relay_core::devurl::host_of(authority.as_str())?;
-    relay_core::devurl::parse(&host, base).ok()??;
-    let origin = format!(
-        "{}://{}",
-        cp.devurl_scheme,
-        authority.as_str().to_ascii_lowercase()
-    );
+    let scheme = uri.scheme_str()?;
+    // The control plane's own base, then every satellite's (with its access URL's scheme).
+    let mut bases: Vec<(String, &str)> = Vec::new();
+    if let Some(b) = &cp.devurl_base {
+        bases.push((b.clone(), cp.devurl_scheme));
+    }
+    for e in cp.edges(false).await.ok()? {
+        if let (Some(w), false) = (&e.devurl_host, e.name == relay_core::mesh::PRIMARY_EDGE) {
+            let s = if e.access_url.starts_with("http://") {
+                "http"
+            } else {
+                "https"
+            };
+            bases.push((relay_core::devurl::base(w), s));
+        }
+    }
+    let scheme = bases.iter().find_map(|(base, s)| {
+        (*s == scheme && matches!(relay_core::devurl::parse(&host, base), Ok(Some(_))))
+            .then_some(*s)
+    })?;
+    let origin = format!("{scheme}://{}", authority.as_str().to_ascii_lowercase());
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     Some(Target { origin, host, path })
 }
@@ -293,7 +304,7 @@ async fn submit(
     let target = if f.redirect.is_empty() {
         None
     } else {
-        match dev_url_target(&cp, &f.redirect) {
+        match dev_url_target(&cp, &f.redirect).await {
             Some(t) => Some(t),
             None => {
                 return Ok(page(

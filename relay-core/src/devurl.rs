@@ -39,7 +39,11 @@ pub enum Target {
 
 /// What the control plane decided about a dev URL request (the edge turns it into a
 /// response).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized as the control plane's answer to a satellite (`{"allow": {…}}`, `"sign_in"`,
+/// `{"deny": "…"}`, `"not_found"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Proxy to `port` of the workspace.
     Allow {
@@ -49,6 +53,14 @@ pub enum Decision {
         port: u16,
         /// The port speaks HTTPS.
         https: bool,
+        /// The edge holding the workspace's agent link (empty: the primary edge); an edge
+        /// without the link opens the stream there over the mesh.
+        #[serde(default)]
+        home: String,
+        /// A short-lived connection ticket for exactly this workspace port, which the home
+        /// edge checks again when the stream crosses the mesh.
+        #[serde(default)]
+        ticket: String,
     },
     /// Only a signed-in viewer may open it, and there is none.
     SignIn,
@@ -56,6 +68,8 @@ pub enum Decision {
     Deny(String),
     /// Nothing at this address (said the same way whatever is missing).
     NotFound,
+    /// No decision could be made now (the control plane is unreachable); not cached.
+    Unavailable(String),
 }
 
 /// A host that looks like a dev URL of this edge but is not a valid one.
@@ -79,6 +93,28 @@ pub fn base(wildcard: &str) -> String {
         .trim_start_matches("*.")
         .trim_end_matches('.')
         .to_ascii_lowercase()
+}
+
+/// Checks a dev URL wildcard host as an admin gives it (`*.dev.example.com`): its base, or
+/// why it cannot be served.
+pub fn check_wildcard(wildcard: &str) -> Result<String, String> {
+    let b = base(wildcard);
+    let labels_ok = b.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= MAX_LABEL_LEN
+            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+    });
+    if !wildcard.trim().starts_with("*.") || !labels_ok {
+        return Err(format!(
+            "dev URL host {wildcard:?} must be a wildcard like '*.dev.example.com'"
+        ));
+    }
+    if !b.contains('.') {
+        return Err(format!(
+            "dev URL host {wildcard:?}: give a wildcard over at least two labels, like '*.dev.example.com' or '*.dev.localhost' (certificates cannot cover '*.{b}')"
+        ));
+    }
+    Ok(b)
 }
 
 /// The host part of a `Host` header value (port removed, lowercased), or `None` when it is

@@ -105,6 +105,11 @@ pub struct EdgeConfig {
     /// refuse those tickets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_tokens: Vec<String>,
+    /// Key this edge signs its dev URL session cookies with (base64; each edge has its own,
+    /// since a cookie only ever goes back to the host that set it). Only for edges with a
+    /// dev URL host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devurl_cookie_key: Option<String>,
 }
 
 /// One edge of the deployment.

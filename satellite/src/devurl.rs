@@ -37,6 +37,7 @@ pub trait DevUrlResolver: Send + Sync + 'static {
     /// The decision for `target`, seen by the signed-in user `viewer` (user id), if any.
     fn resolve<'a>(
         &'a self,
+        host: &'a str,
         target: &'a Target,
         viewer: Option<&'a str>,
     ) -> Pin<Box<dyn Future<Output = Resolution> + Send + 'a>>;
@@ -106,7 +107,10 @@ impl DevUrls {
                 return hit.1.clone();
             }
         }
-        let r = self.resolver.resolve(target, key.1.as_deref()).await;
+        let r = self.resolver.resolve(host, target, key.1.as_deref()).await;
+        if matches!(r, Resolution::Unavailable(_)) {
+            return r;
+        }
         if self.decisions.len() >= MAX_DECISIONS {
             self.decisions.clear();
         }
@@ -307,12 +311,14 @@ async fn serve(
         return r;
     }
     let viewer = devurls.viewer(req.headers(), &host);
-    let (workspace_id, port, https) = match devurls.decide(&host, &target, viewer).await {
+    let (workspace_id, port, https, home, ticket) = match devurls.decide(&host, &target, viewer).await {
         Resolution::Allow {
             workspace_id,
             port,
             https,
-        } => (workspace_id, port, https),
+            home,
+            ticket,
+        } => (workspace_id, port, https, home, ticket),
         Resolution::SignIn => {
             let here = format!(
                 "{}://{}{}",
@@ -331,6 +337,13 @@ async fn serve(
             ));
         }
         Resolution::Deny(why) => return page(http::StatusCode::FORBIDDEN, "Not allowed", &why),
+        Resolution::Unavailable(why) => {
+            return page(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "Cannot decide right now",
+                &format!("The control plane could not be asked who may open this URL ({why}). Try again in a moment."),
+            )
+        }
         Resolution::NotFound => {
             return page(
                 http::StatusCode::NOT_FOUND,
@@ -343,7 +356,7 @@ async fn serve(
     let key = (workspace_id.clone(), port, https);
     let sender = match take_ready(devurls, &key) {
         Some(s) => s,
-        None => match connect(edge, &workspace_id, port, https).await {
+        None => match connect(edge, &workspace_id, port, https, &home, &ticket).await {
             Ok(s) => s,
             Err(resp) => return resp,
         },
@@ -424,22 +437,46 @@ fn put_back(devurls: &DevUrls, key: (String, u16, bool), sender: SendRequest<Bod
     }
 }
 
-/// Opens a link stream to the port and an HTTP/1.1 connection on it.
+/// Opens a stream to the port (over this edge's agent link, or over the mesh to the agent's
+/// home edge with the decision's ticket) and an HTTP/1.1 connection on it.
 async fn connect(
     edge: &Edge,
     workspace_id: &str,
     port: u16,
     https: bool,
+    home: &str,
+    ticket: &str,
 ) -> Result<SendRequest<Body>, Response> {
-    let Some(link) = edge.agent(workspace_id) else {
-        return Err(page(
-            http::StatusCode::BAD_GATEWAY,
-            "The workspace is not running",
-            "Its agent is not connected to this edge (the workspace is stopped, starting, or homed on another edge).",
-        ));
-    };
     let session = relay_core::token::random_u64();
-    let (mut send, mut recv) = match link.open(port, session, false, false).await {
+    let home = if home.is_empty() {
+        relay_core::mesh::PRIMARY_EDGE
+    } else {
+        home
+    };
+    let opened = match edge.agent(workspace_id) {
+        Some(link) => {
+            edge.metrics()
+                .devurl_connections
+                .with_label_values(&["envproxy"])
+                .inc();
+            link.open(port, session, false, false).await
+        }
+        None if home != edge.name() && !ticket.is_empty() => {
+            edge.metrics()
+                .devurl_connections
+                .with_label_values(&["mesh_out"])
+                .inc();
+            edge.mesh_open(home, ticket, port, session, false).await
+        }
+        None => {
+            return Err(page(
+                http::StatusCode::BAD_GATEWAY,
+                "The workspace is not running",
+                "Its agent is not connected (the workspace is stopped or starting).",
+            ))
+        }
+    };
+    let (mut send, mut recv) = match opened {
         Ok(pair) => pair,
         Err(OpenError::Refused(p)) => {
             return Err(page(

@@ -73,6 +73,9 @@ pub struct EdgeMetrics {
     pub mesh_links_open: IntGaugeVec,
     /// Round trip of each dialed mesh link, by peer edge.
     pub mesh_rtt_seconds: GaugeVec,
+    /// Connections opened to workspace ports for dev URLs, by path (`envproxy`: this
+    /// edge's agent link, `mesh_out`: over the mesh to the agent's home edge).
+    pub devurl_connections: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -148,6 +151,14 @@ impl EdgeMetrics {
             &["peer"],
         )?;
         r.register(Box::new(mesh_rtt_seconds.clone()))?;
+        let devurl_connections = IntCounterVec::new(
+            Opts::new(
+                "perigee_edge_devurl_connections_total",
+                "Connections opened to workspace ports for dev URLs, by path",
+            ),
+            &["path"],
+        )?;
+        r.register(Box::new(devurl_connections.clone()))?;
         Ok(Self {
             bytes_to_workspace: bytes.with_label_values(&["to_workspace"]),
             bytes_to_client: bytes.with_label_values(&["to_client"]),
@@ -160,6 +171,7 @@ impl EdgeMetrics {
             drops,
             mesh_links_open,
             mesh_rtt_seconds,
+            devurl_connections,
         })
     }
 

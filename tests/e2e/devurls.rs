@@ -110,13 +110,24 @@ fn client(server: &Server, hosts: &[&str]) -> reqwest::blocking::Client {
 
 /// The same, offering one ALPN protocol.
 fn client_alpn(server: &Server, hosts: &[&str], alpn: &[u8]) -> reqwest::blocking::Client {
-    let roots = relay_core::tls::roots(Some(&server.data().join("tls/ca.pem"))).unwrap();
+    client_to(&server.data().join("tls/ca.pem"), server.addr, hosts, alpn)
+}
+
+/// A client trusting the CAs in `ca` that resolves `hosts` to `addr` and follows no
+/// redirect.
+pub(crate) fn client_to(
+    ca: &std::path::Path,
+    addr: std::net::SocketAddr,
+    hosts: &[&str],
+    alpn: &[u8],
+) -> reqwest::blocking::Client {
+    let roots = relay_core::tls::roots(Some(ca)).unwrap();
     let tls = relay_core::tls::client_config(roots, &[alpn]).unwrap();
     let mut b = reqwest::blocking::Client::builder()
         .use_preconfigured_tls(tls)
         .redirect(reqwest::redirect::Policy::none());
     for h in hosts {
-        b = b.resolve(h, server.addr);
+        b = b.resolve(h, addr);
     }
     b.build().unwrap()
 }
@@ -125,13 +136,7 @@ fn client_alpn(server: &Server, hosts: &[&str], alpn: &[u8]) -> reqwest::blockin
 /// test app listening in the workspace.
 fn fixture(tag: &str) -> (TempDir, Server, crate::devurl_app::App) {
     let tmp = TempDir::new(tag);
-    let server = Server::start_full(
-        &tmp.0,
-        "127.0.0.1:0",
-        &[],
-        &[],
-        &["--devurl-host", "*.dev.test"],
-    );
+    let server = Server::start_extra(&tmp.0, &["--devurl-host", "*.dev.test"]);
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", std::time::Duration::from_secs(30), None);
     (tmp, server, crate::devurl_app::App::start())
@@ -361,21 +366,26 @@ fn browser_sees_the_page(server: &Server, tmp: &TempDir, host: &str, edge_port: 
 }
 
 /// One browser identity: its own cookies, by host.
-struct Browser {
-    c: reqwest::blocking::Client,
+pub(crate) struct Browser {
+    pub(crate) c: reqwest::blocking::Client,
     cookies: std::collections::HashMap<String, String>,
 }
 
 impl Browser {
     fn new(server: &Server, hosts: &[&str]) -> Self {
+        Self::with_client(client(server, hosts))
+    }
+
+    /// A browser identity over `c` (which must also reach the control plane).
+    pub(crate) fn with_client(c: reqwest::blocking::Client) -> Self {
         Self {
-            c: client(server, hosts),
+            c,
             cookies: Default::default(),
         }
     }
 
     /// GET as a browser would send it: this host's cookie, if any.
-    fn get(&self, url: &str) -> reqwest::blocking::Response {
+    pub(crate) fn get(&self, url: &str) -> reqwest::blocking::Response {
         let host = url
             .split("://")
             .nth(1)
@@ -419,7 +429,7 @@ impl Browser {
 
     /// Opens `url`, signing in as `user` when sent to the sign-in page; returns the final
     /// status.
-    fn open(&mut self, server: &Server, url: &str, user: &str) -> u16 {
+    pub(crate) fn open(&mut self, server: &Server, url: &str, user: &str) -> u16 {
         let r = self.get(url);
         if r.status() != 303 {
             return r.status().as_u16();
@@ -479,7 +489,7 @@ fn password(user: &str) -> String {
     format!("{user}-long-enough-password")
 }
 
-fn set_password(server: &Server, token: &str, user: &str) {
+pub(crate) fn set_password(server: &Server, token: &str, user: &str) {
     let mut c = server.cmd(&["users", "passwd"]);
     c.env("PERIGEE_TOKEN", token);
     let out = crate::harness::run_with_stdin(c, format!("{}\n", password(user)).as_bytes());

@@ -82,6 +82,11 @@ impl Server {
         Self::start_args(dir, address, prefix, env, &args)
     }
 
+    /// A self-signed server on loopback with extra `perigee server` arguments.
+    pub fn start_extra(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_full(dir, "127.0.0.1:0", &[], &[], extra)
+    }
+
     /// A server speaking plain HTTP (what an edge reads is then what the wire carries).
     pub fn start_plain(dir: &Path, extra: &[&str]) -> Self {
         Self::start_args(dir, "127.0.0.1:0", &[], &[], extra)
@@ -200,18 +205,28 @@ impl Server {
 
     /// Registers a satellite; returns its token.
     pub fn create_satellite(&self, name: &str, region: &str, access_url: &str) -> String {
-        let token = self
-            .ok(&[
-                "satellites",
-                "create",
-                name,
-                "--region",
-                region,
-                "--access-url",
-                access_url,
-            ])
-            .trim()
-            .to_owned();
+        self.create_satellite_with(name, region, access_url, &[])
+    }
+
+    /// [`Server::create_satellite`] with extra `satellites create` arguments.
+    pub fn create_satellite_with(
+        &self,
+        name: &str,
+        region: &str,
+        access_url: &str,
+        extra: &[&str],
+    ) -> String {
+        let mut args = vec![
+            "satellites",
+            "create",
+            name,
+            "--region",
+            region,
+            "--access-url",
+            access_url,
+        ];
+        args.extend_from_slice(extra);
+        let token = self.ok(&args).trim().to_owned();
         assert!(token.starts_with("pgs_"), "token on stdout: {token}");
         token
     }

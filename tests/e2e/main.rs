@@ -10,6 +10,7 @@ mod bad_input;
 mod config_ssh;
 mod delay;
 mod devurl_app;
+mod devurl_satellite;
 mod devurls;
 mod e2e_encryption;
 mod forward;

@@ -1,0 +1,83 @@
+//! A satellite's dev URLs: who may open them is asked of the control plane
+//! (`/api/v2/satellites/devurl-resolve`, answers cached by the edge for seconds), and browser
+//! sign-in codes are redeemed there (`/api/v2/satellites/devurl-redeem`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use relay_core::devurl::{Decision, Target};
+use serde_json::json;
+
+/// Largest answer read from the control plane.
+const MAX_ANSWER: usize = 16 * 1024;
+
+pub(crate) struct ControlPlaneDevUrls {
+    pub(crate) http: reqwest::Client,
+    pub(crate) primary_url: String,
+    pub(crate) token: String,
+}
+
+impl ControlPlaneDevUrls {
+    async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, String> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.primary_url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        crate::client::success_body(resp, MAX_ANSWER).await
+    }
+}
+
+impl satellite::devurl::DevUrlResolver for ControlPlaneDevUrls {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        _target: &'a Target,
+        viewer: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
+        Box::pin(async move {
+            match self
+                .post(
+                    "/api/v2/satellites/devurl-resolve",
+                    json!({ "host": host, "viewer": viewer }),
+                )
+                .await
+            {
+                Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                    Decision::Unavailable(format!("unexpected answer from the control plane: {e}"))
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, %host, "dev URL decision failed");
+                    Decision::Unavailable(e)
+                }
+            }
+        })
+    }
+
+    fn redeem<'a>(
+        &'a self,
+        code: &'a str,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move {
+            let b = self
+                .post(
+                    "/api/v2/satellites/devurl-redeem",
+                    json!({ "code": code, "host": host }),
+                )
+                .await
+                .map_err(|e| tracing::warn!(error = %e, %host, "dev URL sign-in code not redeemed"))
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+            v["user_id"].as_str().map(str::to_owned)
+        })
+    }
+
+    fn sign_in_url(&self) -> String {
+        format!("{}/login", self.primary_url)
+    }
+}
