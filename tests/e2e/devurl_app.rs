@@ -1,6 +1,7 @@
 //! A web app standing in for a developer's server in the workspace: echoes what it was sent
 //! (host and forwarding headers), hashes uploads as they stream, streams downloads, echoes
-//! WebSocket messages, serves a page whose script uses the WebSocket, and counts the TCP
+//! WebSocket messages, sends Server-Sent Events, serves a page whose script uses the
+//! WebSocket, and counts the TCP
 //! connections it accepted (to see keep-alive reuse).
 
 use std::convert::Infallible;
@@ -28,20 +29,12 @@ fn text(s: String) -> hyper::Response<Body> {
 }
 
 pub const PAGE: &str = "<!doctype html><html><head><title>workspace app</title></head><body>\
-<h1>Hello from the workspace</h1><p id=\"r\">pending</p><img src=\"/gate\" alt=\"\"><script>\
+<h1>Hello from the workspace</h1><p id=\"r\">pending</p><script>\
 const w = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');\
 w.onopen = () => w.send('ping over the edge');\
 w.onmessage = e => { document.getElementById('r').textContent = 'ws: ' + e.data; };\
 w.onerror = () => { document.getElementById('r').textContent = 'ws failed'; };\
 </script></body></html>";
-
-/// Set once the WebSocket echoed a message; `/gate` (an image on the page, which holds the
-/// page's load event, when headless Chromium dumps the DOM) answers only after it.
-static ECHOED: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
-
-fn echoed() -> &'static tokio::sync::watch::Sender<bool> {
-    ECHOED.get_or_init(|| tokio::sync::watch::channel(false).0)
-}
 
 async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Body>, Infallible> {
     let h = |k: &str| {
@@ -65,14 +58,6 @@ async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Bod
             r.headers_mut()
                 .insert("content-type", "text/html".parse().unwrap());
             Ok(r)
-        }
-        "/gate" => {
-            let mut rx = echoed().subscribe();
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(|v| *v)).await;
-            // The echo is on its way to the browser on another connection.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            Ok(text(String::new()))
         }
         "/upload" => {
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -100,6 +85,25 @@ async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Bod
                 futures_util::stream::iter(chunks),
             ))))
         }
+        "/events" => {
+            // Server-Sent Events, 150 ms apart: a proxy that buffers shows them all at once.
+            let events = futures_util::stream::unfold(0u32, |i| async move {
+                if i == 5 {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                }
+                let f = Frame::data(Bytes::from(format!("data: event {i}\n\n")));
+                Some((Ok::<_, Infallible>(f), i + 1))
+            });
+            let mut r = hyper::Response::new(BodyExt::boxed(StreamBody::new(events)));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("cache-control", "no-cache".parse().unwrap());
+            Ok(r)
+        }
         "/ws" => {
             let key = h("sec-websocket-key");
             let on = hyper::upgrade::on(&mut req);
@@ -116,7 +120,6 @@ async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Bod
                     if (m.is_text() || m.is_binary()) && tx.send(m).await.is_err() {
                         break;
                     }
-                    echoed().send_replace(true);
                 }
             });
             let mut r = hyper::Response::new(Full::new(Bytes::new()).boxed());

@@ -7,9 +7,11 @@
 
 mod api_fuzz;
 mod bad_input;
+mod cdp;
 mod config_ssh;
 mod delay;
 mod devurl_app;
+mod devurl_browser;
 mod devurl_satellite;
 mod devurls;
 mod e2e_encryption;
