@@ -23,7 +23,6 @@ use dashmap::DashMap;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use relay_core::devurl::Target;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tracing::{debug, Instrument as _};
 
 use crate::links::OpenError;
@@ -75,8 +74,6 @@ const MAX_DECISIONS: usize = 10_000;
 
 /// Idle kept-alive connections kept per workspace port.
 const MAX_IDLE_PER_PORT: usize = 128;
-/// Buffer between a link stream and the HTTP/1 connection on it.
-const PIPE_BUF: usize = 128 * 1024;
 
 impl DevUrls {
     pub(crate) fn new(
@@ -476,7 +473,7 @@ async fn connect(
             ))
         }
     };
-    let (mut send, mut recv) = match opened {
+    let (send, recv) = match opened {
         Ok(pair) => pair,
         Err(OpenError::Refused(p)) => {
             return Err(page(
@@ -493,37 +490,7 @@ async fn connect(
             ))
         }
     };
-    let (ours, theirs) = tokio::io::duplex(PIPE_BUF);
-    let (mut rd, mut wr) = tokio::io::split(theirs);
-    tokio::spawn(async move {
-        while let Ok(Some(chunk)) = recv.read().await {
-            if wr.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    tokio::spawn(async move {
-        let mut buf = bytes::BytesMut::with_capacity(relay_core::splice::BUF_SIZE);
-        loop {
-            buf.reserve(relay_core::splice::BUF_SIZE);
-            let chunk = match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                // A request head is a few hundred bytes: copied out, so each one does not
-                // take (and leave queued on the link) a fresh 64 KiB buffer.
-                Ok(n) if n < 4096 => {
-                    let c = Bytes::copy_from_slice(&buf);
-                    buf.clear();
-                    c
-                }
-                Ok(_) => buf.split().freeze(),
-            };
-            if send.write(chunk).await.is_err() {
-                return;
-            }
-        }
-        send.finish();
-    });
+    let ours = crate::linkio::LinkIo::new(send, recv);
     let unreachable = |e: &dyn std::fmt::Display| {
         page(
             http::StatusCode::BAD_GATEWAY,

@@ -19,6 +19,7 @@ use relay_core::ticket::Verifier;
 pub mod devurl;
 pub mod forward;
 pub mod h2link;
+mod linkio;
 pub mod links;
 mod listener;
 pub mod mesh;
