@@ -34,11 +34,11 @@ fn the_openapi_document_holds_under_schemathesis() {
         server.ok(&["providers", "ls"]).contains("ready")
     });
 
-    // A token of its own: the stateful phase follows links from the token list to
-    // `DELETE …/tokens/{id}` and may revoke the token it runs with; the test's own calls
-    // below keep the admin's.
+    // An admin of its own: the stateful phase follows links from the token list to
+    // `DELETE …/tokens/{id}` and may revoke any token of the user it runs as; the test's
+    // own calls below keep the first admin's.
     let st_token = server
-        .ok(&["tokens", "create", "schemathesis"])
+        .ok(&["users", "create", "fuzzer", "--role", "admin", "--org", "default"])
         .trim()
         .to_owned();
     let out = Command::new(&st)
