@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_token_revocation.sql")),
     (11, include_str!("../migrations/0011_dev_urls.sql")),
     (12, include_str!("../migrations/0012_signin.sql")),
+    (13, include_str!("../migrations/0013_web_sessions.sql")),
 ];
 
 /// Which database a store runs on.

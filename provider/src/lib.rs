@@ -32,6 +32,7 @@ pub mod store_orgs;
 pub mod store_provider_edit;
 pub mod store_providers;
 pub mod tokens_api;
+mod webui;
 
 pub use error::ApiError;
 pub use local::{LocalProvisioner, LocalProvisionerConfig};
@@ -198,15 +199,21 @@ impl ControlPlane {
 
     /// The REST API routes.
     pub fn router(&self) -> axum::Router {
+        self.api_router()
+            .merge(signin::router(self.clone()))
+            .merge(webui::router(self.clone()))
+            .layer(axum::middleware::from_fn(api::read_body_first))
+    }
+
+    /// The JSON API alone (what the CLI calls; the admin pages call it in process).
+    pub(crate) fn api_router(&self) -> axum::Router {
         api::router(self.clone())
             .merge(edges_api::router(self.clone()))
             .merge(orgs_api::router(self.clone()))
             .merge(providers_api::router(self.clone()))
             .merge(devurls_api::router(self.clone()))
-            .merge(signin::router(self.clone()))
             .merge(ssh_keys_api::router(self.clone()))
             .merge(tokens_api::router(self.clone()))
-            .layer(axum::middleware::from_fn(api::read_body_first))
     }
 
     /// The access URL of edge `name` (the primary's for itself, an unknown name or `""`).

@@ -247,6 +247,16 @@ struct Target {
     path: String,
 }
 
+/// A path of the admin pages to come back to after signing in (`/manage…`, nothing that
+/// could leave this host).
+fn local_target(redirect: &str) -> Option<&str> {
+    let ok = redirect.starts_with("/manage")
+        && !redirect.contains("//")
+        && !redirect.contains('\\')
+        && redirect.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(redirect)
+}
+
 async fn dev_url_target(cp: &ControlPlane, redirect: &str) -> Option<Target> {
     let uri: http::Uri = redirect.parse().ok()?;
     let authority = uri.authority()?;
@@ -301,7 +311,9 @@ async fn submit(
     if f.username.len() > 256 || f.password.len() > MAX_PASSWORD || f.redirect.len() > 4096 {
         return Ok(page(http::StatusCode::BAD_REQUEST, "", "That is too long."));
     }
-    let target = if f.redirect.is_empty() {
+    // A page of the control plane itself (the admin pages): a session here, then back.
+    let local = local_target(&f.redirect);
+    let target = if f.redirect.is_empty() || local.is_some() {
         None
     } else {
         match dev_url_target(&cp, &f.redirect).await {
@@ -356,11 +368,12 @@ async fn submit(
         ));
     };
     let Some(Target { origin, host, path }) = target else {
-        return Ok(page(
-            http::StatusCode::OK,
-            "",
-            &format!("Signed in as {}.", f.username),
-        ));
+        let cookie = crate::webui::session::start(&cp, &user_id).await?;
+        let mut r = axum::response::Redirect::to(local.unwrap_or("/manage")).into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+            r.headers_mut().insert(http::header::SET_COOKIE, v);
+        }
+        return Ok(r);
     };
     let code = b64().encode(relay_core::token::random_bytes::<32>());
     sqlx::query("DELETE FROM devurl_codes WHERE expires_at < $1")

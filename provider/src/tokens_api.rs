@@ -32,6 +32,10 @@ impl axum::extract::FromRequestParts<ControlPlane> for TokenCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
+        // The admin pages calling in process for a signed-in browser (never set by a client).
+        if let Some(crate::webui::SessionUser(user)) = parts.extensions.get() {
+            return Ok(TokenCaller(user.clone(), String::new()));
+        }
         let Some(token) = bearer(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing API token: send `Authorization: Bearer <token>` (run `perigee login`)",

@@ -38,7 +38,9 @@ fn the_openapi_document_holds_under_schemathesis() {
     // `DELETE …/tokens/{id}` and may revoke any token of the user it runs as; the test's
     // own calls below keep the first admin's.
     let st_token = server
-        .ok(&["users", "create", "fuzzer", "--role", "admin", "--org", "default"])
+        .ok(&[
+            "users", "create", "fuzzer", "--role", "admin", "--org", "default",
+        ])
         .trim()
         .to_owned();
     let out = Command::new(&st)

@@ -12,7 +12,7 @@ use crate::devurls::{fixture, three_users, HOST_BASE};
 use crate::harness::Server;
 
 /// Fills in and posts the control plane's sign-in form shown in `tab`, as `user`.
-fn sign_in(b: &mut Chromium, tab: &Tab, server: &Server, user: &str) {
+pub(crate) fn sign_in(b: &mut Chromium, tab: &Tab, server: &Server, user: &str) {
     let at = b.location(tab);
     assert!(
         at.starts_with(&format!("{}/login?", server.url)),

@@ -5,6 +5,7 @@
 
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
+mod admin_ui;
 mod api_fuzz;
 mod bad_input;
 mod cdp;
