@@ -185,8 +185,36 @@ fn admins_manage_providers_in_the_browser_and_members_are_refused() {
     );
     shoot(&mut b, &admin, "providers-ready");
 
-    // Edit: allow the default organization, then a workspace lands there.
-    b.open(&admin, &format!("{manage}/eu/edit"));
+    // Edit, reached from the row's ⋮ menu by keyboard alone: focus the menu, Enter opens
+    // it, Tab reaches Edit, Enter follows it.
+    b.eval(
+        &admin,
+        "document.querySelector('li[data-name=\"eu\"] details.menu summary').focus()",
+    );
+    b.press(&admin, "Enter");
+    assert_eq!(
+        b.eval(
+            &admin,
+            "document.querySelector('li[data-name=\"eu\"] details.menu').open"
+        ),
+        json!(true),
+        "Enter did not open the menu"
+    );
+    b.press(&admin, "Tab");
+    assert_eq!(
+        b.eval(&admin, "document.activeElement.textContent"),
+        json!("Edit")
+    );
+    b.eval(&admin, "window.__before = 1");
+    b.press(&admin, "Enter");
+    b.wait_for(
+        &admin,
+        "the edit page",
+        "window.__before === undefined && document.readyState === 'complete'",
+        Duration::from_secs(10),
+    );
+    assert_eq!(b.location(&admin), format!("{manage}/eu/edit"));
+    // Allow the default organization, then a workspace lands there.
     assert_eq!(
         b.eval(&admin, "!document.getElementById('orgs-warn').hidden"),
         json!(true),

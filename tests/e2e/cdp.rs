@@ -207,6 +207,26 @@ impl Chromium {
         );
     }
 
+    /// Presses a key (`Enter`, `Tab`, `Escape`, ` `) on whatever has the focus, as a keyboard
+    /// user would.
+    pub fn press(&mut self, tab: &Tab, key: &str) {
+        let (code, vk, text) = match key {
+            "Enter" => ("Enter", 13, "\r"),
+            "Tab" => ("Tab", 9, ""),
+            "Escape" => ("Escape", 27, ""),
+            " " => ("Space", 32, " "),
+            other => panic!("no key {other:?} here"),
+        };
+        for kind in ["keyDown", "keyUp"] {
+            let mut p =
+                json!({ "type": kind, "key": key, "code": code, "windowsVirtualKeyCode": vk });
+            if kind == "keyDown" && !text.is_empty() {
+                p["text"] = json!(text);
+            }
+            self.call(Some(&tab.session), "Input.dispatchKeyEvent", p);
+        }
+    }
+
     /// The tab's current address.
     pub fn location(&mut self, tab: &Tab) -> String {
         self.eval(tab, "location.href")
