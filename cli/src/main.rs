@@ -10,6 +10,7 @@ mod dial;
 mod e2e_stream;
 mod orgs;
 mod provider_cmd;
+mod provider_health;
 mod providers;
 mod regions;
 mod satellite_cmd;

@@ -31,6 +31,10 @@ pub(crate) struct ProviderArgs {
     /// Seconds between heartbeats.
     #[arg(long, env = "PERIGEE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_secs: u64,
+    /// Serve `/livez` and `/healthz` (200 while the control plane answers heartbeats) for
+    /// Kubernetes probes on this TCP address, e.g. 0.0.0.0:8080 [default: off].
+    #[arg(long, env = "PERIGEE_HEALTH_ADDRESS")]
+    health_address: Option<String>,
 }
 
 /// Startup checks; the failure is reported to the control plane (and shown by
@@ -71,6 +75,14 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
         }
     };
     let every = Duration::from_secs(a.heartbeat_secs);
+    let health = crate::provider_health::Health::new(every);
+    if let Some(addr) = &a.health_address {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--health-address {addr}: cannot listen"))?;
+        info!(address = %listener.local_addr()?, "serving /healthz and /livez");
+        health.clone().serve(listener);
+    }
     let mut announced = false;
     loop {
         let sent = http
@@ -86,6 +98,7 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
         match sent {
             Ok(resp) if resp.status().is_success() => {
                 let v = crate::client::json_limited(resp, 64 * 1024).await?;
+                health.ok();
                 if !announced {
                     let name = v["name"].as_str().unwrap_or("?");
                     info!(provider = name, "registered with the control plane");
@@ -106,11 +119,15 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
                     v["error"].as_str().unwrap_or("no reason given")
                 );
             }
-            Ok(resp) => warn!(
-                status = resp.status().as_u16(),
-                "control plane error; retrying"
-            ),
-            Err(e) => warn!(error = %e, "control plane unreachable; retrying"),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                warn!(status, "control plane error; retrying");
+                health.failed(format!("HTTP {status} from the control plane"));
+            }
+            Err(e) => {
+                warn!(error = %e, "control plane unreachable; retrying");
+                health.failed(format!("control plane unreachable: {e}"));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

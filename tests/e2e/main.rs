@@ -9,6 +9,7 @@ mod admin_ui;
 mod api_fuzz;
 mod bad_input;
 mod cdp;
+mod charts;
 mod config_ssh;
 mod delay;
 mod devurl_app;

@@ -1,0 +1,274 @@
+//! The Helm charts: `helm lint --strict` and `helm template` for each chart, with default
+//! values and (the workspace provider) with the values `perigee providers create` prints;
+//! every rendered manifest validated against the Kubernetes API schema
+//! (`kubernetes-validate --strict`); chart versions follow the binary's. Also the provider's
+//! probe endpoints.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{free_port, wait_until, TempDir};
+use crate::providers::{create_provider, start_named};
+
+/// A tool from `env` (set by `.ci/run`), else on the PATH.
+fn tool(env: &str, name: &str) -> PathBuf {
+    match std::env::var_os(env) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let found = std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            });
+            found.unwrap_or_else(|| panic!("{name} not found: `.ci/run` installs it, or set {env}"))
+        }
+    }
+}
+
+fn charts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Renders `chart` with `sets` and validates every manifest; returns the manifests.
+fn render_and_validate(tmp: &Path, chart: &str, sets: &[(String, String)]) -> String {
+    let helm = tool("PERIGEE_HELM", "helm");
+    let mut c = Command::new(&helm);
+    c.args(["template", "perigee-test"])
+        .arg(charts().join(chart))
+        .args(["--namespace", "perigee"]);
+    for (k, v) in sets {
+        c.arg("--set-string").arg(format!("{k}={v}"));
+    }
+    let yaml = run(&mut c);
+    let file = tmp.join(format!("{chart}-{}.yaml", sets.len()));
+    std::fs::write(&file, &yaml).unwrap();
+    let out = Command::new(tool("PERIGEE_KUBE_VALIDATE", "kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&file)
+        .output()
+        .expect("kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "{chart} does not validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds = yaml.matches("\nkind: ").count();
+    assert!(kinds >= 2, "{chart}: {kinds} manifests\n{yaml}");
+    yaml
+}
+
+#[test]
+fn charts_lint_render_and_validate_with_defaults_and_the_printed_values() {
+    let tmp = TempDir::new("charts");
+    let helm = tool("PERIGEE_HELM", "helm");
+    let version = env!("CARGO_PKG_VERSION");
+    for chart in ["perigee", "satellite", "workspace-provider"] {
+        let meta = std::fs::read_to_string(charts().join(chart).join("Chart.yaml")).unwrap();
+        assert!(
+            meta.contains(&format!("\nversion: {version}\n"))
+                && meta.contains(&format!("\nappVersion: \"{version}\"\n")),
+            "{chart}'s Chart.yaml does not follow the binary's version {version}:\n{meta}"
+        );
+        run(Command::new(&helm)
+            .args(["lint", "--strict"])
+            .arg(charts().join(chart)));
+        let yaml = render_and_validate(&tmp.0, chart, &[]);
+        // Hardened by default: non-root, no privilege escalation, read-only root, probes,
+        // resource requests.
+        for needle in [
+            "runAsNonRoot: true",
+            "allowPrivilegeEscalation: false",
+            "readOnlyRootFilesystem: true",
+            "readinessProbe:",
+            "livenessProbe:",
+            "requests:",
+            &format!("ghcr.io/perigee-dev/perigee:{version}"),
+        ] {
+            assert!(yaml.contains(needle), "{chart}: no {needle:?}\n{yaml}");
+        }
+    }
+
+    // The control plane with PostgreSQL from a Secret and two replicas; two replicas on
+    // SQLite are refused with the reason.
+    let yaml = render_and_validate(
+        &tmp.0,
+        "perigee",
+        &[
+            ("replicaCount".into(), "2".into()),
+            ("postgres.existingSecret".into(), "perigee-db".into()),
+        ],
+    );
+    assert!(
+        yaml.contains("replicas: 2") && yaml.contains("name: perigee-db"),
+        "{yaml}"
+    );
+    assert!(
+        !yaml.contains("PersistentVolumeClaim"),
+        "no SQLite volume with PostgreSQL"
+    );
+    let out = Command::new(&helm)
+        .args(["template", "t"])
+        .arg(charts().join("perigee"))
+        .args(["--set", "replicaCount=2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs PostgreSQL"));
+
+    // The satellite's Service carries TCP 443 and UDP 443 (QUIC) and 3478 (TURN).
+    let yaml = render_and_validate(
+        &tmp.0,
+        "satellite",
+        &[
+            ("satellite.token".into(), "pgs_test".into()),
+            ("ingress.enabled".into(), "true".into()),
+            ("ingress.host".into(), "eu.example.com".into()),
+        ],
+    );
+    for port in [
+        "port: 443\n      targetPort: https\n      protocol: TCP",
+        "port: 443\n      targetPort: quic\n      protocol: UDP",
+        "port: 3478\n      targetPort: turn\n      protocol: UDP",
+        "kind: Ingress",
+    ] {
+        assert!(yaml.contains(port), "satellite: no {port:?}\n{yaml}");
+    }
+
+    // The workspace provider with exactly what `perigee providers create` prints.
+    let (server, port) = start_named(&tmp);
+    let printed: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "providers",
+        "create",
+        "eu",
+        "--hostname",
+        &format!("https://eu.localhost:{port}"),
+        "--cluster-address",
+        "https://10.0.0.1:6443",
+        "--namespace",
+        "workspaces",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(printed["helm"]["version"], version);
+    let sets: Vec<(String, String)> = printed["helm"]["set"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    for key in [
+        "provider.token",
+        "provider.accessURL",
+        "ingress.host",
+        "provider.clusterAddress",
+        "controlPlane.accessURL",
+        "provider.namespace",
+    ] {
+        assert!(
+            sets.iter().any(|(k, _)| k == key),
+            "{key} not printed: {sets:?}"
+        );
+    }
+    let mut with_ingress = sets.clone();
+    with_ingress.push(("ingress.enabled".into(), "true".into()));
+    let yaml = render_and_validate(&tmp.0, "workspace-provider", &with_ingress);
+    let token = printed["token"].as_str().unwrap();
+    assert!(
+        yaml.contains(&format!("token: \"{token}\"")),
+        "token in the Secret"
+    );
+    assert!(
+        yaml.contains(&format!("value: \"{}\"", server.url)),
+        "control plane URL"
+    );
+    assert!(
+        yaml.contains("host: \"eu.localhost\""),
+        "ingress host\n{yaml}"
+    );
+    assert!(yaml.contains("https://10.0.0.1:6443"), "cluster address");
+    // RBAC: a Role in the workspaces' namespace, limited to what the provider needs.
+    assert!(
+        yaml.contains("kind: Role\nmetadata:\n  name: perigee-test\n  namespace: workspaces"),
+        "{yaml}"
+    );
+    assert!(yaml.contains(
+        r#"resources: ["pods", "persistentvolumeclaims", "serviceaccounts", "secrets"]"#
+    ));
+    assert!(!yaml.contains("ClusterRole"), "no cluster-wide rights");
+    // The printed command itself names the chart and the version.
+    let command = printed["helm_command"].as_str().unwrap();
+    assert!(command.contains(&format!("perigee/workspace-provider --version={version}")));
+}
+
+#[test]
+fn the_providers_probes_follow_its_heartbeats() {
+    let tmp = TempDir::new("provider-probes");
+    let (mut server, port) = start_named(&tmp);
+    let token = create_provider(&server, port, "eu", "https://10.0.0.1:6443");
+    let health = free_port("127.0.0.1");
+    let data = tmp.0.join("eu");
+    let mut child = Command::new(crate::harness::BIN)
+        .args([
+            "workspace-provider",
+            "--primary-url",
+            &server.url,
+            "--token",
+            &token,
+        ])
+        .args(["--heartbeat-secs", "1", "--ca-cert"])
+        .arg(server.data().join("tls/ca.pem"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--health-address", &format!("127.0.0.1:{health}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(tmp.0.join("provider.log")).unwrap())
+        .spawn()
+        .unwrap();
+    crate::harness::wait_ready(&mut child, "perigee workspace-provider ready: ", &data);
+    // Plain HTTP/1.0 as a kubelet probe sends it.
+    let get = |path: &str| -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", health)) else {
+            return (0, "refused".into());
+        };
+        let _ = write!(c, "GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    };
+    assert_eq!(get("/livez").0, 200);
+    wait_until("healthz 200", Duration::from_secs(5), || {
+        get("/healthz").0 == 200
+    });
+    // The control plane goes away: not ready after three missed intervals, still alive.
+    server.stop();
+    wait_until("healthz 503", Duration::from_secs(10), || {
+        get("/healthz").0 == 503
+    });
+    let (_, why) = get("/healthz");
+    assert!(why.contains("last answered"), "{why}");
+    assert_eq!(get("/livez").0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
