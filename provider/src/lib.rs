@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod orgs_api;
 pub mod provider_settings;
 pub mod providers_api;
+pub mod provision;
 pub mod signin;
 pub mod ssh_keys_api;
 pub mod store;

@@ -123,6 +123,17 @@ impl LocalProvisioner {
 
     /// Stops the agent and removes the workspace directory.
     pub async fn delete(&self, workspace_id: &str) -> Result<(), ApiError> {
+        self.stop(workspace_id).await;
+        let dir = self.dir(workspace_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ApiError::internal(format!("remove {}: {e}", dir.display()))),
+        }
+    }
+
+    /// Stops a workspace's agent and its supervision, keeping its directory (home, token).
+    pub async fn stop(&self, workspace_id: &str) {
         let stop = self
             .running
             .lock()
@@ -131,14 +142,38 @@ impl LocalProvisioner {
         if let Some(stop) = stop {
             stop.send_replace(true);
         }
-        let dir = self.dir(workspace_id);
-        if let Some(pid) = live_agent_pid(&dir, workspace_id) {
+        if let Some(pid) = live_agent_pid(&self.dir(workspace_id), workspace_id) {
             terminate(pid).await;
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ApiError::internal(format!("remove {}: {e}", dir.display()))),
+    }
+
+    /// [`LocalProvisioner::start`] for the provisioner trait.
+    pub(crate) async fn start_local(
+        &self,
+        workspace_id: &str,
+        name: &str,
+    ) -> Result<(), crate::provision::ProvisionError> {
+        self.start(workspace_id, name)
+            .await
+            .map_err(|e| crate::provision::ProvisionError::new(e.message))
+    }
+
+    /// Where a workspace is: running while its agent lives, starting while supervised
+    /// without a live agent, stopped when not supervised.
+    pub fn local_state(&self, workspace_id: &str) -> crate::provision::WorkspaceState {
+        use crate::provision::WorkspaceState;
+        if !self.has(workspace_id) {
+            return WorkspaceState::Missing;
+        }
+        let supervised = self
+            .running
+            .lock()
+            .map(|r| r.contains_key(workspace_id))
+            .unwrap_or(false);
+        match (supervised, self.agent_pid(workspace_id)) {
+            (true, Some(_)) => WorkspaceState::Running,
+            (true, None) => WorkspaceState::Starting("agent starting".into()),
+            (false, _) => WorkspaceState::Stopped,
         }
     }
 

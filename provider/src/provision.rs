@@ -1,0 +1,161 @@
+//! What runs workspaces: one trait for every provisioner. The local provisioner (a
+//! directory and a `perigee agent` process; the embedded default) and the Kubernetes
+//! provisioner (a pod, a volume and a secret; crate `perigee-kube`) both implement it and
+//! pass one behaviour suite.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use relay_core::token::Secret;
+use serde_json::Value;
+
+/// A provisioner's future.
+pub type ProvisionFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a provisioner needs to run one workspace.
+#[derive(Debug, Clone)]
+pub struct WorkspaceSpec {
+    /// Workspace id (stable; names the provisioner's objects).
+    pub id: String,
+    /// Workspace name (for people).
+    pub name: String,
+    /// The owner's e-mail address (`""` when unknown).
+    pub owner_email: String,
+    /// The agent's token.
+    pub agent_token: Secret,
+    /// Where the agent dials (its home edge or the provider's access URL).
+    pub agent_url: String,
+    /// The provider's pod settings, as [`crate::provider_settings::ProviderSettings::pod_settings`]
+    /// renders them for the owner.
+    pub pod_settings: Value,
+}
+
+/// Where a workspace is, as its provisioner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceState {
+    /// Not known here.
+    Missing,
+    /// Being brought up (the reason, e.g. `ContainerCreating`).
+    Starting(String),
+    /// Its agent runs.
+    Running,
+    /// Kept (volume, token) but not running.
+    Stopped,
+    /// Cannot run until something changes (e.g. an image that cannot be pulled, a pod no
+    /// node can take); the reason is for people.
+    Failed(String),
+}
+
+impl WorkspaceState {
+    /// `missing`, `starting`, `running`, `stopped` or `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Starting(_) => "starting",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// The reason, for `starting` and `failed`.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Self::Starting(m) | Self::Failed(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Why a provisioner could not do something.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProvisionError(pub String);
+
+impl ProvisionError {
+    /// An error with `message`.
+    pub fn new(message: impl std::fmt::Display) -> Self {
+        Self(message.to_string())
+    }
+}
+
+/// Runs workspaces. Every operation is idempotent: creating what exists, starting what
+/// runs, stopping what is stopped and deleting what is gone all succeed.
+pub trait Provisioner: Send + Sync {
+    /// Creates the workspace's lasting parts (home volume, agent token) and starts it.
+    fn create<'a>(
+        &'a self,
+        spec: &'a WorkspaceSpec,
+    ) -> ProvisionFuture<'a, Result<(), ProvisionError>>;
+    /// Starts a created workspace.
+    fn start<'a>(
+        &'a self,
+        spec: &'a WorkspaceSpec,
+    ) -> ProvisionFuture<'a, Result<(), ProvisionError>>;
+    /// Stops it, keeping its home and token.
+    fn stop<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>>;
+    /// Removes everything of it.
+    fn delete<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>>;
+    /// Where it is.
+    fn state<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> ProvisionFuture<'a, Result<WorkspaceState, ProvisionError>>;
+    /// Ids of every workspace it holds.
+    fn list(&self) -> ProvisionFuture<'_, Result<Vec<String>, ProvisionError>>;
+}
+
+impl Provisioner for crate::LocalProvisioner {
+    fn create<'a>(
+        &'a self,
+        spec: &'a WorkspaceSpec,
+    ) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            if self.has(&spec.id) {
+                return self.start_local(&spec.id, &spec.name).await;
+            }
+            crate::LocalProvisioner::create(
+                self,
+                &spec.id,
+                &spec.name,
+                &spec.agent_token,
+                Some(&spec.agent_url),
+            )
+            .await
+            .map_err(|e| ProvisionError::new(e.message))
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        spec: &'a WorkspaceSpec,
+    ) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move { self.start_local(&spec.id, &spec.name).await })
+    }
+
+    fn stop<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            crate::LocalProvisioner::stop(self, id).await;
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            crate::LocalProvisioner::delete(self, id)
+                .await
+                .map_err(|e| ProvisionError::new(e.message))
+        })
+    }
+
+    fn state<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> ProvisionFuture<'a, Result<WorkspaceState, ProvisionError>> {
+        Box::pin(async move { Ok(self.local_state(id)) })
+    }
+
+    fn list(&self) -> ProvisionFuture<'_, Result<Vec<String>, ProvisionError>> {
+        Box::pin(async move { Ok(self.workspace_ids()) })
+    }
+}
