@@ -1,14 +1,16 @@
 //! `perigee workspace-provider`: the deployment of a remote workspace provider. It registers
 //! with its REMOTE token and heartbeats, reporting a startup failure when it has one
 //! (`pending → ready`, or `error` with the message). Each heartbeat's answer lists the
-//! workspaces placed on the provider; it runs them with the local provisioner (agents dial
-//! the provider's access URL override, else their home edge) and removes the ones that are
-//! gone. The Kubernetes provisioner comes with the Kubernetes issue.
+//! workspaces placed on the provider; it runs them (agents dial the provider's access URL
+//! override, else their home edge) and removes the ones that are gone, through the
+//! provisioner `--provisioner` names (local processes, or Kubernetes pods), and reports
+//! where each workspace is with the next heartbeat.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use provider::provision::{Provisioner, WorkspaceSpec, WorkspaceState};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -31,6 +33,21 @@ pub(crate) struct ProviderArgs {
     /// Seconds between heartbeats.
     #[arg(long, env = "PERIGEE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_secs: u64,
+    /// What runs workspaces: `local` (a directory and an agent process each, on this host)
+    /// or `kubernetes` (a pod, a home volume and a secret each, through the in-cluster
+    /// service account or KUBECONFIG).
+    #[arg(long, env = "PERIGEE_PROVISIONER", default_value = "local", value_parser = ["local", "kubernetes"])]
+    provisioner: String,
+    /// Namespace of workspace pods [default: this pod's namespace, else the kubeconfig's].
+    #[arg(long, env = "PERIGEE_WORKSPACE_NAMESPACE")]
+    workspace_namespace: Option<String>,
+    /// Image of workspace pods: the developer's tools with `perigee` on its PATH
+    /// [default: ghcr.io/perigee-dev/workspace:VERSION].
+    #[arg(long, env = "PERIGEE_WORKSPACE_IMAGE")]
+    workspace_image: Option<String>,
+    /// Size of each workspace's home volume (a Kubernetes quantity).
+    #[arg(long, env = "PERIGEE_HOME_SIZE", default_value = "10Gi")]
+    home_size: String,
     /// Serve `/livez` and `/healthz` (200 while the control plane answers heartbeats) for
     /// Kubernetes probes on this TCP address, e.g. 0.0.0.0:8080 [default: off].
     #[arg(long, env = "PERIGEE_HEALTH_ADDRESS")]
@@ -59,21 +76,17 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
     if let Some(p) = &problem {
         warn!(error = %p, "reporting a startup failure to the control plane");
     }
-    let provisioner = match &problem {
-        Some(_) => None,
-        None => {
-            let dir = startup(&a).map_err(anyhow::Error::msg)?;
-            Some(provider::LocalProvisioner::new(
-                provider::LocalProvisionerConfig {
-                    root: dir.join("workspaces"),
-                    exe: std::env::current_exe().context("locating the perigee binary")?,
-                    agent_url: url.clone(),
-                    ca_cert: a.ca_cert.clone(),
-                    exec_prefix: Vec::new(),
-                },
-            ))
-        }
+    let (provisioner, problem) = match problem {
+        Some(p) => (None, Some(p)),
+        None => match provisioner(&a, &url).await {
+            Ok(p) => (Some(p), None),
+            Err(e) => {
+                warn!(error = %e, "reporting a startup failure to the control plane");
+                (None, Some(e))
+            }
+        },
     };
+    let mut reports: Vec<serde_json::Value> = Vec::new();
     let every = Duration::from_secs(a.heartbeat_secs);
     let health = crate::provider_health::Health::new(every);
     if let Some(addr) = &a.health_address {
@@ -92,6 +105,7 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
                 "version": env!("CARGO_PKG_VERSION"),
                 "heartbeat_secs": a.heartbeat_secs,
                 "error": problem,
+                "workspaces": reports,
             }))
             .send()
             .await;
@@ -106,7 +120,7 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
                     announced = true;
                 }
                 if let Some(p) = &provisioner {
-                    reconcile(p, &http, &url, a.token.trim(), &v["workspaces"]).await;
+                    reports = reconcile(p, &http, &url, a.token.trim(), &v["workspaces"]).await;
                 }
             }
             Ok(resp) if resp.status().is_client_error() => {
@@ -136,17 +150,74 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the workspaces the control plane placed here and removes the ones that are gone.
-/// Failures are logged and retried at the next heartbeat.
+/// The provisioner `--provisioner` names, or why it cannot run (reported to the control
+/// plane).
+async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
+    if a.provisioner == "kubernetes" {
+        let namespace = match &a.workspace_namespace {
+            Some(n) => n.clone(),
+            None => {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .map(|n| n.trim().to_owned())
+                    .unwrap_or_else(|_| "default".into())
+            }
+        };
+        let mut cfg = perigee_kube::spec::PodConfig {
+            namespace,
+            home_size: a.home_size.clone(),
+            ..perigee_kube::spec::PodConfig::default()
+        };
+        if let Some(image) = &a.workspace_image {
+            cfg.image = image.clone();
+        }
+        info!(namespace = %cfg.namespace, image = %cfg.image, "running workspaces as Kubernetes pods");
+        let k = perigee_kube::KubeProvisioner::from_environment(cfg)
+            .await
+            .map_err(|e| format!("startup failed: {e}"))?;
+        return Ok(Runner::Kube(k));
+    }
+    let dir = startup(a)?;
+    Ok(Runner::Local(provider::LocalProvisioner::new(
+        provider::LocalProvisionerConfig {
+            root: dir.join("workspaces"),
+            exe: std::env::current_exe()
+                .map_err(|e| format!("locating the perigee binary: {e}"))?,
+            agent_url: url.to_owned(),
+            ca_cert: a.ca_cert.clone(),
+            exec_prefix: Vec::new(),
+        },
+    )))
+}
+
+/// The provisioner this deployment runs.
+enum Runner {
+    Local(provider::LocalProvisioner),
+    Kube(perigee_kube::KubeProvisioner),
+}
+
+impl Runner {
+    fn get(&self) -> &dyn Provisioner {
+        match self {
+            Self::Local(p) => p,
+            Self::Kube(p) => p,
+        }
+    }
+}
+
+/// Runs the workspaces the control plane placed here and removes the ones that are gone;
+/// returns where each one is, for the next heartbeat. Failures are logged and retried at
+/// the next heartbeat.
 async fn reconcile(
-    p: &provider::LocalProvisioner,
+    runner: &Runner,
     http: &reqwest::Client,
     url: &str,
     token: &str,
     assigned: &serde_json::Value,
-) {
+) -> Vec<serde_json::Value> {
+    let p = runner.get();
     let assigned = assigned.as_array().cloned().unwrap_or_default();
     let mut wanted = Vec::with_capacity(assigned.len());
+    let mut reports = Vec::with_capacity(assigned.len());
     for w in &assigned {
         let (Some(id), Some(name), Some(agent_url)) = (
             w["id"].as_str(),
@@ -156,38 +227,68 @@ async fn reconcile(
             continue;
         };
         wanted.push(id.to_owned());
-        let result = if p.has(id) {
-            p.start(id, name).await.map_err(|e| e.to_string())
-        } else {
-            match agent_token(http, url, token, id).await {
-                Ok(t) => p
-                    .create(id, name, &t, Some(agent_url))
-                    .await
-                    .map_err(|e| e.to_string()),
+        let mut spec = WorkspaceSpec {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            owner_email: String::new(),
+            // Only a new workspace needs one (a started one keeps its stored token).
+            agent_token: relay_core::token::Secret::new(""),
+            agent_url: agent_url.to_owned(),
+            pod_settings: w["kubernetes"].clone(),
+        };
+        let result = match p.state(id).await {
+            Ok(WorkspaceState::Missing) => match agent_token(http, url, token, id).await {
+                Ok(t) => {
+                    spec.agent_token = t;
+                    p.create(&spec).await.map_err(|e| e.to_string())
+                }
                 Err(e) => Err(format!("{e:#}")),
-            }
+            },
+            Ok(WorkspaceState::Stopped) => p.start(&spec).await.map_err(|e| e.to_string()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {
             warn!(workspace = name, error = %e, "cannot run workspace; retrying at the next heartbeat");
         }
-        if p.has(id) {
-            // What the Kubernetes provisioner will apply to the pod; the local provisioner
-            // keeps it next to the workspace.
-            let path = p.dir(id).join("kubernetes.json");
-            let text = serde_json::to_string_pretty(&w["kubernetes"]).unwrap_or_default();
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-                if let Err(e) = std::fs::write(&path, text) {
-                    warn!(workspace = name, error = %e, "cannot write kubernetes.json");
+        if let Runner::Local(local) = runner {
+            write_pod_settings(local, id, name, &w["kubernetes"]);
+        }
+        match p.state(id).await {
+            Ok(s) => reports.push(json!({ "id": id, "state": s.as_str(), "message": s.message() })),
+            Err(e) => warn!(workspace = name, error = %e, "cannot read workspace state"),
+        }
+    }
+    match p.list().await {
+        Ok(ids) => {
+            for id in ids.into_iter().filter(|id| !wanted.contains(id)) {
+                info!(workspace = %id, "workspace deleted on the control plane; removing it");
+                if let Err(e) = p.delete(&id).await {
+                    warn!(workspace = %id, error = %e, "cannot remove workspace");
                 }
             }
         }
+        Err(e) => warn!(error = %e, "cannot list workspaces"),
     }
-    for id in p.workspace_ids() {
-        if !wanted.contains(&id) {
-            info!(workspace = %id, "workspace deleted on the control plane; removing it");
-            if let Err(e) = p.delete(&id).await {
-                warn!(workspace = %id, error = %e, "cannot remove workspace");
-            }
+    reports
+}
+
+/// The local provisioner keeps what the Kubernetes one would apply to the pod next to the
+/// workspace (`kubernetes.json`), for a look.
+fn write_pod_settings(
+    p: &provider::LocalProvisioner,
+    id: &str,
+    name: &str,
+    settings: &serde_json::Value,
+) {
+    if !p.has(id) {
+        return;
+    }
+    let path = p.dir(id).join("kubernetes.json");
+    let text = serde_json::to_string_pretty(settings).unwrap_or_default();
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        if let Err(e) = std::fs::write(&path, text) {
+            warn!(workspace = name, error = %e, "cannot write kubernetes.json");
         }
     }
 }

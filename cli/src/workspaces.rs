@@ -78,10 +78,15 @@ fn print_table(list: &Value) {
                         None => "disconnected".into(),
                     };
                     let s = |k: &str| w[k].as_str().unwrap_or("").to_owned();
+                    // What the provider reports wins while it is not plainly running.
+                    let status = match w["provider_state"].as_str() {
+                        Some(st @ ("starting" | "failed" | "stopped" | "missing")) => st.to_owned(),
+                        _ => s("status"),
+                    };
                     vec![
                         s("name"),
                         s("org"),
-                        s("status"),
+                        status,
                         agent,
                         s("home_edge"),
                         s("provider"),
@@ -99,6 +104,16 @@ fn print_table(list: &Value) {
     );
     if rows.is_empty() {
         eprintln!("No workspaces yet. Create one with: perigee create NAME");
+    }
+    // Why a workspace is not running, as its provider reported.
+    for w in list.as_array().into_iter().flatten() {
+        if let (Some(st), Some(msg)) =
+            (w["provider_state"].as_str(), w["provider_message"].as_str())
+        {
+            if st != "running" {
+                eprintln!("{}: {st}: {msg}", w["name"].as_str().unwrap_or("?"));
+            }
+        }
     }
 }
 

@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_dev_urls.sql")),
     (12, include_str!("../migrations/0012_signin.sql")),
     (13, include_str!("../migrations/0013_web_sessions.sql")),
+    (
+        14,
+        include_str!("../migrations/0014_workspace_provider_state.sql"),
+    ),
 ];
 
 /// Which database a store runs on.

@@ -146,6 +146,11 @@ fn schemas() -> Value {
         "OrgSummary": object(&["id", "name", "created_at", "members", "workspaces"], json!({
             "id": s(), "name": s(), "created_at": i(), "members": i(), "workspaces": i()
         })),
+        "WorkspaceReport": closed(&["id", "state"], json!({
+            "id": s(),
+            "state": { "type": "string", "enum": ["starting", "running", "stopped", "failed", "missing"] },
+            "message": nullable("string")
+        })),
         "AgentStatus": object(&["transport", "uptime_secs"], json!({ "transport": s(), "uptime_secs": i() })),
         "Workspace": object(
             &["id", "name", "owner_id", "owner", "provider", "status", "created_at", "home_edge", "org", "agent_connected"],
@@ -154,7 +159,8 @@ fn schemas() -> Value {
                 "status": { "type": "string", "enum": ["running", "stopped", "pending"] },
                 "created_at": i(), "home_edge": s(), "org": s(), "agent_connected": b(),
                 "agent": { "allOf": [r("AgentStatus")], "nullable": true },
-                "agent_pid": nullable("integer")
+                "agent_pid": nullable("integer"),
+                "provider_state": nullable("string"), "provider_message": nullable("string")
             })
         ),
         "Ticket": object(&["ticket", "expires_at", "workspace_id", "edge_url", "home_edge"], json!({
@@ -359,7 +365,8 @@ pub fn document() -> Value {
         },
         "/api/v2/providers/heartbeat": { "post": op("A provider's deployment reports in (REMOTE token)", "providers",
             Some(closed(&["version", "heartbeat_secs"], json!({
-                "version": s(), "heartbeat_secs": { "type": "integer" }, "error": nullable("string")
+                "version": s(), "heartbeat_secs": { "type": "integer" }, "error": nullable("string"),
+                "workspaces": array(r("WorkspaceReport"))
             }))),
             object(&["name", "control_plane_version", "workspaces"], json!({
                 "name": s(), "control_plane_version": s(),

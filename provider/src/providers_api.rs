@@ -111,6 +111,24 @@ async fn heartbeat(
     if hb.heartbeat_secs == 0 || hb.heartbeat_secs > 3600 {
         return Err(ApiError::bad_request("heartbeat_secs: must be 1-3600").on("heartbeat_secs"));
     }
+    use crate::store_providers::{MAX_REPORTS, REPORT_STATES};
+    if hb.workspaces.len() > MAX_REPORTS {
+        return Err(ApiError::bad_request(format!(
+            "workspaces: at most {MAX_REPORTS} reports per heartbeat"
+        )));
+    }
+    if let Some(w) = hb
+        .workspaces
+        .iter()
+        .find(|w| !REPORT_STATES.contains(&w.state.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "workspaces: state {:?} of {:?} is not one of {}",
+            w.state,
+            w.id,
+            REPORT_STATES.join(", ")
+        )));
+    }
     cp.store.provider_heartbeat(&p.id, &hb).await?;
     if p.status != "ready" || hb.error.is_some() {
         tracing::info!(provider = %p.name, error = ?hb.error, "provider reported in");

@@ -57,6 +57,11 @@ pub struct Workspace {
     pub home_edge: String,
     /// The organization it belongs to.
     pub org: String,
+    /// What its provider last reported (`starting`, `running`, `stopped`, `failed`,
+    /// `missing`; remote providers).
+    pub provider_state: Option<String>,
+    /// Why, for `starting` and `failed` (e.g. `ErrImagePull: …`).
+    pub provider_message: Option<String>,
 }
 
 /// The database could not be opened or migrated.
@@ -227,7 +232,7 @@ impl Store {
         anyhow::bail!("the signing key just stored cannot be read back")
     }
 
-    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at, w.home_edge, o.name \
+    const WS_SELECT: &'static str = "SELECT w.id, w.name, w.owner_id, u.username, p.name, w.status, w.created_at, w.home_edge, o.name, w.provider_state, w.provider_message \
         FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN providers p ON p.id = w.provider_id \
         LEFT JOIN orgs o ON o.id = w.org_id";
 
@@ -244,6 +249,8 @@ impl Store {
                 .try_get::<Option<String>, _>(7)?
                 .unwrap_or_else(|| relay_core::mesh::PRIMARY_EDGE.to_owned()),
             org: r.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
+            provider_state: r.try_get(9)?,
+            provider_message: r.try_get(10)?,
         })
     }
 

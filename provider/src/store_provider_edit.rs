@@ -424,6 +424,8 @@ impl Store {
                 .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
                 .to_owned(),
             org: w.org.name.clone(),
+            provider_state: None,
+            provider_message: None,
         };
         Ok((ws, agent_token, p))
     }

@@ -74,7 +74,30 @@ pub struct ProviderHeartbeat {
     /// A startup or runtime failure, when it has one.
     #[serde(default)]
     pub error: Option<String>,
+    /// Where each of its workspaces is, as its provisioner sees it.
+    #[serde(default)]
+    pub workspaces: Vec<WorkspaceReport>,
 }
+
+/// One workspace in a provider's heartbeat.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceReport {
+    /// Workspace id.
+    pub id: String,
+    /// `starting`, `running`, `stopped`, `failed` or `missing`.
+    pub state: String,
+    /// Why, for `starting` and `failed`.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Most workspace reports taken from one heartbeat.
+pub const MAX_REPORTS: usize = 10_000;
+/// Longest report message kept (longer ones are cut).
+pub const MAX_REPORT_MESSAGE: usize = 500;
+/// The states a provider may report.
+pub const REPORT_STATES: &[&str] = &["starting", "running", "stopped", "failed", "missing"];
 
 /// A new remote provider.
 pub struct NewProvider<'a> {
@@ -185,6 +208,23 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        for w in hb.workspaces.iter().take(MAX_REPORTS) {
+            let message = w.message.as_deref().map(|m| {
+                let mut end = m.len().min(MAX_REPORT_MESSAGE);
+                while !m.is_char_boundary(end) {
+                    end -= 1;
+                }
+                m[..end].to_owned()
+            });
+            // Only its own workspaces: the provider id is part of the match.
+            sqlx::query("UPDATE workspaces SET provider_state = $1, provider_message = $2 WHERE id = $3 AND provider_id = $4")
+                .bind(&w.state)
+                .bind(message)
+                .bind(&w.id)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 

@@ -200,6 +200,14 @@ fn charts_lint_render_and_validate_with_defaults_and_the_printed_values() {
         "ingress host\n{yaml}"
     );
     assert!(yaml.contains("https://10.0.0.1:6443"), "cluster address");
+    // It runs workspaces as pods in the namespace the command names.
+    assert!(
+        yaml.contains("name: PERIGEE_PROVISIONER\n              value: kubernetes")
+            && yaml
+                .contains("name: PERIGEE_WORKSPACE_NAMESPACE\n              value: \"workspaces\""),
+        "{yaml}"
+    );
+    assert!(yaml.contains(&format!("ghcr.io/perigee-dev/workspace:{version}")));
     // RBAC: a Role in the workspaces' namespace, limited to what the provider needs.
     assert!(
         yaml.contains("kind: Role\nmetadata:\n  name: perigee-test\n  namespace: workspaces"),
@@ -221,25 +229,14 @@ fn the_providers_probes_follow_its_heartbeats() {
     let token = create_provider(&server, port, "eu", "https://10.0.0.1:6443");
     let health = free_port("127.0.0.1");
     let data = tmp.0.join("eu");
-    let mut child = Command::new(crate::harness::BIN)
-        .args([
-            "workspace-provider",
-            "--primary-url",
-            &server.url,
-            "--token",
-            &token,
-        ])
-        .args(["--heartbeat-secs", "1", "--ca-cert"])
-        .arg(server.data().join("tls/ca.pem"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--health-address", &format!("127.0.0.1:{health}")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(tmp.0.join("provider.log")).unwrap())
-        .spawn()
-        .unwrap();
-    crate::harness::wait_ready(&mut child, "perigee workspace-provider ready: ", &data);
+    let address = format!("127.0.0.1:{health}");
+    let mut deployment = crate::providers::start_provider_with(
+        &server,
+        &token,
+        &data,
+        &["--health-address", &address],
+        &[],
+    );
     // Plain HTTP/1.0 as a kubelet probe sends it.
     let get = |path: &str| -> (u16, String) {
         use std::io::{Read as _, Write as _};
@@ -269,6 +266,6 @@ fn the_providers_probes_follow_its_heartbeats() {
     let (_, why) = get("/healthz");
     assert!(why.contains("last answered"), "{why}");
     assert_eq!(get("/livez").0, 200);
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = deployment.kill();
+    let _ = deployment.wait();
 }

@@ -17,8 +17,11 @@ mod devurl_browser;
 mod devurl_satellite;
 mod devurls;
 mod e2e_encryption;
+#[path = "../../kube/tests/common/mod.rs"]
+mod fake_k8s;
 mod forward;
 mod harness;
+mod kube_provider;
 mod netns;
 mod orgs;
 mod provider_rules;

@@ -178,6 +178,17 @@ pub(crate) fn start_provider(
     token: &str,
     data: &std::path::Path,
 ) -> ProviderProcess {
+    start_provider_with(server, token, data, &[], &[])
+}
+
+/// [`start_provider`] with more arguments and environment.
+pub(crate) fn start_provider_with(
+    server: &Server,
+    token: &str,
+    data: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> ProviderProcess {
     let mut child = std::process::Command::new(crate::harness::BIN)
         .args([
             "workspace-provider",
@@ -190,6 +201,8 @@ pub(crate) fn start_provider(
         .arg(server.data().join("tls/ca.pem"))
         .arg("--data-dir")
         .arg(data)
+        .args(extra)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(
