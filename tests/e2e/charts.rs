@@ -216,6 +216,10 @@ fn charts_lint_render_and_validate_with_defaults_and_the_printed_values() {
     assert!(yaml.contains(
         r#"resources: ["pods", "persistentvolumeclaims", "serviceaccounts", "secrets"]"#
     ));
+    assert!(
+        yaml.contains(r#"verbs: ["get", "list", "create", "delete"]"#),
+        "{yaml}"
+    );
     assert!(!yaml.contains("ClusterRole"), "no cluster-wide rights");
     // The printed command itself names the chart and the version.
     let command = printed["helm_command"].as_str().unwrap();
