@@ -117,7 +117,8 @@ fn a_browser_signs_in_uses_the_app_and_each_identity_gets_its_level() {
     let ev = ev.as_array().expect("events");
     assert_eq!(ev.len(), 5, "{ev:?}");
     let spread = ev[4][1].as_i64().unwrap() - ev[0][1].as_i64().unwrap();
-    assert!(spread >= 400, "events arrived together: {ev:?}");
+    // Sent over 600 ms; a proxy that buffers would deliver them within a few ms.
+    assert!(spread >= 300, "events arrived together: {ev:?}");
 
     // The page cannot read the edge's cookie, another dev URL's answers, or the API.
     let cookie = b.eval(&owner, "document.cookie");
