@@ -154,26 +154,18 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
 /// plane).
 async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
     if a.provisioner == "kubernetes" {
-        let namespace = match &a.workspace_namespace {
-            Some(n) => n.clone(),
-            None => {
-                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                    .map(|n| n.trim().to_owned())
-                    .unwrap_or_else(|_| "default".into())
-            }
-        };
         let mut cfg = perigee_kube::spec::PodConfig {
-            namespace,
             home_size: a.home_size.clone(),
             ..perigee_kube::spec::PodConfig::default()
         };
         if let Some(image) = &a.workspace_image {
             cfg.image = image.clone();
         }
-        info!(namespace = %cfg.namespace, image = %cfg.image, "running workspaces as Kubernetes pods");
-        let k = perigee_kube::KubeProvisioner::from_environment(cfg)
+        let image = cfg.image.clone();
+        let k = perigee_kube::KubeProvisioner::from_environment(cfg, a.workspace_namespace.clone())
             .await
             .map_err(|e| format!("startup failed: {e}"))?;
+        info!(namespace = %k.namespace(), %image, "running workspaces as Kubernetes pods");
         return Ok(Runner::Kube(k));
     }
     let dir = startup(a)?;

@@ -46,11 +46,22 @@ impl KubeProvisioner {
     }
 
     /// The client from the environment: in-cluster service account, else `KUBECONFIG`.
-    pub async fn from_environment(cfg: PodConfig) -> Result<Self, ProvisionError> {
+    /// Without `namespace`, workspaces go to the client's default namespace (in a cluster:
+    /// the provider pod's own; else the kubeconfig context's).
+    pub async fn from_environment(
+        mut cfg: PodConfig,
+        namespace: Option<String>,
+    ) -> Result<Self, ProvisionError> {
         let client = Client::try_default()
             .await
             .map_err(|e| err("Kubernetes client configuration", e))?;
+        cfg.namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
         Ok(Self::new(client, cfg))
+    }
+
+    /// The namespace workspaces go to.
+    pub fn namespace(&self) -> &str {
+        &self.cfg.namespace
     }
 
     fn api<K>(&self) -> Api<K>

@@ -38,7 +38,7 @@ fn workspaces_become_pods_and_their_state_reaches_the_cli() {
         &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: workspaces\n\
              current-context: fake\n"
         ),
     )
@@ -49,10 +49,9 @@ fn workspaces_become_pods_and_their_state_reaches_the_cli() {
         &token,
         &data,
         &[
+            // No --workspace-namespace: the kubeconfig context's namespace.
             "--provisioner",
             "kubernetes",
-            "--workspace-namespace",
-            "workspaces",
             "--workspace-image",
             "registry.example.com/dev:1",
             "--home-size",
