@@ -70,6 +70,10 @@ enum Cmd {
     Ls(workspaces::LsArgs),
     /// Delete a workspace (its agent is stopped and its directory removed).
     Delete(workspaces::DeleteArgs),
+    /// Stop a workspace: its agent (process or pod) goes, its home and token stay.
+    Stop(workspaces::DeleteArgs),
+    /// Start a stopped workspace again.
+    Start(workspaces::DeleteArgs),
     /// Join stdin/stdout to a workspace port (use as an OpenSSH ProxyCommand).
     Tunnel(tunnel::TunnelArgs),
     /// Forward local TCP ports to workspace ports.
@@ -138,6 +142,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Create(a) => workspaces::create(a).await,
             Cmd::Ls(a) => workspaces::ls(a).await,
             Cmd::Delete(a) => workspaces::delete(a).await,
+            Cmd::Stop(a) => workspaces::stop_start(a, "stop").await,
+            Cmd::Start(a) => workspaces::stop_start(a, "start").await,
             Cmd::Tunnel(a) => tunnel::tunnel(a).await,
             Cmd::PortForward(a) => tunnel::port_forward(a).await,
             Cmd::Ping(a) => regions::ping(a).await,

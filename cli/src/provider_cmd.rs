@@ -228,7 +228,11 @@ async fn reconcile(
             agent_url: agent_url.to_owned(),
             pod_settings: w["kubernetes"].clone(),
         };
+        let stopped = w["desired"] == "stopped";
         let result = match p.state(id).await {
+            Ok(WorkspaceState::Stopped) if stopped => Ok(()),
+            Ok(WorkspaceState::Missing) if stopped => Ok(()),
+            Ok(_) if stopped => p.stop(id).await.map_err(|e| e.to_string()),
             Ok(WorkspaceState::Missing) => match agent_token(http, url, token, id).await {
                 Ok(t) => {
                     spec.agent_token = t;

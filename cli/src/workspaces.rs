@@ -36,7 +36,7 @@ pub(crate) enum Output {
 
 #[derive(clap::Args)]
 pub(crate) struct DeleteArgs {
-    /// Workspace name.
+    /// Workspace name (see `perigee ls`).
     name: String,
 }
 
@@ -115,6 +115,29 @@ fn print_table(list: &Value) {
             }
         }
     }
+}
+
+/// `perigee stop` / `perigee start`.
+pub(crate) async fn stop_start(a: DeleteArgs, verb: &str) -> anyhow::Result<()> {
+    let c = Client::from_session()?;
+    let w = c
+        .post(
+            &format!("/api/v2/workspaces/{}/{verb}", a.name),
+            &serde_json::json!({}),
+        )
+        .await?;
+    let remote = w["provider"].as_str().is_some_and(|p| p != "built-in");
+    let when = if remote {
+        " (its provider acts on it at its next heartbeat)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{} workspace {}{when}.",
+        if verb == "stop" { "Stopped" } else { "Started" },
+        a.name
+    );
+    Ok(())
 }
 
 pub(crate) async fn delete(a: DeleteArgs) -> anyhow::Result<()> {

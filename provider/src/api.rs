@@ -38,6 +38,8 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
             get(show_workspace).delete(delete_workspace),
         )
         .route("/api/v2/workspaces/{name}/ticket", post(create_ticket))
+        .route("/api/v2/workspaces/{name}/stop", post(stop_workspace))
+        .route("/api/v2/workspaces/{name}/start", post(start_workspace))
         .route("/api/v2/workspaceagent/e2e-key", post(agent_e2e_key))
         .with_state(cp)
 }
@@ -374,6 +376,46 @@ async fn delete_workspace(
     Ok(Json(serde_json::json!({ "deleted": ws.name })))
 }
 
+/// Stops a workspace: its home and token stay, its agent (process or pod) goes; a remote
+/// provider stops it at its next heartbeat.
+async fn stop_workspace(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    set_running(&cp, &user, &name, false).await
+}
+
+/// Starts a stopped workspace again (a remote provider at its next heartbeat).
+async fn start_workspace(
+    State(cp): State<ControlPlane>,
+    Caller(user): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    set_running(&cp, &user, &name, true).await
+}
+
+async fn set_running(
+    cp: &ControlPlane,
+    user: &User,
+    name: &str,
+    run: bool,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    let ws = find(cp, user, name).await?;
+    let status = if run { "running" } else { "stopped" };
+    cp.store.set_workspace_status(&ws.id, status).await?;
+    // The built-in provider acts now; a remote one at its next heartbeat.
+    if ws.provider == crate::store::BUILT_IN_PROVIDER {
+        if run {
+            cp.provisioner.start(&ws.id, &ws.name).await?;
+        } else {
+            cp.provisioner.stop(&ws.id).await;
+        }
+    }
+    let ws = find(cp, user, name).await?;
+    Ok(Json(view(cp, ws)))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TicketRequest {
@@ -485,6 +527,11 @@ async fn create_ticket(
         )));
     }
     let ws = find_for_connection(&cp, &user, &name).await?;
+    if ws.status == "stopped" {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} is stopped: start it with `perigee start {name}`"
+        )));
+    }
     let provider = cp.store.provider_by_name(&ws.provider).await?;
     if let Some(p) = provider
         .as_ref()

@@ -3,6 +3,7 @@
 //! It never touches the data path: edges verify the tickets it signs without calling it.
 //! The embedding binary supplies [`EdgeHooks`] so the API can report whether a workspace's
 //! agent is connected and can cut a deleted workspace's link.
+#![recursion_limit = "256"]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -248,7 +249,7 @@ impl ControlPlane {
     pub async fn resume_workspaces(&self) -> Result<(), ApiError> {
         for ws in self.store.all_workspaces().await? {
             // Remote providers run their own workspaces.
-            if ws.provider != store::BUILT_IN_PROVIDER {
+            if ws.provider != store::BUILT_IN_PROVIDER || ws.status == "stopped" {
                 continue;
             }
             self.provisioner.start(&ws.id, &ws.name).await?;

@@ -146,6 +146,7 @@ async fn heartbeat(
             "id": w.id,
             "name": w.name,
             "agent_url": agent_url,
+            "desired": if w.stopped { "stopped" } else { "running" },
             "kubernetes": p.settings.pod_settings(&w.owner_email),
         }));
     }

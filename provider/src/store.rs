@@ -337,6 +337,16 @@ impl Store {
         Ok(())
     }
 
+    /// Sets a workspace's status (`running` or `stopped`: what its provider should make of it).
+    pub async fn set_workspace_status(&self, id: &str, status: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE workspaces SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a workspace row.
     pub async fn delete_workspace(&self, id: &str) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;

@@ -58,6 +58,8 @@ pub struct PlacedWorkspace {
     pub home_edge: String,
     /// The owner's e-mail address (`""` when unknown).
     pub owner_email: String,
+    /// Its owner stopped it (`perigee stop`): the provider keeps it but does not run it.
+    pub stopped: bool,
 }
 
 /// Heartbeats a remote provider may miss before it is `error`.
@@ -234,7 +236,7 @@ impl Store {
         provider_id: &str,
     ) -> Result<Vec<PlacedWorkspace>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT w.id, w.name, COALESCE(w.home_edge, ''), COALESCE(u.email, '') \
+            "SELECT w.id, w.name, COALESCE(w.home_edge, ''), COALESCE(u.email, ''), w.status \
              FROM workspaces w JOIN users u ON u.id = w.owner_id WHERE w.provider_id = $1 ORDER BY w.id",
         )
         .bind(provider_id)
@@ -247,6 +249,7 @@ impl Store {
                     name: r.try_get(1)?,
                     home_edge: r.try_get(2)?,
                     owner_email: r.try_get(3)?,
+                    stopped: r.try_get::<String, _>(4)? == "stopped",
                 })
             })
             .collect()

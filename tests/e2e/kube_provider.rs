@@ -93,6 +93,28 @@ fn workspaces_become_pods_and_their_state_reaches_the_cli() {
         .as_str()
         .is_some_and(|t| t.len() > 20));
 
+    // Stopped: the pod goes, the home and the token stay; connecting is refused with what
+    // to do. Started: the pod is back.
+    server.ok(&["stop", "w"]);
+    wait_until("w reported stopped", Duration::from_secs(15), || {
+        workspace(&server, "w")["provider_state"] == "stopped"
+    });
+    assert!(!api.names("pods").iter().any(|n| n.contains(&id)));
+    assert!(api
+        .names("persistentvolumeclaims")
+        .iter()
+        .any(|n| n.contains(&id)));
+    assert!(api.names("secrets").iter().any(|n| n.contains(&id)));
+    server.refused(
+        &["tunnel", "w", "22"],
+        "is stopped: start it with `perigee start w`",
+    );
+    server.ok(&["start", "w"]);
+    wait_until("w running again", Duration::from_secs(15), || {
+        workspace(&server, "w")["provider_state"] == "running"
+    });
+    assert!(api.names("pods").iter().any(|n| n.contains(&id)));
+
     // A pod no node can take: failed, and `perigee ls` says why.
     server.ok(&[
         "providers",

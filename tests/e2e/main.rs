@@ -33,6 +33,7 @@ mod restart;
 mod satellites;
 mod ssh;
 mod ssh_resume;
+mod stop_start;
 mod turn_edge;
 mod webrtc;
 mod webrtc_netns;
