@@ -9,7 +9,7 @@ use provider::{ControlPlane, EdgeHooks, LocalProvisioner, LocalProvisionerConfig
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use relay_core::tls::{Identity, LocalCa};
 use satellite::{AgentAuthenticator, AgentIdentity, AuthError, AuthFuture, Edge};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Arguments of `perigee server`.
 #[derive(clap::Args)]
@@ -59,6 +59,15 @@ pub(crate) struct ServerArgs {
     /// must cover the wildcard).
     #[arg(long, env = "PERIGEE_DEVURL_HOST")]
     devurl_host: Option<String>,
+    /// With several replicas on one PostgreSQL database: the URL other replicas reach this
+    /// one at directly (its own address, not the load balancer's), e.g.
+    /// https://10.1.2.3:8443. A tunnel arriving at a replica without the workspace's agent
+    /// link is then passed to the replica that has it, over the mesh (UDP on the same port).
+    #[arg(long, env = "PERIGEE_REPLICA_URL", requires = "postgres_url")]
+    replica_url: Option<String>,
+    /// This replica's name among the others [default: a random one per start].
+    #[arg(long, env = "PERIGEE_REPLICA_NAME")]
+    replica_name: Option<String>,
     /// The widest sharing level owners may give a dev URL: private, org, authed or public.
     #[arg(long, env = "PERIGEE_DEVURL_MAX_ACCESS", default_value = "public", value_parser = ["private", "org", "authed", "public"])]
     devurl_max_access: String,
@@ -163,10 +172,15 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     };
     let http_tls = crate::server::https_config(&identity, tls_on, stun.is_some())?;
     let verifier = relay_core::ticket::Verifier::new(store.ticket_public_keys().await?);
+    let replica = a.replica_url.as_ref().map(|_| {
+        a.replica_name
+            .clone()
+            .unwrap_or_else(|| relay_core::token::random_id()[..8].to_owned())
+    });
     let edge = Edge::new(
         PRIMARY_EDGE,
         verifier,
-        Arc::new(StoreAuth(store.clone())),
+        Arc::new(StoreAuth(store.clone(), replica.clone())),
         registry,
     )?;
 
@@ -202,6 +216,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         },
     )
     .with_turn_secret(turn_secret)
+    .with_replica_opt(replica.clone())
     .with_admin_workspace_access(a.admin_workspace_access)
     .with_devurls(
         a.devurl_host.as_deref().map(relay_core::devurl::base),
@@ -253,6 +268,24 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         endpoint.clone(),
         relay_core::tls::roots(Some(&ca.cert_path))?,
     )?;
+    if let (Some(me), Some(url)) = (&replica, &a.replica_url) {
+        edge.enable_replica(
+            me,
+            Arc::new(ReplicaLocator {
+                store: store.clone(),
+                me: me.clone(),
+            }),
+        )?;
+        store.replica_alive(me, url).await?;
+        cp.refresh_edges().await?;
+        tokio::spawn(replica_beat(
+            cp.clone(),
+            store.clone(),
+            me.clone(),
+            url.clone(),
+        ));
+        info!(replica = %me, %url, "running as one of several replicas");
+    }
     let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, stun, endpoint);
     info!(%access_url, address = %bound, "perigee server ready");
     // Readiness line on stdout for scripts and tests (the port is real even with :0).
@@ -376,7 +409,9 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-struct StoreAuth(Store);
+/// Agent tokens checked against the store; `Some(name)`: this replica, recorded as the one
+/// holding the link.
+struct StoreAuth(Store, Option<String>);
 
 impl AgentAuthenticator for StoreAuth {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
@@ -390,6 +425,12 @@ impl AgentAuthenticator for StoreAuth {
                             .await
                             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
                     }
+                    if let Some(me) = &self.1 {
+                        self.0
+                            .set_link_replica(&ws.id, me)
+                            .await
+                            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+                    }
                     Ok(AgentIdentity {
                         workspace_id: ws.id,
                         workspace_name: ws.name,
@@ -399,6 +440,47 @@ impl AgentAuthenticator for StoreAuth {
                 Err(e) => Err(AuthError::Unavailable(e.to_string())),
             }
         })
+    }
+}
+
+/// Which replica holds a workspace's agent link (as the store last recorded it).
+struct ReplicaLocator {
+    store: Store,
+    me: String,
+}
+
+impl satellite::mesh::Locator for ReplicaLocator {
+    fn locate<'a>(
+        &'a self,
+        workspace_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.store.link_replica(workspace_id).await {
+                Ok(Some(r)) if r != self.me => {
+                    Some(format!("{}{r}", relay_core::mesh::REPLICA_PREFIX))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(error = %e, "cannot look up the replica holding an agent link");
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Every few seconds: this replica is alive, and the built-in edge learns which other
+/// replicas are.
+async fn replica_beat(cp: ControlPlane, store: Store, me: String, url: String) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if let Err(e) = store.replica_alive(&me, &url).await {
+            warn!(error = %e, "cannot record this replica as alive");
+            continue;
+        }
+        if let Err(e) = cp.refresh_edges().await {
+            warn!(error = %e.message, "cannot refresh the edge list");
+        }
     }
 }
 

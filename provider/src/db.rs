@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../migrations/0014_workspace_provider_state.sql"),
     ),
+    (15, include_str!("../migrations/0015_replicas.sql")),
 ];
 
 /// Which database a store runs on.

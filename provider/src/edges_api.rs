@@ -397,6 +397,9 @@ async fn devurl_redeem(
     Ok(Json(serde_json::json!({ "user_id": user })))
 }
 
+/// How long a replica counts as alive after it last reported (it reports every few seconds).
+pub const REPLICA_LIVE_SECS: i64 = 30;
+
 /// A region as the CLI sees it.
 #[derive(Serialize)]
 struct Region {
@@ -516,9 +519,24 @@ impl ControlPlane {
 
     /// Hands the built-in edge its current configuration (keys and sibling edges).
     pub async fn refresh_edges(&self) -> Result<(), ApiError> {
-        let cfg = self
+        let mut cfg = self
             .edge_config(&self.primary.name, &self.primary.region)
             .await?;
+        // The other replicas, for this built-in edge alone (satellites reach whichever
+        // replica the access URL gives them, which passes streams on).
+        if let Some(me) = &self.replica {
+            for (name, url) in self.store.live_replicas(REPLICA_LIVE_SECS).await? {
+                if &name != me {
+                    cfg.edges.push(EdgeEntry {
+                        name: format!("{}{name}", relay_core::mesh::REPLICA_PREFIX),
+                        region: self.primary.region.clone(),
+                        access_url: url,
+                        devurl_host: None,
+                        turn_urls: Vec::new(),
+                    });
+                }
+            }
+        }
         self.hooks.configure(&cfg);
         Ok(())
     }

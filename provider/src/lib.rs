@@ -90,6 +90,8 @@ pub struct ControlPlane {
     pub(crate) devurl_max_access: devurls_api::Access,
     /// Limits on password checks (CPU-heavy by design), shared by every request.
     pub(crate) signin_limits: Arc<signin::Limits>,
+    /// This replica's name, when several `perigee server` processes share the database.
+    pub(crate) replica: Option<String>,
 }
 
 #[derive(Clone)]
@@ -123,7 +125,15 @@ impl ControlPlane {
             devurl_port_suffix: String::new(),
             devurl_max_access: devurls_api::Access::Public,
             signin_limits: Arc::default(),
+            replica: None,
         }
+    }
+
+    /// Runs as replica `name` of several on one database: the built-in edge's configuration
+    /// lists the other live replicas (as mesh peers `replica:NAME`).
+    pub fn with_replica_opt(mut self, name: Option<String>) -> Self {
+        self.replica = name;
+        self
     }
 
     /// Dev URLs under `base` (a wildcard's base, `dev.example.com`) on the control plane's

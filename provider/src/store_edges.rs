@@ -212,6 +212,54 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Records that replica `name` (reachable by other replicas at `url`) is alive.
+    pub async fn replica_alive(&self, name: &str, url: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO replicas (name, url, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET url = excluded.url, seen_at = excluded.seen_at",
+        )
+        .bind(name)
+        .bind(url)
+        .bind(crate::store::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replicas seen in the last `within_secs`: (name, url).
+    pub async fn live_replicas(
+        &self,
+        within_secs: i64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, url FROM replicas WHERE seen_at >= $1 ORDER BY name")
+            .bind(crate::store::now() - within_secs)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Records that replica `replica` holds the agent link of workspace `id`.
+    pub async fn set_link_replica(&self, id: &str, replica: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE workspaces SET link_replica = $1 WHERE id = $2")
+            .bind(replica)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The replica holding workspace `id`'s agent link, as last recorded.
+    pub async fn link_replica(&self, id: &str) -> Result<Option<String>, sqlx::Error> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT link_replica FROM workspaces WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.flatten())
+    }
+
     /// The deployment secret named `name` (base64 of 32 random bytes), made on first use;
     /// replicas racing to make it agree on the first one stored.
     pub async fn secret(&self, name: &str) -> Result<String, sqlx::Error> {

@@ -13,6 +13,10 @@ use ring::hmac;
 
 use crate::wire::MESH_MAC_LEN;
 
+/// Mesh names of control-plane replicas start with this (`replica:NAME`); they dial each
+/// other without trusting certificates and both prove the mesh key instead.
+pub const REPLICA_PREFIX: &str = "replica:";
+
 /// TLS exporter label for the mesh hello.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-perigee-mesh-hello";
 /// Length of a mesh key.

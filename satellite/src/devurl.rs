@@ -450,6 +450,11 @@ async fn connect(
     } else {
         home
     };
+    let replica = match edge.agent(workspace_id) {
+        None if home == edge.name() => edge.locate_replica(workspace_id).await,
+        _ => None,
+    };
+    let home = replica.as_deref().unwrap_or(home);
     let opened = match edge.agent(workspace_id) {
         Some(link) => {
             edge.metrics()
@@ -534,17 +539,21 @@ where
 fn workspace_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     static CFG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> =
         std::sync::OnceLock::new();
-    CFG.get_or_init(|| {
-        let provider = relay_core::tls::provider();
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(cfg))
-    })
-    .clone()
+    CFG.get_or_init(|| any_cert_config(b"http/1.1").map(Arc::new))
+        .clone()
+}
+
+/// A client configuration accepting any server certificate (handshake signatures still
+/// checked), offering `alpn`: for peers authenticated some other way.
+pub(crate) fn any_cert_config(alpn: &[u8]) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = relay_core::tls::provider();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    Ok(cfg)
 }
 
 /// Accepts the workspace server's certificate, whoever signed it (dev servers' are

@@ -176,6 +176,26 @@ impl Edge {
         self.inner.mesh.configure(cfg);
     }
 
+    /// Makes this edge a replica of the control plane named `replica:NAME` on the mesh: it
+    /// dials other replicas (entries named `replica:…`) without trusting their
+    /// certificates — each side proves the mesh key over the connection instead — and asks
+    /// `locator` which replica holds an agent link it does not have. Call after
+    /// [`Edge::enable_mesh`].
+    pub fn enable_replica(
+        &self,
+        name: &str,
+        locator: Arc<dyn mesh::Locator>,
+    ) -> anyhow::Result<()> {
+        let tls = devurl::any_cert_config(relay_core::wire::MESH_ALPN)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+        cfg.transport_config(Arc::new(relay_core::link::quic_transport()));
+        self.inner
+            .mesh
+            .set_replica(format!("{}{name}", mesh::REPLICA_PREFIX), cfg, locator);
+        Ok(())
+    }
+
     /// Lets the edge dial other edges from `endpoint` (the edge's own QUIC endpoint), trusting
     /// `roots` for their certificates.
     pub fn enable_mesh(

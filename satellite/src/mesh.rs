@@ -34,6 +34,24 @@ pub(crate) struct Mesh {
     /// Accepted connections, by peer name (closed when the peer leaves the list).
     inbound: dashmap::DashMap<String, Vec<quinn::Connection>>,
     endpoint: RwLock<Option<(quinn::Endpoint, quinn::ClientConfig)>>,
+    /// Control-plane replicas: this replica's mesh name (`replica:NAME`), the client
+    /// configuration for dialing other replicas (any certificate: they prove the mesh key
+    /// instead), and where workspaces' agent links are.
+    replica: RwLock<Option<String>>,
+    replica_client: RwLock<Option<quinn::ClientConfig>>,
+    locator: RwLock<Option<Arc<dyn Locator>>>,
+}
+
+pub use relay_core::mesh::REPLICA_PREFIX;
+
+/// Finds which control-plane replica holds a workspace's agent link.
+pub trait Locator: Send + Sync + 'static {
+    /// The mesh name (`replica:NAME`) of the replica holding `workspace_id`'s agent link, if
+    /// another replica than this one.
+    fn locate<'a>(
+        &'a self,
+        workspace_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>>;
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -58,6 +76,9 @@ impl Mesh {
             peers: dashmap::DashMap::new(),
             inbound: dashmap::DashMap::new(),
             endpoint: RwLock::new(None),
+            replica: RwLock::new(None),
+            replica_client: RwLock::new(None),
+            locator: RwLock::new(None),
         }
     }
 
@@ -84,6 +105,17 @@ impl Mesh {
 
     pub(crate) fn set_endpoint(&self, ep: quinn::Endpoint, client: quinn::ClientConfig) {
         write(&self.endpoint, Some((ep, client)));
+    }
+
+    pub(crate) fn set_replica(
+        &self,
+        name: String,
+        client: quinn::ClientConfig,
+        locator: Arc<dyn Locator>,
+    ) {
+        write(&self.replica, Some(name));
+        write(&self.replica_client, Some(client));
+        write(&self.locator, Some(locator));
     }
 
     pub(crate) fn edge(&self, name: &str) -> Option<EdgeEntry> {
@@ -182,6 +214,15 @@ impl Edge {
         let Some((ep, client)) = read(&mesh.endpoint) else {
             return Err(MeshError::NotConfigured.to_string());
         };
+        // Another replica of the control plane: its certificate may come from its own local
+        // CA, so it proves the mesh key instead (below).
+        let to_replica = peer.name.starts_with(REPLICA_PREFIX);
+        let client = match (to_replica, read(&mesh.replica_client)) {
+            (true, Some(c)) => c,
+            (true, None) => return Err("this edge is not a control-plane replica".into()),
+            (false, _) => client,
+        };
+        let me = self.mesh_name();
         let keys = read(&mesh.keys);
         let key = keys
             .first()
@@ -213,14 +254,12 @@ impl Edge {
             .await
             .map_err(|e| format!("QUIC to {addr}: {e}"))?;
         let mut exported = [0u8; 32];
-        conn.export_keying_material(&mut exported, EXPORTER_LABEL, self.name().as_bytes())
+        conn.export_keying_material(&mut exported, EXPORTER_LABEL, me.as_bytes())
             .map_err(|_| "TLS exporter unavailable".to_owned())?;
-        let mac = key
-            .mac(self.name(), &exported)
-            .ok_or("malformed mesh key")?;
+        let mac = key.mac(&me, &exported).ok_or("malformed mesh key")?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let hello = Frame::MeshHello {
-            edge: self.name().to_owned(),
+            edge: me.clone(),
             mac,
         };
         send.write_all(&hello.to_bytes())
@@ -231,11 +270,44 @@ impl Edge {
             Ok(Frame::Status {
                 code: StatusCode::Ok,
                 ..
-            }) => Ok(conn),
+            }) if !to_replica => Ok(conn),
+            Ok(Frame::Status {
+                code: StatusCode::Ok,
+                ..
+            }) => {
+                // The replica's proof: the mesh key over this connection, under its name.
+                let (name, mac) = match wire::read_frame(&mut recv).await {
+                    Ok(Frame::MeshHello { edge, mac }) => (edge, mac),
+                    Ok(other) => {
+                        return Err(format!("expected the replica's proof, got {other:?}"))
+                    }
+                    Err(e) => return Err(format!("replica proof: {e}")),
+                };
+                let mut theirs = [0u8; 32];
+                conn.export_keying_material(&mut theirs, EXPORTER_LABEL, name.as_bytes())
+                    .map_err(|_| "TLS exporter unavailable".to_owned())?;
+                if name != peer.name || !relay_core::mesh::verify(&keys, &name, &theirs, &mac) {
+                    conn.close(3u32.into(), b"replica proof not accepted");
+                    return Err(format!("{} did not prove the mesh key", peer.name));
+                }
+                Ok(conn)
+            }
             Ok(Frame::Status { message, .. }) => Err(format!("refused: {message}")),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(format!("handshake: {e}")),
         }
+    }
+
+    /// The name this edge presents on the mesh: its own, or `replica:NAME` for a replica of
+    /// the control plane.
+    pub(crate) fn mesh_name(&self) -> String {
+        read(&self.mesh().replica).unwrap_or_else(|| self.name().to_owned())
+    }
+
+    /// The replica holding a workspace's agent link, when this is a replica without it.
+    pub(crate) async fn locate_replica(&self, workspace_id: &str) -> Option<String> {
+        let locator = read(&self.mesh().locator)?;
+        locator.locate(workspace_id).await
     }
 
     /// Opens a stream to `port` of the workspace whose agent is homed on `home`, through the
@@ -281,6 +353,46 @@ impl Edge {
     }
 }
 
+/// Passes a forwarded stream on to replica `peer`, answering for it.
+#[allow(clippy::too_many_arguments)]
+async fn relay_to_replica(
+    edge: &Edge,
+    peer: &str,
+    ticket: &str,
+    port: u16,
+    session_id: u64,
+    signal: bool,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let reply = |code: StatusCode, message: String| Frame::Status { code, message }.to_bytes();
+    match edge.mesh_open(peer, ticket, port, session_id, signal).await {
+        Ok((to, from)) => {
+            if send
+                .write_all(&reply(StatusCode::Ok, String::new()))
+                .await
+                .is_ok()
+            {
+                edge.metrics().stream_opened("mesh_relay", signal);
+                let _ = crate::links::pump_pair(
+                    (LinkRecv::Quic(recv), to),
+                    (from, LinkSend::Quic(send)),
+                )
+                .await;
+            }
+        }
+        Err(e) => {
+            let code = match e {
+                OpenError::Refused(_) => StatusCode::ConnectRefused,
+                OpenError::Failed { .. } => StatusCode::ConnectFailed,
+                _ => StatusCode::Unavailable,
+            };
+            let _ = send.write_all(&reply(code, e.to_string())).await;
+            let _ = send.finish();
+        }
+    }
+}
+
 /// Serves an accepted mesh connection: checks the hello, then serves forwarded streams.
 pub(crate) async fn serve_peer(edge: Edge, conn: quinn::Connection) {
     let peer = match tokio::time::timeout(HELLO_TIMEOUT, mesh_hello(&edge, &conn)).await {
@@ -317,7 +429,10 @@ pub(crate) async fn serve_peer(edge: Edge, conn: quinn::Connection) {
         };
         let edge = edge.clone();
         let span = tracing::info_span!("mesh_stream", peer = %peer);
-        tokio::spawn(async move { forwarded_stream(edge, send, recv).await }.instrument(span));
+        let from_replica = peer.starts_with(REPLICA_PREFIX);
+        tokio::spawn(
+            async move { forwarded_stream(edge, send, recv, from_replica).await }.instrument(span),
+        );
     }
     m.mesh_links_open.with_label_values(&["in"]).dec();
 }
@@ -336,6 +451,22 @@ async fn mesh_hello(edge: &Edge, conn: &quinn::Connection) -> Result<String, Str
         },
     };
     let _ = send.write_all(&status.to_bytes()).await;
+    // A replica proves the mesh key too (replicas dial each other without trusting
+    // certificates); other dialers stop reading after the status.
+    if let (Ok(_), Some(me)) = (&verdict, read(&edge.mesh().replica)) {
+        let mut exported = [0u8; 32];
+        let key = read(&edge.mesh().keys).into_iter().next();
+        if let (Ok(()), Some(key)) = (
+            conn.export_keying_material(&mut exported, EXPORTER_LABEL, me.as_bytes()),
+            key,
+        ) {
+            if let Some(mac) = key.mac(&me, &exported) {
+                let _ = send
+                    .write_all(&Frame::MeshHello { edge: me, mac }.to_bytes())
+                    .await;
+            }
+        }
+    }
     let _ = send.finish();
     verdict
 }
@@ -351,7 +482,7 @@ async fn check_hello(
         Err(e) => return Err(e.to_string()),
     };
     let mesh = edge.mesh();
-    if name == edge.name() || mesh.edge(&name).is_none() {
+    if name == edge.name() || name == edge.mesh_name() || mesh.edge(&name).is_none() {
         return Err(format!(
             "edge {name:?} is not a registered edge of this deployment"
         ));
@@ -367,7 +498,12 @@ async fn check_hello(
     Ok(name)
 }
 
-async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn forwarded_stream(
+    edge: Edge,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    from_replica: bool,
+) {
     let m = edge.metrics().clone();
     let reply = |code: StatusCode, message: String| Frame::Status { code, message }.to_bytes();
     let (port, session_id, ticket, signal) = match wire::read_frame(&mut recv).await {
@@ -404,6 +540,14 @@ async fn forwarded_stream(edge: Edge, mut send: quinn::SendStream, mut recv: qui
         }
     };
     let Some(link) = edge.agent(&claims.ws) else {
+        // A replica of the control plane without the link passes the stream on to the
+        // replica that has it (once: a stream from a replica is never passed again).
+        if !from_replica {
+            if let Some(peer) = edge.locate_replica(&claims.ws).await {
+                relay_to_replica(&edge, &peer, &ticket, port, session_id, signal, send, recv).await;
+                return;
+            }
+        }
         m.drop(DropReason::NoAgent);
         let _ = send
             .write_all(&reply(

@@ -133,9 +133,15 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
     } else {
         claims.home.as_str()
     };
+    // A replica of the control plane without the link: the replica that has it.
+    let replica = match &link {
+        None if home == edge.name() => edge.locate_replica(&claims.ws).await,
+        _ => None,
+    };
+    let route = replica.as_deref().unwrap_or(home);
     let path = match &link {
         Some(_) => "envproxy",
-        None if home != edge.name() => "mesh_out",
+        None if route != edge.name() => "mesh_out",
         None => {
             m.drop(DropReason::NoAgent);
             return error_response(
@@ -158,7 +164,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                 .await
         }
         None => {
-            edge.mesh_open(home, &ticket, port, session_id, signal)
+            edge.mesh_open(route, &ticket, port, session_id, signal)
                 .instrument(span.clone())
                 .await
         }
@@ -221,7 +227,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .header(
             PATH_HEADER,
             if path == "mesh_out" {
-                format!("mesh:{home}")
+                format!("mesh:{route}")
             } else {
                 "local".to_owned()
             },

@@ -115,6 +115,12 @@ fn charts_lint_render_and_validate_with_defaults_and_the_printed_values() {
         yaml.contains("replicas: 2") && yaml.contains("name: perigee-db"),
         "{yaml}"
     );
+    // Each replica tells the others where it is: its pod's own address.
+    assert!(
+        yaml.contains("name: PERIGEE_REPLICA_URL\n              value: \"https://$(POD_IP):8443\"")
+            && yaml.contains("fieldPath: status.podIP"),
+        "{yaml}"
+    );
     assert!(
         !yaml.contains("PersistentVolumeClaim"),
         "no SQLite volume with PostgreSQL"

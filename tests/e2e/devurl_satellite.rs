@@ -6,14 +6,7 @@ use std::time::Duration;
 use crate::devurls::{client_to, set_password, Browser};
 use crate::harness::{free_port, Satellite, Server, TempDir};
 
-/// Counter `name{path="…"}` in a Prometheus text page.
-fn counter(page: &str, series: &str) -> u64 {
-    page.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
+use crate::harness::metric_value as counter;
 
 #[test]
 fn a_satellite_serves_its_dev_urls_over_the_mesh() {

@@ -623,3 +623,13 @@ pub fn drop_udp_in(ns: &str) {
     }
     assert!(nft.wait().expect("nft").success(), "nft ruleset failed");
 }
+
+/// The value of series `series` (e.g. `name{label="x"}`) in a Prometheus text page; 0 when
+/// absent.
+pub fn metric_value(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

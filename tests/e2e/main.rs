@@ -28,6 +28,7 @@ mod provider_rules;
 mod providers;
 mod proxy;
 mod regions;
+mod replicas;
 mod resilience;
 mod restart;
 mod satellites;

@@ -116,14 +116,7 @@ fn an_ssh_session_outlives_a_satellite_restart() {
     // over the mesh, or (the path race may pick WebRTC for a reconnect) as a signaling
     // stream over it.
     let metrics = crate::satellites::fetch(&format!("{}/metrics", sat.url), &cas);
-    let count = |series: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let count = |series: &str| crate::harness::metric_value(&metrics, series);
     let entered = count("perigee_edge_streams_total{path=\"mesh_out\"}")
         + count("perigee_edge_signal_streams_total{path=\"mesh_out\"}");
     assert!(entered >= 2, "{metrics}");
