@@ -168,7 +168,7 @@ impl Store {
 
     /// A satellite by name.
     pub async fn satellite_by_name(&self, name: &str) -> Result<Option<Satellite>, sqlx::Error> {
-        let row = sqlx::query(&format!("{SAT_SELECT} WHERE name = ?"))
+        let row = sqlx::query(&format!("{SAT_SELECT} WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -177,7 +177,7 @@ impl Store {
 
     /// The satellite a token belongs to.
     pub async fn satellite_by_token(&self, secret: &str) -> Result<Option<Satellite>, sqlx::Error> {
-        let row = sqlx::query(&format!("{SAT_SELECT} WHERE token_hash = ?"))
+        let row = sqlx::query(&format!("{SAT_SELECT} WHERE token_hash = $1"))
             .bind(token::hash(secret))
             .fetch_optional(&self.pool)
             .await?;
@@ -410,5 +410,41 @@ mod tests {
         let keys = store.ticket_public_keys().await.unwrap();
         assert!(keys.contains(&s1.public_key()) && keys.contains(&s2.public_key()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod both_backends {
+    #[tokio::test]
+    async fn satellites_and_replicas_on_both_backends() {
+        for db in crate::db::test_support::both().await {
+            let store = &db.store;
+            let (sat, _) = store
+                .create_satellite("eu", "Europe", "https://eu.example.com", Some("*.eu.test"))
+                .await
+                .unwrap();
+            assert_eq!(sat.devurl_host.as_deref(), Some("*.eu.test"));
+            store
+                .replica_alive("a", "https://10.0.0.1:8443")
+                .await
+                .unwrap();
+            store
+                .replica_alive("a", "https://10.0.0.2:8443")
+                .await
+                .unwrap();
+            store
+                .replica_alive("b", "https://10.0.0.3:8443")
+                .await
+                .unwrap();
+            assert_eq!(
+                store.live_replicas(30).await.unwrap(),
+                vec![
+                    ("a".to_owned(), "https://10.0.0.2:8443".to_owned()),
+                    ("b".to_owned(), "https://10.0.0.3:8443".to_owned())
+                ]
+            );
+            assert_eq!(store.link_replica("nope").await.unwrap(), None);
+        }
     }
 }
