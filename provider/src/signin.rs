@@ -173,18 +173,6 @@ fn esc(s: &str) -> String {
 /// Name of the sign-in form's CSRF cookie.
 const CSRF_COOKIE: &str = "perigee-login-csrf";
 
-/// The CSRF cookie's value in a request, if any.
-fn csrf_cookie(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == CSRF_COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
 fn page(status: http::StatusCode, redirect: &str, note: &str) -> Response {
     let csrf = b64().encode(relay_core::token::random_bytes::<18>());
     let note = if note.is_empty() {
@@ -294,14 +282,8 @@ async fn submit(
     headers: http::HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let cookie = csrf_cookie(&headers).unwrap_or_default();
-    let same = f.csrf.len() == cookie.len()
-        && f.csrf
-            .bytes()
-            .zip(cookie.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if f.csrf.is_empty() || !same {
+    let cookie = relay_core::devurl::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    if f.csrf.is_empty() || !relay_core::token::same_secret(&f.csrf, cookie) {
         return Ok(page(
             http::StatusCode::FORBIDDEN,
             &f.redirect,

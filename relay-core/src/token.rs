@@ -67,6 +67,16 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// Whether two secrets (CSRF tokens, codes) are equal, in time that does not depend on
+/// where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// The hash stored for a token: SHA-256, hex.
 pub fn hash(token: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())

@@ -128,7 +128,7 @@ impl DevUrls {
     /// The signed-in user, from this host's session cookie.
     fn viewer(&self, headers: &http::HeaderMap, host: &str) -> Option<String> {
         let name = self.cookie_name();
-        cookies(headers)
+        relay_core::devurl::cookies(headers)
             .filter(|(k, _)| *k == name)
             .find_map(|(_, v)| {
                 relay_core::devurl::cookie_user(&self.cookie_key, v, host, relay_core::unix_now())
@@ -136,19 +136,9 @@ impl DevUrls {
     }
 }
 
-/// `name=value` pairs of every `Cookie` header.
-fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-}
-
 /// The `Cookie` headers without the edge's own cookie (the workspace never sees it).
 fn strip_session_cookie(headers: &mut http::HeaderMap, name: &str) {
-    let kept: Vec<String> = cookies(headers)
+    let kept: Vec<String> = relay_core::devurl::cookies(headers)
         .filter(|(k, _)| *k != name)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
@@ -450,12 +440,12 @@ async fn connect(
     } else {
         home
     };
-    let replica = match edge.agent(workspace_id) {
-        None if home == edge.name() => edge.locate_replica(workspace_id).await,
-        _ => None,
+    let link = edge.agent(workspace_id);
+    let route = match &link {
+        Some(_) => None,
+        None => edge.route_without_link(workspace_id, home).await,
     };
-    let home = replica.as_deref().unwrap_or(home);
-    let opened = match edge.agent(workspace_id) {
+    let opened = match link {
         Some(link) => {
             edge.metrics()
                 .devurl_connections
@@ -463,12 +453,13 @@ async fn connect(
                 .inc();
             link.open(port, session, false, false).await
         }
-        None if home != edge.name() && !ticket.is_empty() => {
+        None if route.is_some() && !ticket.is_empty() => {
             edge.metrics()
                 .devurl_connections
                 .with_label_values(&["mesh_out"])
                 .inc();
-            edge.mesh_open(home, ticket, port, session, false).await
+            let to = route.as_deref().unwrap_or(home);
+            edge.mesh_open(to, ticket, port, session, false).await
         }
         None => {
             return Err(page(

@@ -310,6 +310,20 @@ impl Edge {
         locator.locate(workspace_id).await
     }
 
+    /// Where to open a stream to a workspace whose agent link is not on this edge: its home
+    /// edge, or, when that is this edge (a replica of the control plane without the link),
+    /// the replica that has it. `None`: nowhere (the agent is not connected).
+    pub(crate) async fn route_without_link(
+        &self,
+        workspace_id: &str,
+        home: &str,
+    ) -> Option<String> {
+        if home != self.name() {
+            return Some(home.to_owned());
+        }
+        self.locate_replica(workspace_id).await
+    }
+
     /// Opens a stream to `port` of the workspace whose agent is homed on `home`, through the
     /// mesh; the home edge checks `ticket` again.
     pub(crate) async fn mesh_open(

@@ -133,16 +133,14 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
     } else {
         claims.home.as_str()
     };
-    // A replica of the control plane without the link: the replica that has it.
-    let replica = match &link {
-        None if home == edge.name() => edge.locate_replica(&claims.ws).await,
-        _ => None,
+    let route = match &link {
+        Some(_) => None,
+        None => edge.route_without_link(&claims.ws, home).await,
     };
-    let route = replica.as_deref().unwrap_or(home);
-    let path = match &link {
-        Some(_) => "envproxy",
-        None if route != edge.name() => "mesh_out",
-        None => {
+    let path = match (&link, &route) {
+        (Some(_), _) => "envproxy",
+        (None, Some(_)) => "mesh_out",
+        (None, None) => {
             m.drop(DropReason::NoAgent);
             return error_response(
                 http::StatusCode::NOT_FOUND,
@@ -164,9 +162,15 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
                 .await
         }
         None => {
-            edge.mesh_open(route, &ticket, port, session_id, signal)
-                .instrument(span.clone())
-                .await
+            edge.mesh_open(
+                route.as_deref().unwrap_or(home),
+                &ticket,
+                port,
+                session_id,
+                signal,
+            )
+            .instrument(span.clone())
+            .await
         }
     };
     let (tx, rx) = match opened {
@@ -227,7 +231,7 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
         .header(
             PATH_HEADER,
             if path == "mesh_out" {
-                format!("mesh:{route}")
+                format!("mesh:{}", route.as_deref().unwrap_or(home))
             } else {
                 "local".to_owned()
             },

@@ -207,7 +207,7 @@ fn a_browser_signs_in_uses_the_app_and_each_identity_gets_its_level() {
         ("authed", ["app", "app", "app", "sign-in"]),
         ("public", ["app", "app", "app", "app"]),
     ] {
-        server.ok(&["urls", "create", "ws", &p.to_string(), "--access", level]);
+        crate::devurls::share(&server, p, level);
         let got =
             [&owner, &member, &outsider, &anonymous].map(|t| outcome(&mut b, t, &server, &root));
         assert_eq!(
@@ -216,21 +216,17 @@ fn a_browser_signs_in_uses_the_app_and_each_identity_gets_its_level() {
         );
     }
     // Sign-out ends the owner's session on this host.
-    server.ok(&[
-        "urls",
-        "create",
-        "ws",
-        &p.to_string(),
-        "--access",
-        "private",
-    ]);
+    crate::devurls::share(&server, p, "private");
     b.open(&owner, &format!("https://{host}:{edge}/.perigee/signout"));
     let jar = b.call(
         None,
         "Storage.getCookies",
         json!({ "browserContextId": owner.context }),
     );
-    eprintln!("after signout: {jar} | {}", b.text(&owner));
+    assert!(
+        !jar.to_string().contains("perigee-devurl"),
+        "the session cookie outlived sign-out: {jar}"
+    );
     assert_eq!(outcome(&mut b, &owner, &server, &root), "sign-in");
 
     // Kept next to the test binaries for a look after the run.

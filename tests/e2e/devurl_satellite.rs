@@ -83,14 +83,7 @@ fn a_satellite_serves_its_dev_urls_over_the_mesh() {
     set_password(&server, &bob, "bob");
     let mut other = Browser::with_client(to_sat.clone());
     assert_eq!(other.open(&server, &url, "bob"), 403);
-    server.ok(&[
-        "urls",
-        "create",
-        "ws",
-        &app.port.to_string(),
-        "--access",
-        "public",
-    ]);
+    crate::devurls::share(&server, app.port, "public");
     crate::harness::wait_until(
         "the public share reaches eu",
         Duration::from_secs(5),

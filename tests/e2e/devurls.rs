@@ -172,14 +172,7 @@ fn dev_urls_are_served_through_the_edge() {
         "{to}"
     );
 
-    server.ok(&[
-        "urls",
-        "create",
-        "ws",
-        &app.port.to_string(),
-        "--access",
-        "public",
-    ]);
+    share(&server, app.port, "public");
     let r = c
         .get(url("/"))
         .header(
@@ -462,6 +455,18 @@ pub(crate) fn three_users(server: &Server) {
     set_password(server, &carol, "carol");
 }
 
+/// Shares port `port` of workspace `ws` at `access` (`urls create`).
+pub(crate) fn share(server: &Server, port: u16, access: &str) {
+    server.ok(&[
+        "urls",
+        "create",
+        "ws",
+        &port.to_string(),
+        "--access",
+        access,
+    ]);
+}
+
 pub(crate) fn set_password(server: &Server, token: &str, user: &str) {
     let mut c = server.cmd(&["users", "passwd"]);
     c.env("PERIGEE_TOKEN", token);
@@ -499,7 +504,7 @@ fn sharing_levels_hold_for_four_browser_identities() {
         ("public", [200, 200, 200, 200]),
         ("private", [200, 403, 403, 303]),
     ] {
-        server.ok(&["urls", "create", "ws", &p.to_string(), "--access", level]);
+        share(&server, p, level);
         let got = [&owner, &member, &outsider, &anonymous].map(|b| b.get(&url).status().as_u16());
         assert_eq!(
             got, want,
@@ -592,14 +597,7 @@ fn sharing_levels_hold_for_four_browser_identities() {
 fn bad_requests_get_a_4xx_and_others_carry_on() {
     use std::io::{Read as _, Write as _};
     let (_tmp, server, app) = fixture("devurl-bad");
-    server.ok(&[
-        "urls",
-        "create",
-        "ws",
-        &app.port.to_string(),
-        "--access",
-        "public",
-    ]);
+    share(&server, app.port, "public");
     let edge = server.addr.port();
     let host = format!("{}--ws--admin.{HOST_BASE}", app.port);
     let url = format!("https://{host}:{edge}/");

@@ -116,7 +116,8 @@ impl Fields {
 
 /// A signed-in manager's posted form, its CSRF token checked: a post without the token (or
 /// with another session's) is refused before anything happens.
-pub(crate) async fn posted(s: Session, body: &[u8]) -> Result<(Session, Fields), Response> {
+#[allow(clippy::result_large_err)] // the error is the page itself, returned at once
+pub(crate) fn posted(s: Session, body: &[u8]) -> Result<(Session, Fields), Response> {
     let f = Fields::parse(body);
     if !s.csrf_ok(f.get("csrf")) {
         return Err(html::page(

@@ -194,7 +194,7 @@ pub(crate) async fn create_org(
     s: Session,
     body: Bytes,
 ) -> Response {
-    let (s, f) = match posted(s, &body).await {
+    let (s, f) = match posted(s, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -215,7 +215,7 @@ pub(crate) async fn add_member(
     s: Session,
     body: Bytes,
 ) -> Response {
-    let (s, f) = match posted(s, &body).await {
+    let (s, f) = match posted(s, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -326,7 +326,7 @@ pub(crate) async fn create_user(
     s: Session,
     body: Bytes,
 ) -> Response {
-    let (s, f) = match posted(s, &body).await {
+    let (s, f) = match posted(s, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };

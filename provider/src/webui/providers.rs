@@ -237,7 +237,7 @@ pub(crate) async fn new_form(s: Session) -> Response {
 }
 
 pub(crate) async fn create(State(cp): State<ControlPlane>, s: Session, body: Bytes) -> Response {
-    let (s, f) = match posted(s, &body).await {
+    let (s, f) = match posted(s, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -363,7 +363,6 @@ fn edit_page(
     current: &str,
     v: &EditValues,
     all_orgs: &[String],
-    default_affinity: &Value,
     errors: &[(String, String)],
     status: http::StatusCode,
 ) -> Response {
@@ -454,7 +453,10 @@ fn edit_page(
             name = input("f-name", "name", "Name", &v.name, err("name"), ""),
             warn_hidden = if v.orgs.is_empty() { "" } else { " hidden" },
             orgs_err = error_slot("f-orgs", err("orgs")),
-            aff = esc(&serde_json::to_string_pretty(default_affinity).unwrap_or_default()),
+            aff = esc(
+                &serde_json::to_string_pretty(&crate::k8s_schema::default_affinity())
+                    .unwrap_or_default()
+            ),
         ),
     )
 }
@@ -500,7 +502,6 @@ pub(crate) async fn edit_form(
         &name,
         &stored_values(&p),
         &orgs,
-        &crate::k8s_schema::default_affinity(),
         &[],
         http::StatusCode::OK,
     )
@@ -512,7 +513,7 @@ pub(crate) async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (s, f) = match posted(s, &body).await {
+    let (s, f) = match posted(s, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -534,15 +535,7 @@ pub(crate) async fn update(
     }
     let orgs = org_names(&cp, &s).await;
     if !errors.is_empty() {
-        return edit_page(
-            &s,
-            &name,
-            &v,
-            &orgs,
-            &crate::k8s_schema::default_affinity(),
-            &errors,
-            http::StatusCode::BAD_REQUEST,
-        );
+        return edit_page(&s, &name, &v, &orgs, &errors, http::StatusCode::BAD_REQUEST);
     }
     let mut features = Map::new();
     for (on, key, _) in &v.flags {
@@ -565,15 +558,7 @@ pub(crate) async fn update(
     .await;
     if !a.ok() {
         let errors = vec![(form_field(a.field()).to_owned(), a.error())];
-        return edit_page(
-            &s,
-            &name,
-            &v,
-            &orgs,
-            &crate::k8s_schema::default_affinity(),
-            &errors,
-            a.status,
-        );
+        return edit_page(&s, &name, &v, &orgs, &errors, a.status);
     }
     let new_name = text_of(&a.body["provider"]["name"]);
     Redirect::to(&format!("{HERE}?updated={}", enc(&new_name))).into_response()
@@ -623,7 +608,7 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (s, _) = match posted(s, &body).await {
+    let (s, _) = match posted(s, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };

@@ -28,12 +28,17 @@ pub(crate) fn cookie_name(cp: &ControlPlane) -> &'static str {
     }
 }
 
-fn cookie_attrs(cp: &ControlPlane) -> &'static str {
-    if cp.primary.access_url.starts_with("https://") {
+/// The `Set-Cookie` value carrying `value` for `max_age` seconds (0: cleared).
+fn set_cookie(cp: &ControlPlane, value: &str, max_age: i64) -> String {
+    let secure = if cp.primary.access_url.starts_with("https://") {
         "; Secure"
     } else {
         ""
-    }
+    };
+    format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
+        cookie_name(cp)
+    )
 }
 
 /// Starts a session for `user_id`; the `Set-Cookie` value that carries it.
@@ -56,11 +61,7 @@ pub(crate) async fn start(cp: &ControlPlane, user_id: &str) -> Result<String, Ap
     .bind(now + SESSION_SECS)
     .execute(&cp.store.pool)
     .await?;
-    Ok(format!(
-        "{}={secret}; Path=/; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict{}",
-        cookie_name(cp),
-        cookie_attrs(cp)
-    ))
+    Ok(set_cookie(cp, &secret, SESSION_SECS))
 }
 
 /// Ends the session with cookie secret `secret`; the `Set-Cookie` value that clears it.
@@ -69,11 +70,7 @@ pub(crate) async fn end(cp: &ControlPlane, secret: &str) -> Result<String, ApiEr
         .bind(relay_core::token::hash(secret))
         .execute(&cp.store.pool)
         .await?;
-    Ok(format!(
-        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
-        cookie_name(cp),
-        cookie_attrs(cp)
-    ))
+    Ok(set_cookie(cp, "", 0))
 }
 
 /// A signed-in browser: its user, the session's CSRF token and cookie secret.
@@ -86,25 +83,8 @@ pub(crate) struct Session {
 impl Session {
     /// Whether `token` (from a posted form) is this session's CSRF token.
     pub(crate) fn csrf_ok(&self, token: &str) -> bool {
-        token.len() == self.csrf.len()
-            && token
-                .bytes()
-                .zip(self.csrf.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        relay_core::token::same_secret(token, &self.csrf)
     }
-}
-
-fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 impl FromRequestParts<ControlPlane> for Session {
@@ -121,7 +101,7 @@ impl FromRequestParts<ControlPlane> for Session {
             }
             r
         };
-        let Some(secret) = cookie_value(parts, cookie_name(cp)) else {
+        let Some(secret) = relay_core::devurl::cookie(&parts.headers, cookie_name(cp)) else {
             return Err(to_login());
         };
         let row = sqlx::query(
