@@ -87,6 +87,10 @@ pub enum LinkError {
     /// Any other failure (network, TLS, protocol).
     #[error("{0}")]
     Other(String),
+    /// The edge refused the token [`relay_core::link::REFUSALS_UNTIL_GONE`] times in a
+    /// row: the workspace was deleted (or its token revoked). The agent should end.
+    #[error("the workspace is gone: the edge refused this agent's token {1} times in a row ({0})")]
+    WorkspaceGone(String, u32),
 }
 
 pub(crate) struct Target {
@@ -134,6 +138,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         .map_err(|e| LinkError::Other(e.to_string()))?;
     let roots = Arc::new(roots);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut refusals = 0u32;
     tokio::pin!(shutdown);
     loop {
         let started = Instant::now();
@@ -192,8 +197,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             backoff.reset();
         }
         let delay = match &result {
-            Err(LinkError::Unauthorized(_)) => Duration::from_secs(10),
-            _ => backoff.next_delay(relay_core::token::random_u64()),
+            Err(LinkError::Unauthorized(m)) => {
+                refusals += 1;
+                if refusals >= relay_core::link::REFUSALS_UNTIL_GONE {
+                    return Err(LinkError::WorkspaceGone(m.clone(), refusals));
+                }
+                Duration::from_secs(10)
+            }
+            _ => {
+                refusals = 0;
+                backoff.next_delay(relay_core::token::random_u64())
+            }
         };
         match result {
             Ok(()) => info!(retry_in = ?delay, "agent link closed"),

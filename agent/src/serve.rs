@@ -21,6 +21,15 @@ pub(crate) async fn connect_port(port: u16) -> Result<TcpStream, (StatusCode, St
     let asked = port;
     let port = match (port, SSH_PORT.get()) {
         (22, Some(p)) => *p,
+        // The SSH server's own loopback port is reached only as port 22, so the control
+        // plane's rule for port 22 (a provider's "external SSH off") cannot be bypassed by
+        // a ticket naming the loopback port.
+        (p, Some(ssh)) if p == *ssh => {
+            return Err((
+                StatusCode::ConnectRefused,
+                format!("port {p} is the agent's SSH server: connect to port 22"),
+            ))
+        }
         _ => port,
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port))).await {

@@ -46,6 +46,11 @@ pub(crate) struct AgentArgs {
     /// from the control plane); `off` leaves port 22 to an sshd in the workspace.
     #[arg(long, env = "PERIGEE_AGENT_SSH", default_value = "on", value_parser = ["on", "off"])]
     ssh: String,
+    /// Paths (separated by `:`) whose disappearance ends the agent with exit code 3, which
+    /// the local provisioner does not restart: the workspace's home or directory, the data
+    /// directory. A path the agent may not look into counts as present.
+    #[arg(long, env = "PERIGEE_AGENT_WATCH")]
+    watch: Option<String>,
     /// The SSH host key, made on first start and kept [default:
     /// .perigee/ssh_host_ed25519_key in the working directory, the workspace's home].
     #[arg(long, env = "PERIGEE_AGENT_SSH_HOST_KEY")]
@@ -53,6 +58,12 @@ pub(crate) struct AgentArgs {
 }
 
 pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
+    if let Some(paths) = &a.watch {
+        let paths: Vec<PathBuf> = std::env::split_paths(paths)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        tokio::spawn(watch_workspace(paths));
+    }
     let token = match (a.token.clone(), &a.token_file) {
         (Some(t), _) => t,
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -91,8 +102,30 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
         },
         quic_retry: Duration::from_secs(a.quic_retry_secs.max(1)),
     };
-    agent::run(cfg, crate::server::shutdown_signal()).await?;
+    match agent::run(cfg, crate::server::shutdown_signal()).await {
+        Err(e @ agent::LinkError::WorkspaceGone(..)) => {
+            tracing::warn!(error = %e, "ending the agent");
+            std::process::exit(relay_core::link::EXIT_WORKSPACE_GONE);
+        }
+        r => r?,
+    }
     Ok(())
+}
+
+/// Ends the agent once one of `paths` is gone (a deleted workspace's home, a removed data
+/// directory). Only "not found" counts: a path the agent may not look into is present.
+async fn watch_workspace(paths: Vec<PathBuf>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for p in &paths {
+            if let Err(e) = std::fs::symlink_metadata(p) {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), "the workspace is gone; ending the agent");
+                    std::process::exit(relay_core::link::EXIT_WORKSPACE_GONE);
+                }
+            }
+        }
+    }
 }
 
 /// Starts the agent's SSH server on a loopback port and sends streams for port 22 to it.

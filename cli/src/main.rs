@@ -7,6 +7,7 @@ mod agent_cmd;
 mod client;
 mod config_ssh;
 mod dial;
+mod isolation_args;
 mod e2e_stream;
 mod orgs;
 mod provider_cmd;

@@ -177,6 +177,8 @@ async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
             agent_url: url.to_owned(),
             ca_cert: a.ca_cert.clone(),
             exec_prefix: Vec::new(),
+            isolation: None,
+            single_user: false,
         },
     )))
 }

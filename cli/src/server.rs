@@ -71,6 +71,8 @@ pub(crate) struct ServerArgs {
     /// The widest sharing level owners may give a dev URL: private, org, authed or public.
     #[arg(long, env = "PERIGEE_DEVURL_MAX_ACCESS", default_value = "public", value_parser = ["private", "org", "authed", "public"])]
     devurl_max_access: String,
+    #[command(flatten)]
+    isolation: crate::isolation_args::IsolationArgs,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -105,6 +107,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         .map(str::to_owned)
         .collect();
     let tls_on = a.tls_self_signed || a.tls_cert.is_some();
+    let isolation = a.isolation.decide(!exec_prefix.is_empty())?;
     if let Some(url) = &a.access_url {
         let ok = url.starts_with("https://") || url.starts_with("http://");
         anyhow::ensure!(
@@ -154,6 +157,10 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(|w| format!("*.{}", relay_core::devurl::base(w))),
     );
+    if isolation.is_on() {
+        // Isolated agents dial the gateway address of their namespace.
+        names.push(perigee_isolate::net::GATEWAY.to_string());
+    }
     names.dedup();
     let identity = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Identity::from_pem_files(c, k)?,
@@ -162,8 +169,10 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     // Used as text, like coturn's static-auth-secret (so its tools take it with -W).
     let turn_secret = store.secret("turn").await?.into_bytes();
+    let mut edge_ports = vec![(true, bound), (false, bound)];
     let (turn_urls, stun) = match a.turn.bind(bound, &access_url).await? {
         Some(t) => {
+            edge_ports.extend(t.listeners());
             let urls = t.urls.clone();
             let stun = a.turn.serve(t, &turn_secret, &identity, &registry)?;
             (urls, Some(stun))
@@ -191,6 +200,13 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     } else {
         format!("{scheme}://{bound}")
     };
+    let isolated = isolation.config(
+        &data_dir,
+        &edge_ports,
+        &access_url,
+        a.tls_cert.is_some(),
+        scheme,
+    )?;
     let provisioner = Arc::new(LocalProvisioner::new(LocalProvisionerConfig {
         root: data_dir.join("workspaces"),
         exe: std::env::current_exe().context("locating the perigee binary")?,
@@ -201,7 +217,12 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             Some(ca.cert_path.clone())
         },
         exec_prefix,
+        single_user: isolation.single_user(),
+        isolation: isolated,
     }));
+    provisioner
+        .install_network()
+        .context("setting up the workspace network (nftables)")?;
     let cp = ControlPlane::new(
         store.clone(),
         signer,

@@ -38,6 +38,18 @@ pub(crate) struct TurnArgs {
     turn_bandwidth: u64,
 }
 
+impl BoundTurn {
+    /// The bound listeners: UDP first, then TCP and TLS when on (`true`: TCP).
+    pub(crate) fn listeners(&self) -> Vec<(bool, SocketAddr)> {
+        let mut out: Vec<(bool, SocketAddr)> =
+            self.udp.local_addr().ok().map(|a| (false, a)).into_iter().collect();
+        for l in [&self.tcp, &self.tls].into_iter().flatten() {
+            out.extend(l.local_addr().ok().map(|a| (true, a)));
+        }
+        out
+    }
+}
+
 /// TURN listeners bound but not serving yet (the secret may come later, from the control
 /// plane), and the URLs to advertise for them.
 pub(crate) struct BoundTurn {

@@ -81,6 +81,8 @@ async fn the_local_provisioner_passes_the_suite() {
         agent_url: "https://127.0.0.1:1".into(),
         ca_cert: None,
         exec_prefix: Vec::new(),
+        isolation: None,
+        single_user: false,
     });
     std::fs::create_dir_all(root.join("workspaces")).unwrap();
     behaviour(&p).await;

@@ -334,9 +334,20 @@ async fn create_workspace(
         // A remote provider's own `perigee workspace-provider` provisions it.
         return Ok(Json(view(&cp, ws)));
     }
+    if cp.provisioner.single_user() && user.role != "admin" {
+        let _ = cp.store.delete_workspace(&ws.id).await;
+        return Err(ApiError::forbidden(
+            "the built-in provider runs workspaces as the server's own user on this host \
+             (the server is not root on Linux, so workspaces cannot be isolated from it and \
+             from each other): only admins may create workspaces on it. Ask an admin to add a \
+             workspace provider (`perigee providers create`) and create yours there with \
+             --provider, or run `perigee server` as root on Linux",
+        )
+        .on("provider"));
+    }
     if let Err(e) = cp
         .provisioner
-        .create(&ws.id, &ws.name, &agent_token, agent_url.as_deref())
+        .create(&ws.id, &ws.name, &user.username, &agent_token, agent_url.as_deref())
         .await
     {
         let _ = cp.store.delete_workspace(&ws.id).await;

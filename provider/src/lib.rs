@@ -21,6 +21,7 @@ pub mod edges_api;
 pub mod error;
 pub mod k8s_schema;
 pub mod local;
+pub mod local_isolation;
 pub mod openapi;
 pub mod orgs_api;
 pub mod provider_settings;
@@ -38,6 +39,7 @@ mod webui;
 
 pub use error::ApiError;
 pub use local::{LocalProvisioner, LocalProvisionerConfig};
+pub use local_isolation::IsolationConfig;
 pub use store::Store;
 
 /// What the control plane needs from the edges that hold agent links.

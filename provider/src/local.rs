@@ -1,12 +1,18 @@
 //! The local provisioner: a workspace is a directory under the data directory plus a
 //! `perigee agent` process holding that workspace's agent token.
 //!
+//! Isolated (root on Linux, [`crate::local_isolation`]): the agent runs as the workspace's
+//! own uid in its own network and PID namespaces, with its home under the home root.
+//! Otherwise it runs as the server's user and the provisioner is single-user unless the
+//! operator turned isolation off on purpose.
+//!
 //! Agents outlive a restart of the server (as pods outlive a control-plane restart): each
 //! agent's PID is kept in `agent.pid`, and a restarted server adopts a live agent instead of
 //! starting a second one. A dead agent is restarted with backoff.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,8 +35,14 @@ pub struct LocalProvisionerConfig {
     pub agent_url: String,
     /// CA certificate the agents trust (self-signed deployments).
     pub ca_cert: Option<PathBuf>,
-    /// Command words put before the agent command (e.g. `ip netns exec NS`).
+    /// Command words put before the agent command (e.g. `ip netns exec NS`); not used
+    /// when workspaces are isolated.
     pub exec_prefix: Vec<String>,
+    /// Isolation of workspaces (none: agents run as the server's user).
+    pub isolation: Option<crate::local_isolation::IsolationConfig>,
+    /// Without isolation: only admins may create workspaces (another user's code would
+    /// run as the server's user).
+    pub single_user: bool,
 }
 
 /// Supervises the agents of local workspaces.
@@ -51,6 +63,25 @@ impl LocalProvisioner {
         Self {
             cfg,
             running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether only admins may create workspaces here, and why.
+    pub fn single_user(&self) -> bool {
+        self.cfg.single_user && self.cfg.isolation.is_none()
+    }
+
+    /// Whether workspaces run isolated.
+    pub fn isolated(&self) -> bool {
+        self.cfg.isolation.is_some()
+    }
+
+    /// Rebuilds this server's workspace network rules (at start, before agents are
+    /// supervised): the namespaces of existing workspaces are kept and covered again.
+    pub fn install_network(&self) -> Result<(), perigee_isolate::Error> {
+        match &self.cfg.isolation {
+            Some(iso) => iso.network.install(&iso.known_uids(&self.cfg.root)),
+            None => Ok(()),
         }
     }
 
@@ -77,16 +108,24 @@ impl LocalProvisioner {
     }
 
     /// Creates the workspace directory, stores the agent token (mode 0600) and starts the agent,
-    /// which dials `agent_url` (default: the built-in edge).
+    /// which dials `agent_url` (default: the built-in edge). `owner` names the workspace's
+    /// Unix user when isolated.
     pub async fn create(
         &self,
         workspace_id: &str,
         name: &str,
+        owner: &str,
         agent_token: &Secret,
         agent_url: Option<&str>,
     ) -> Result<(), ApiError> {
         let dir = self.dir(workspace_id);
-        std::fs::create_dir_all(dir.join("home")).map_err(ApiError::internal)?;
+        if self.cfg.isolation.is_some() {
+            std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+        } else {
+            std::fs::create_dir_all(dir.join("home")).map_err(ApiError::internal)?;
+        }
+        std::fs::write(dir.join(crate::local_isolation::USER_FILE), owner)
+            .map_err(ApiError::internal)?;
         relay_core::tls::write_private(&dir.join(TOKEN_FILE), agent_token.expose().as_bytes())
             .map_err(ApiError::internal)?;
         if let Some(url) = agent_url {
@@ -121,10 +160,18 @@ impl LocalProvisioner {
         Ok(())
     }
 
-    /// Stops the agent and removes the workspace directory.
+    /// Stops the agent and removes the workspace directory (and, isolated, its home,
+    /// network and uid).
     pub async fn delete(&self, workspace_id: &str) -> Result<(), ApiError> {
         self.stop(workspace_id).await;
         let dir = self.dir(workspace_id);
+        if let Some(iso) = self.cfg.isolation.clone() {
+            let (d, id) = (dir.clone(), workspace_id.to_owned());
+            tokio::task::spawn_blocking(move || iso.remove(&d, &id))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::internal(format!("removing workspace {workspace_id}: {e}")))?;
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -208,13 +255,20 @@ impl Supervisor {
                     }
                 }
             } else {
-                match self.spawn() {
+                match self.spawn().await {
                     Ok(mut child) => {
                         let pid = child.id().unwrap_or(0);
                         let _ = std::fs::write(self.dir.join(PID_FILE), pid.to_string());
                         info!(workspace = %self.name, pid, "agent started");
                         tokio::select! {
-                            status = child.wait() => warn!(workspace = %self.name, pid, ?status, "agent exited"),
+                            status = child.wait() => {
+                                warn!(workspace = %self.name, pid, ?status, "agent exited");
+                                let code = status.ok().and_then(|s| s.code());
+                                if code == Some(relay_core::link::EXIT_WORKSPACE_GONE) {
+                                    info!(workspace = %self.name, "the agent found its workspace gone; not restarting it");
+                                    return;
+                                }
+                            }
                             _ = stopped(&mut stop) => {
                                 let _ = child.start_kill();
                                 let _ = child.wait().await;
@@ -224,6 +278,10 @@ impl Supervisor {
                     }
                     Err(e) => warn!(workspace = %self.name, error = %e, "could not start agent"),
                 }
+            }
+            if !self.dir.exists() {
+                info!(workspace = %self.name, "the workspace directory is gone; supervision ends");
+                return;
             }
             if started.elapsed() > Duration::from_secs(10) {
                 backoff.reset();
@@ -236,34 +294,93 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+    async fn spawn(&self) -> std::io::Result<tokio::process::Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(LOG_FILE))?;
+        let url_override = std::fs::read_to_string(self.dir.join(URL_FILE))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let mut cmd = match &self.cfg.isolation {
+            Some(iso) => self.isolated_command(iso, url_override).await?,
+            None => self.plain_command(url_override),
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: a Ctrl-C aimed at the server does not kill workspaces, and
+            // stopping one signals the whole group.
+            .process_group(0);
+        tokio::process::Command::from(cmd).spawn()
+    }
+
+    /// The agent as the server's user, in the workspace's directory.
+    fn plain_command(&self, url_override: Option<String>) -> std::process::Command {
         let mut words: Vec<String> = self.cfg.exec_prefix.clone();
         words.push(self.cfg.exe.display().to_string());
         words.push("agent".into());
-        let mut cmd = tokio::process::Command::new(&words[0]);
+        let mut cmd = std::process::Command::new(&words[0]);
         cmd.args(&words[1..])
             .current_dir(self.dir.join("home"))
             .env(
                 "PERIGEE_AGENT_URL",
-                std::fs::read_to_string(self.dir.join(URL_FILE))
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_else(|_| self.cfg.agent_url.clone()),
+                url_override.unwrap_or_else(|| self.cfg.agent_url.clone()),
             )
             .env("PERIGEE_AGENT_TOKEN_FILE", self.dir.join(TOKEN_FILE))
             .env("PERIGEE_AGENT_WORKSPACE_ID", &self.workspace_id)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Own process group: a Ctrl-C aimed at the server does not kill workspaces.
-            .process_group(0);
+            .env("PERIGEE_AGENT_WATCH", &self.dir);
         if let Some(ca) = &self.cfg.ca_cert {
             cmd.env("PERIGEE_CA_CERT", ca);
         }
-        cmd.spawn()
+        cmd
+    }
+
+    /// The agent as the workspace's own uid, in its namespaces, with a cleared environment.
+    async fn isolated_command(
+        &self,
+        iso: &crate::local_isolation::IsolationConfig,
+        url_override: Option<String>,
+    ) -> std::io::Result<std::process::Command> {
+        let token = std::fs::read(self.dir.join(TOKEN_FILE))?;
+        let (iso, dir, id, ca) = (
+            iso.clone(),
+            self.dir.clone(),
+            self.workspace_id.clone(),
+            self.cfg.ca_cert.clone(),
+        );
+        let prepared = tokio::task::spawn_blocking(move || {
+            let p = iso.prepare(&dir, &id, &token, ca.as_deref())?;
+            Ok::<_, perigee_isolate::Error>((p, iso))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let (p, iso) = prepared.map_err(std::io::Error::other)?;
+        let url = url_override.unwrap_or_else(|| iso.agent_url.clone());
+        let token_file = p.token_file.display().to_string();
+        let ca_file = p.ca_file.as_ref().map(|c| c.display().to_string());
+        // The agent ends when its home goes (a deleted workspace) or the data directory
+        // does (a removed deployment); it can stat the latter though it cannot read it.
+        let watch = format!(
+            "{}:{}",
+            p.account.home.display(),
+            self.dir.parent().and_then(Path::parent).unwrap_or(&self.dir).display()
+        );
+        let mut env = vec![
+            ("PERIGEE_AGENT_URL", url.as_str()),
+            ("PERIGEE_AGENT_TOKEN_FILE", token_file.as_str()),
+            ("PERIGEE_AGENT_WORKSPACE_ID", self.workspace_id.as_str()),
+            ("PERIGEE_AGENT_WATCH", watch.as_str()),
+        ];
+        if let Some(ca) = &ca_file {
+            env.push(("PERIGEE_CA_CERT", ca.as_str()));
+        }
+        let log = std::env::var("PERIGEE_LOG").ok();
+        if let Some(l) = &log {
+            env.push(("PERIGEE_LOG", l.as_str()));
+        }
+        perigee_isolate::launch::command(&p.account, &self.cfg.exe, &["agent"], &env)
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -293,11 +410,13 @@ fn live_agent_pid(dir: &Path, workspace_id: &str) -> Option<u32> {
     (is_ours && !zombie).then_some(pid)
 }
 
-/// Sends SIGTERM, then SIGKILL after a grace period.
+/// Sends SIGTERM to the agent's process group (the agent leads it; isolated, it holds the
+/// `unshare` parent and the agent, whose PID namespace ends every workspace process with
+/// it), then SIGKILL after a grace period.
 async fn terminate(pid: u32) {
     let signal = |sig: &str| {
         let _ = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
+            .args([sig, "--", &format!("-{pid}")])
             .stderr(Stdio::null())
             .status();
     };

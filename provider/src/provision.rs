@@ -118,6 +118,7 @@ impl Provisioner for crate::LocalProvisioner {
                 self,
                 &spec.id,
                 &spec.name,
+                spec.owner_email.split('@').next().unwrap_or(""),
                 &spec.agent_token,
                 Some(&spec.agent_url),
             )

@@ -15,6 +15,14 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A link silent for this long is dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Exit code of an agent whose workspace is gone (its directory removed, or its token
+/// refused by the edge twice in a row): its supervisor does not start it again.
+pub const EXIT_WORKSPACE_GONE: i32 = 3;
+/// Consecutive refusals of the agent's token after which the workspace counts as gone. A
+/// refusal is the control plane's answer ("no such agent token"); an edge that cannot ask
+/// the control plane answers "unavailable" instead, which never ends an agent.
+pub const REFUSALS_UNTIL_GONE: u32 = 2;
+
 /// Socket buffer size asked for on link UDP sockets. The kernel default (~208 KiB) overflows
 /// when a receiver is descheduled for a moment: measured here, 1% of datagrams were dropped
 /// on loopback (`RcvbufErrors`), and each loss halves QUIC's congestion window. The kernel

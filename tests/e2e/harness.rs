@@ -106,6 +106,16 @@ impl Server {
             .args(["server", "--address", address, "--data-dir"])
             .arg(dir.join("data"))
             .args(extra);
+        // Tests written before isolation reach services on the host's loopback "in the
+        // workspace": they keep today's behaviour unless they ask (tests/e2e/isolation.rs).
+        if !extra.iter().any(|a| a.starts_with("--workspace-isolation")) {
+            cmd.args(["--workspace-isolation", "off"]);
+        }
+        // Isolated homes live beside the data directory, so removing the test's directory
+        // removes them (and ends their agents).
+        if !extra.contains(&"--workspace-home-root") {
+            cmd.arg("--workspace-home-root").arg(dir.join("homes"));
+        }
         // Parallel tests cannot all have UDP 3478: each TURN server takes a free port.
         if !extra.contains(&"--turn-address") {
             let ip = address.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
@@ -133,6 +143,11 @@ impl Server {
             prefix: words[..words.len() - 1].to_vec(),
             _tmp: None,
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
     }
 
     pub fn data(&self) -> PathBuf {
@@ -284,6 +299,8 @@ impl Drop for Server {
         self.stop();
         for pid in self.agent_pids() {
             signal(pid, "-KILL");
+            // The agent's process group (isolated: `unshare` and the agent under it).
+            signal_group(pid, "-KILL");
         }
     }
 }
@@ -402,6 +419,16 @@ impl Satellite {
         words.push(BIN.into());
         let mut c = Command::new(&words[0]);
         c.args(&words[1..]).arg("satellite").args(args);
+        // Tests written before isolation reach services on the host's loopback "in the
+        // workspace": they keep today's behaviour unless they ask (tests/e2e/isolation.rs).
+        if !extra.iter().any(|a| a.starts_with("--workspace-isolation")) {
+            cmd.args(["--workspace-isolation", "off"]);
+        }
+        // Isolated homes live beside the data directory, so removing the test's directory
+        // removes them (and ends their agents).
+        if !extra.contains(&"--workspace-home-root") {
+            cmd.arg("--workspace-home-root").arg(dir.join("homes"));
+        }
         // Parallel tests cannot all have UDP 3478: each TURN server takes a free port.
         if !args.contains(&"--turn-address") {
             let address = args
@@ -530,6 +557,14 @@ pub fn free_port(ip: &str) -> u16 {
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Signals the process group `pgid` leads.
+pub fn signal_group(pgid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
 }

@@ -21,6 +21,8 @@ mod e2e_encryption;
 mod fake_k8s;
 mod forward;
 mod harness;
+mod isolation;
+mod isolation_rules;
 mod kube_provider;
 mod netns;
 mod orgs;

@@ -1,0 +1,154 @@
+//! A workspace's directory under `--workspace-home-root`:
+//!
+//! ```text
+//! <home-root>/            root, 0711: workspaces cannot list each other
+//!   <workspace id>/       root, 0711
+//!     home/               the workspace's uid, 0700: its home
+//!     agent-token         the workspace's uid, 0400: what its agent dials the edge with
+//!     ca.pem              0644: the CA its agent trusts (self-signed deployments)
+//! ```
+//!
+//! The control plane's data directory stays 0700 root: nothing in it is readable to a
+//! workspace.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The directory of workspace `id` under `root`.
+pub fn base(root: &Path, id: &str) -> PathBuf {
+    root.join(id)
+}
+
+/// The home inside a workspace directory.
+pub fn home(base: &Path) -> PathBuf {
+    base.join("home")
+}
+
+/// Creates `<root>/<id>` (root-owned, 0711, as is `root`) and returns it.
+pub fn prepare_base(root: &Path, id: &str) -> Result<PathBuf, Error> {
+    let base = base(root, id);
+    std::fs::create_dir_all(&base).map_err(|e| Error::io("creating", &base, e))?;
+    for dir in [root, base.as_path()] {
+        set_mode(dir, 0o711)?;
+    }
+    Ok(base)
+}
+
+/// Makes the home in `base` owned by `uid`, mode 0700. When `old` (a home in the data
+/// directory, from before isolation) exists and the new home does not, it is moved there
+/// intact first (a copy and a removal when they are on different file systems).
+pub fn prepare_home(base: &Path, uid: u32, old: Option<&Path>) -> Result<PathBuf, Error> {
+    let home = home(base);
+    match old {
+        Some(old) if old.is_dir() && !home.exists() => {
+            tracing::info!(from = %old.display(), to = %home.display(), "moving a workspace's home out of the data directory");
+            move_dir(old, &home)?;
+            chown_tree(&home, uid)?;
+        }
+        _ => {
+            if !home.exists() {
+                std::fs::create_dir(&home).map_err(|e| Error::io("creating", &home, e))?;
+            }
+        }
+    }
+    // The top is always (re)owned: an upgrade or a changed uid leaves nothing to root.
+    chown(&home, uid)?;
+    set_mode(&home, 0o700)?;
+    Ok(home)
+}
+
+/// Writes `name` in `base`, owned by `uid` with `mode` (written afresh each start).
+pub fn install_file(
+    base: &Path,
+    name: &str,
+    contents: &[u8],
+    uid: Option<u32>,
+    mode: u32,
+) -> Result<PathBuf, Error> {
+    let path = base.join(name);
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, contents).map_err(|e| Error::io("writing", &path, e))?;
+    if let Some(uid) = uid {
+        chown(&path, uid)?;
+    }
+    set_mode(&path, mode)?;
+    Ok(path)
+}
+
+/// Removes a workspace directory and everything in it.
+pub fn remove(base: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(base) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", base, e)),
+        _ => Ok(()),
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("setting the mode of", path, e))
+}
+
+fn chown(path: &Path, uid: u32) -> Result<(), Error> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+        .map_err(|e| Error::io("changing the owner of", path, e))
+}
+
+/// Gives every file under `dir` to `uid`, never following symbolic links (a link planted
+/// in an old home must not hand its target to the workspace).
+fn chown_tree(dir: &Path, uid: u32) -> Result<(), Error> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        chown(&d, uid)?;
+        let meta = std::fs::symlink_metadata(&d).map_err(|e| Error::io("reading", &d, e))?;
+        if meta.is_dir() {
+            let rd = std::fs::read_dir(&d).map_err(|e| Error::io("reading", &d, e))?;
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    Ok(())
+}
+
+fn move_dir(from: &Path, to: &Path) -> Result<(), Error> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        // EXDEV: another file system.
+        Err(e) if e.raw_os_error() == Some(18) => {
+            let (f, t) = (from.display().to_string(), to.display().to_string());
+            crate::tools::run("cp", &["-a", "--", &f, &t])?;
+            std::fs::remove_dir_all(from).map_err(|e| Error::io("removing", from, e))
+        }
+        Err(e) => Err(Error::io("moving", from, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn an_old_home_moves_intact_and_links_are_not_followed() {
+        if crate::tools::current_uid() != 0 {
+            return; // chown needs root; the end-to-end tests run as root
+        }
+        let t = std::env::temp_dir().join(format!("perigee-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        let old = t.join("data/ws/home");
+        std::fs::create_dir_all(old.join("src")).expect("old");
+        std::fs::write(old.join("src/main.rs"), "fn main() {}").expect("file");
+        let target = t.join("secret");
+        std::fs::write(&target, "root's").expect("secret");
+        std::os::unix::fs::symlink(&target, old.join("link")).expect("link");
+        let base = prepare_base(&t.join("homes"), "ws").expect("base");
+        let home = prepare_home(&base, 200_123, Some(&old)).expect("home");
+        assert!(!old.exists(), "moved, not copied");
+        assert_eq!(std::fs::read_to_string(home.join("src/main.rs")).expect("kept"), "fn main() {}");
+        assert_eq!(std::fs::metadata(home.join("src/main.rs")).expect("m").uid(), 200_123);
+        assert_eq!(std::fs::metadata(&home).expect("m").mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&target).expect("m").uid(), 0, "the link's target stays root's");
+        assert_eq!(std::fs::symlink_metadata(home.join("link")).expect("m").uid(), 200_123);
+        let _ = std::fs::remove_dir_all(&t);
+    }
+}
