@@ -26,8 +26,8 @@ pub(crate) async fn connect_port(port: u16) -> Result<TcpStream, (StatusCode, St
         // a ticket naming the loopback port.
         (p, Some(ssh)) if p == *ssh => {
             return Err((
-                StatusCode::ConnectRefused,
-                format!("port {p} is the agent's SSH server: connect to port 22"),
+                StatusCode::ConnectFailed,
+                format!("port {p} is the agent's SSH server, reached only as port 22"),
             ))
         }
         _ => port,

@@ -419,16 +419,6 @@ impl Satellite {
         words.push(BIN.into());
         let mut c = Command::new(&words[0]);
         c.args(&words[1..]).arg("satellite").args(args);
-        // Tests written before isolation reach services on the host's loopback "in the
-        // workspace": they keep today's behaviour unless they ask (tests/e2e/isolation.rs).
-        if !extra.iter().any(|a| a.starts_with("--workspace-isolation")) {
-            cmd.args(["--workspace-isolation", "off"]);
-        }
-        // Isolated homes live beside the data directory, so removing the test's directory
-        // removes them (and ends their agents).
-        if !extra.contains(&"--workspace-home-root") {
-            cmd.arg("--workspace-home-root").arg(dir.join("homes"));
-        }
         // Parallel tests cannot all have UDP 3478: each TURN server takes a free port.
         if !args.contains(&"--turn-address") {
             let address = args

@@ -118,10 +118,12 @@ s.bind((sys.argv[1], 53))
 while True:
     q, a = s.recvfrom(512)
     end = q.index(b'\0', 12) + 5
-    name = q[12:end - 5]
-    ok = name == b'\x07outside\x04test\x00'
-    head = q[:2] + struct.pack('>HHHHH', 0x8180 if ok else 0x8183, 1, 1 if ok else 0, 0, 0)
-    ans = b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + ip if ok else b''
+    name, qtype = q[12:end - 4], struct.unpack('>H', q[end - 4:end - 2])[0]
+    known = name == b'\x07outside\x04test\x00'
+    answer = known and qtype == 1
+    flags = 0x8180 if known else 0x8183
+    head = q[:2] + struct.pack('>HHHHH', flags, 1, 1 if answer else 0, 0, 0)
+    ans = b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + ip if answer else b''
     s.sendto(head + q[12:end] + ans, a)
 "#;
 
