@@ -34,7 +34,11 @@ pub fn command(
         .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         .arg(setpriv)
         .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-        .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"])
+        .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"])
+        // Changing the uid clears the parent-death signal `--kill-child` set: keep it, so
+        // the agent (and with it the workspace's PID namespace) dies with `unshare`, the
+        // process its supervisor watches and signals.
+        .args(["--pdeathsig", "keep", "--"])
         .arg(program)
         .args(args)
         .env_clear()

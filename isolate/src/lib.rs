@@ -106,6 +106,37 @@ impl Error {
     }
 }
 
+/// Makes a uid new to its owner safe to hand out: ends every process still running as it
+/// (a workspace whose data directory was removed while its code ran) and removes a
+/// namespace left with its number, so nothing of a previous tenant can signal, trace or
+/// share a network with the next one.
+pub fn reclaim(uid: u32) -> Result<(), Error> {
+    let mut killed = 0;
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+                continue;
+            };
+            let uids: Vec<u32> = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().filter_map(|u| u.parse().ok()).collect())
+                .unwrap_or_default();
+            if uids.contains(&uid) {
+                let _ = tools::run("kill", &["-KILL", &pid.to_string()]);
+                killed += 1;
+            }
+        }
+    }
+    if killed > 0 {
+        tracing::warn!(uid, killed, "ended processes left running as a reclaimed workspace uid");
+    }
+    net::remove_stale(uid)
+}
+
 /// Checks that this host can isolate workspaces: Linux, root, the tools, and a network
 /// namespace with a veth and an nftables table can be made (and are removed again).
 pub fn probe() -> Result<(), Unavailable> {

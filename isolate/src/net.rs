@@ -222,10 +222,16 @@ impl Network {
         let uid = account.uid;
         let (ns, veth, addr) = (netns_name(uid), veth_name(uid), address(uid));
         self.write_etc(&ns, account)?;
+        let host_side = Path::new("/sys/class/net").join(&veth);
         if !Path::new("/run/netns").join(&ns).exists() {
             run("ip", &["netns", "add", &ns])?;
+            // A host side left by a namespace that still lives (something held it) leads
+            // nowhere: make the pair afresh.
+            if host_side.exists() {
+                run("ip", &["link", "del", &veth])?;
+            }
         }
-        if !Path::new("/sys/class/net").join(&veth).exists() {
+        if !host_side.exists() {
             run(
                 "ip",
                 &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns],
@@ -321,6 +327,26 @@ impl Network {
         }
         Ok(())
     }
+}
+
+/// Removes a namespace and `/etc` files left with `uid`'s number by a workspace that was
+/// never deleted (its server's table is gone or rebuilt without it).
+pub(crate) fn remove_stale(uid: u32) -> Result<(), Error> {
+    let ns = netns_name(uid);
+    if Path::new("/run/netns").join(&ns).exists() {
+        // Whatever still runs in it (as any user) goes with it.
+        let pids = run_input("ip", &["netns", "pids", &ns], None).unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = run("kill", &["-KILL", pid]);
+        }
+        run("ip", &["netns", "del", &ns])?;
+    }
+    let veth = veth_name(uid);
+    if Path::new("/sys/class/net").join(&veth).exists() {
+        let _ = run("ip", &["link", "del", &veth]);
+    }
+    let _ = std::fs::remove_dir_all(Path::new(NETNS_ETC).join(&ns));
+    Ok(())
 }
 
 /// `file` (passwd or group lines) without entries of that name or id, plus `entry`.

@@ -83,13 +83,15 @@ impl UidRegistry {
         Self { dir: dir.into() }
     }
 
-    /// Gives `owner` (an existing directory) a uid from `range`: the one it already has, or
-    /// the lowest free one.
-    pub fn allocate(&self, range: UidRange, owner: &Path) -> Result<u32, Error> {
+    /// Gives `owner` (an existing directory) a uid from `range`: the one it already has
+    /// (`false`), or the lowest free one (`true`: new to this owner, possibly left behind by
+    /// a workspace whose directory was removed without deleting it — see
+    /// [`crate::reclaim`]).
+    pub fn allocate(&self, range: UidRange, owner: &Path) -> Result<(u32, bool), Error> {
         let _lock = self.lock()?;
         let entries = self.entries()?;
         if let Some((uid, _)) = entries.iter().find(|(_, o)| o.as_path() == owner) {
-            return Ok(*uid);
+            return Ok((*uid, false));
         }
         let in_passwd = passwd_uids();
         let low_taken: HashSet<u32> = entries.keys().map(|u| u & 0xffff).collect();
@@ -105,7 +107,7 @@ impl UidRegistry {
             let path = self.dir.join(uid.to_string());
             std::fs::write(&path, owner.as_os_str().as_encoded_bytes())
                 .map_err(|e| Error::io("writing", path, e))?;
-            return Ok(uid);
+            return Ok((uid, true));
         }
         Err(Error::NoFreeUid(range))
     }
@@ -203,21 +205,22 @@ mod tests {
         for d in [&a, &b, &c] {
             std::fs::create_dir_all(d).expect("owner");
         }
-        let ua = reg.allocate(range, &a).expect("a");
-        let ub = reg.allocate(range, &b).expect("b");
+        let (ua, fresh) = reg.allocate(range, &a).expect("a");
+        assert!(fresh);
+        let (ub, _) = reg.allocate(range, &b).expect("b");
         assert_ne!(ua, ub);
-        assert_eq!(reg.allocate(range, &a).expect("again"), ua, "an owner keeps its uid");
-        let uc = reg.allocate(range, &c).expect("c");
+        assert_eq!(reg.allocate(range, &a).expect("again"), (ua, false), "an owner keeps its uid");
+        let (uc, _) = reg.allocate(range, &c).expect("c");
         let d = base.join("d");
         std::fs::create_dir_all(&d).expect("d");
         assert!(matches!(reg.allocate(range, &d), Err(Error::NoFreeUid(_))));
         // A removed owner (a deleted data directory) frees its uid for the next one.
         std::fs::remove_dir_all(&b).expect("rm b");
-        assert_eq!(reg.allocate(range, &d).expect("reclaimed"), ub);
+        assert_eq!(reg.allocate(range, &d).expect("reclaimed"), (ub, true));
         reg.release(uc, &c).expect("release");
         let e = base.join("e");
         std::fs::create_dir_all(&e).expect("e");
-        assert_eq!(reg.allocate(range, &e).expect("released"), uc);
+        assert_eq!(reg.allocate(range, &e).expect("released"), (uc, true));
         // Someone else's entry is not released by a stranger.
         reg.release(ua, &e).expect("no-op");
         assert!(base.join("reg").join(ua.to_string()).exists());

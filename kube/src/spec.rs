@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    Affinity, Capabilities, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-    Secret, SecretVolumeSource, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, ServiceAccount, Toleration,
+    Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -246,8 +247,16 @@ pub fn pod(cfg: &PodConfig, spec: &WorkspaceSpec) -> Result<Pod, SpecError> {
             requests: Some(requests),
             ..ResourceRequirements::default()
         }),
+        // The user's code runs here: no capability, no way to gain one, the runtime's
+        // default system-call filter.
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
         ..Container::default()
@@ -258,8 +267,10 @@ pub fn pod(cfg: &PodConfig, spec: &WorkspaceSpec) -> Result<Pod, SpecError> {
             containers: vec![container],
             restart_policy: Some("Always".into()),
             service_account_name: account.clone(),
-            // The pod talks to the Kubernetes API only when it runs as a chosen account.
-            automount_service_account_token: Some(account.is_some()),
+            // A Kubernetes API token only for the per-workspace account the provider's
+            // annotations ask for (cloud workload identity); a named account without
+            // annotations runs without one, as does the namespace's default.
+            automount_service_account_token: Some(per_workspace),
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             node_selector: (!node_selector.is_empty()).then_some(node_selector),
             affinity,
@@ -268,6 +279,7 @@ pub fn pod(cfg: &PodConfig, spec: &WorkspaceSpec) -> Result<Pod, SpecError> {
                 run_as_user: Some(1000),
                 run_as_group: Some(1000),
                 fs_group: Some(1000),
+                seccomp_profile: Some(runtime_default()),
                 ..PodSecurityContext::default()
             }),
             volumes: Some(vec![
@@ -293,4 +305,12 @@ pub fn pod(cfg: &PodConfig, spec: &WorkspaceSpec) -> Result<Pod, SpecError> {
         }),
         ..Pod::default()
     })
+}
+
+/// The container runtime's default seccomp profile.
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
 }

@@ -149,6 +149,13 @@ fn defaults_run_the_agent_with_its_home_token_and_the_default_affinity() {
     assert_eq!(p["spec"]["automountServiceAccountToken"], false);
     assert!(kind(&objs, "ServiceAccount").is_none());
     assert_eq!(p["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(p["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &p["spec"]["containers"][0]["securityContext"];
+    assert_eq!(c["allowPrivilegeEscalation"], false);
+    assert_eq!(c["privileged"], false);
+    assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
+    assert!(c["capabilities"].get("add").is_none());
+    assert_eq!(c["seccompProfile"]["type"], "RuntimeDefault");
 }
 
 #[test]
@@ -222,4 +229,6 @@ fn each_documented_setting_lands_where_kubernetes_reads_it() {
     validate("service-account", &objs);
     assert_eq!(pod(&objs)["spec"]["serviceAccountName"], "workspace-runner");
     assert!(kind(&objs, "ServiceAccount").is_none());
+    // No Kubernetes API token without annotations, even under a named account.
+    assert_eq!(pod(&objs)["spec"]["automountServiceAccountToken"], false);
 }

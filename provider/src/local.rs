@@ -54,6 +54,8 @@ pub struct LocalProvisioner {
 const TOKEN_FILE: &str = "agent-token";
 const PID_FILE: &str = "agent.pid";
 const LOG_FILE: &str = "agent.log";
+/// How the running agent was started: `isolated` or `plain` (absent: before isolation).
+const MODE_FILE: &str = "agent.mode";
 /// Optional: the URL of the edge this workspace's agent dials, when not the built-in one.
 const URL_FILE: &str = "agent-url";
 
@@ -243,6 +245,15 @@ impl Supervisor {
         loop {
             let started = Instant::now();
             if let Some(pid) = live_agent_pid(&self.dir, &self.workspace_id) {
+                let was = std::fs::read_to_string(self.dir.join(MODE_FILE))
+                    .unwrap_or_else(|_| "plain".into());
+                if was.trim() != self.mode() {
+                    // An agent started before isolation was turned on (or off) is restarted
+                    // the way this server runs workspaces, never adopted as it is.
+                    info!(workspace = %self.name, pid, was = %was.trim(), now = self.mode(), "restarting an agent started the other way");
+                    terminate(pid).await;
+                    continue;
+                }
                 info!(workspace = %self.name, pid, "adopting running agent");
                 // Not our child: watch /proc until it goes away.
                 loop {
@@ -259,6 +270,7 @@ impl Supervisor {
                     Ok(mut child) => {
                         let pid = child.id().unwrap_or(0);
                         let _ = std::fs::write(self.dir.join(PID_FILE), pid.to_string());
+                        let _ = std::fs::write(self.dir.join(MODE_FILE), self.mode());
                         info!(workspace = %self.name, pid, "agent started");
                         tokio::select! {
                             status = child.wait() => {
@@ -291,6 +303,14 @@ impl Supervisor {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopped(&mut stop) => return,
             }
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        if self.cfg.isolation.is_some() {
+            "isolated"
+        } else {
+            "plain"
         }
     }
 

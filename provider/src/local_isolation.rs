@@ -56,7 +56,10 @@ impl IsolationConfig {
         ca: Option<&Path>,
     ) -> Result<Prepared, perigee_isolate::Error> {
         let base = home::prepare_base(&self.home_root, id)?;
-        let uid = self.registry.allocate(self.uid_range, &base)?;
+        let (uid, fresh) = self.registry.allocate(self.uid_range, &base)?;
+        if fresh {
+            perigee_isolate::reclaim(uid)?;
+        }
         std::fs::write(dir.join(UID_FILE), uid.to_string())
             .map_err(|e| io("writing", dir.join(UID_FILE), e))?;
         // A home from before isolation (in the data directory) moves out intact.

@@ -9,7 +9,7 @@ use relay_core::wire::{Frame, StatusCode};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{echo_server, tunnel_roundtrip, Server};
+use crate::harness::{tunnel_roundtrip, Server};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -113,7 +113,6 @@ async fn is_cut(ws: &mut Ws) -> bool {
 #[test]
 fn bad_input_gets_a_clear_error_and_no_panic() {
     let mut server = Server::start();
-    let echo = echo_server();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -122,6 +121,7 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
     server.ok(&["create", "b"]);
     server.wait_agent("a", Duration::from_secs(20), None);
     server.wait_agent("b", Duration::from_secs(20), None);
+    let echo = server.echo_in("a");
     let id_a = server.workspace("a")["id"].as_str().expect("id").to_owned();
     let id_b = server.workspace("b")["id"].as_str().expect("id").to_owned();
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::{echo_server, pseudo_random, run_with_stdin, Server, TempDir, BIN};
+use crate::harness::{pseudo_random, run_with_stdin, Server, TempDir, BIN};
 use crate::ssh::{sha256, user};
 
 const ORIGINAL: &str =
@@ -141,7 +141,7 @@ fn config_ssh_then_openssh_to_the_agents_ssh_server() {
     assert_eq!(sha256(&src), sha256(&back));
 
     // Forwarding to a workspace port through the SSH connection (a direct-tcpip channel).
-    let echo = echo_server();
+    let echo = server.echo_in("ws");
     let mut c = Command::new("ssh");
     c.arg("-F").arg(&cfg).args([
         "-o",
@@ -302,7 +302,7 @@ fn rsync_forwarding_controlmaster_and_a_tmux_session() {
     );
 
     // ssh -L: a local port to a workspace port.
-    let echo = echo_server();
+    let echo = u.server.echo_in("ws");
     let local = crate::harness::free_port("127.0.0.1");
     let mut c = u.ssh();
     c.args([

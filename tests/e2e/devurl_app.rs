@@ -145,23 +145,28 @@ async fn handle(mut req: hyper::Request<Incoming>) -> Result<hyper::Response<Bod
 impl App {
     /// The same app speaking HTTPS with a self-signed certificate (its CA kept in `dir`),
     /// as dev servers do.
-    pub fn start_tls(dir: &std::path::Path) -> Self {
+    /// The app over HTTPS (a self-signed certificate), in network namespace `ns`.
+    pub fn start_tls(dir: &std::path::Path, ns: Option<String>) -> Self {
         let ca = relay_core::tls::LocalCa::load_or_create(dir).unwrap();
         let id = ca.issue(&["localhost".to_owned()]).unwrap();
         let cfg = relay_core::tls::server_config(&id, &[b"http/1.1"]).unwrap();
-        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))), ns)
     }
 
-    pub fn start() -> Self {
-        Self::serve(None)
+    /// The app in network namespace `ns` (a workspace's: `Server::netns_of`).
+    pub fn start(ns: Option<String>) -> Self {
+        Self::serve(None, ns)
     }
 
-    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>, ns: Option<String>) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let std_listener = crate::harness::bind_in_netns(ns.as_deref());
+        std_listener.set_nonblocking(true).unwrap();
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener).unwrap()
+        };
         let port = listener.local_addr().unwrap().port();
         let count = connections.clone();
         rt.spawn(async move {

@@ -127,7 +127,7 @@ fn a_browser_signs_in_uses_the_app_and_each_identity_gets_its_level() {
         "{cookie}"
     );
     // Another dev URL (a second app, shared publicly) that would answer if it could.
-    let second = crate::devurl_app::App::start();
+    let second = crate::devurl_app::App::start(server.netns_of("ws"));
     let other_host = format!("other--admin.{HOST_BASE}");
     server.ok(&[
         "urls",

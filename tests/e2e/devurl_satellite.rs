@@ -44,7 +44,7 @@ fn a_satellite_serves_its_dev_urls_over_the_mesh() {
     // The workspace's agent links to the control plane's edge; the browser is near `eu`.
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", Duration::from_secs(30), None);
-    let app = crate::devurl_app::App::start();
+    let app = crate::devurl_app::App::start(server.netns_of("ws"));
     let host = format!("{}--ws--admin.eu.test", app.port);
     let url = format!("https://{host}:{port}/");
     let cas = crate::satellites::both_cas(&server, &sat_dir, &tmp.0);

@@ -139,7 +139,8 @@ pub(crate) fn fixture(tag: &str) -> (TempDir, Server, crate::devurl_app::App) {
     let server = Server::start_extra(&tmp.0, &["--devurl-host", "*.dev.test"]);
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", std::time::Duration::from_secs(30), None);
-    (tmp, server, crate::devurl_app::App::start())
+    let app = crate::devurl_app::App::start(server.netns_of("ws"));
+    (tmp, server, app)
 }
 
 #[test]
@@ -265,7 +266,7 @@ fn dev_urls_are_served_through_the_edge() {
 
     // A workspace port that speaks HTTPS (self-signed): `PORTs--…` reaches it, the plain
     // spelling does not.
-    let tls_app = crate::devurl_app::App::start_tls(&tmp.0.join("app-ca"));
+    let tls_app = crate::devurl_app::App::start_tls(&tmp.0.join("app-ca"), server.netns_of("ws"));
     let tp = tls_app.port.to_string();
     server.ok(&["urls", "create", "ws", &tp, "--https", "--access", "public"]);
     let (s_host, p_host) = (

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{echo_server, run_with_stdin, wait_until, Server, TempDir};
+use crate::harness::{run_with_stdin, wait_until, Server, TempDir};
 
 /// Most bytes a recording keeps per direction.
 const RECORD_LIMIT: usize = 8 << 20;
@@ -67,7 +67,7 @@ fn an_edge_relays_only_ciphertext_when_the_provider_encrypts_end_to_end() {
     let seen = recording_relay(l, server.addr);
     server.ok(&["create", "dev"]);
     server.wait_agent("dev", Duration::from_secs(20), None);
-    let echo = echo_server().to_string();
+    let echo = server.echo_in("dev").to_string();
     let through_relay = |args: &[&str]| server.cmd(args);
     let marker = b"perigee-e2e-marker-0123456789".repeat(64);
 

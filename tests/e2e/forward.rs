@@ -4,7 +4,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{echo_server, pseudo_random, Server};
+use crate::harness::{pseudo_random, Server};
 
 struct Killer(std::process::Child);
 
@@ -18,9 +18,9 @@ impl Drop for Killer {
 #[test]
 fn port_forward_carries_100_concurrent_connections_of_1mb() {
     let server = Server::start();
-    let echo = echo_server();
     server.ok(&["create", "fw"]);
     server.wait_agent("fw", Duration::from_secs(20), None);
+    let echo = server.echo_in("fw");
 
     let mut child = server
         .cmd(&["port-forward", "fw", "--tcp", &format!("0:{echo}")])

@@ -41,6 +41,8 @@ pub struct Server {
     pub dir: PathBuf,
     /// Words run before `perigee` for CLI commands (e.g. `ip netns exec NS`).
     pub prefix: Vec<String>,
+    /// Processes started in workspaces, killed with the server.
+    spawned: std::sync::Mutex<Vec<Child>>,
     _tmp: Option<TempDir>,
 }
 
@@ -49,6 +51,17 @@ impl Server {
         let tmp = TempDir::new("srv");
         let dir = tmp.0.clone();
         let mut s = Self::start_in(&dir, "127.0.0.1:0", &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`Server::start`] with workspaces not isolated: for tests whose agents must reach
+    /// something on the host's loopback (a satellite they home on), which an isolated
+    /// workspace cannot by design.
+    pub fn start_unisolated() -> Self {
+        let tmp = TempDir::new("srv");
+        let dir = tmp.0.clone();
+        let mut s = Self::start_extra(&dir, &["--workspace-isolation", "off"]);
         s._tmp = Some(tmp);
         s
     }
@@ -106,10 +119,12 @@ impl Server {
             .args(["server", "--address", address, "--data-dir"])
             .arg(dir.join("data"))
             .args(extra);
-        // Tests written before isolation reach services on the host's loopback "in the
-        // workspace": they keep today's behaviour unless they ask (tests/e2e/isolation.rs).
+        // Workspaces are isolated (the tests run as root) unless a test says otherwise or
+        // places agents itself with an exec prefix; services "in the workspace" are started
+        // inside it (`Server::in_workspace`).
         if !extra.iter().any(|a| a.starts_with("--workspace-isolation")) {
-            cmd.args(["--workspace-isolation", "off"]);
+            let mode = if prefix.is_empty() { "on" } else { "auto" };
+            cmd.args(["--workspace-isolation", mode]);
         }
         // Isolated homes live beside the data directory, so removing the test's directory
         // removes them (and ends their agents).
@@ -141,6 +156,7 @@ impl Server {
             addr,
             dir: dir.to_path_buf(),
             prefix: words[..words.len() - 1].to_vec(),
+            spawned: std::sync::Mutex::new(Vec::new()),
             _tmp: None,
         }
     }
@@ -266,6 +282,52 @@ impl Server {
         }
     }
 
+    /// The home directory of workspace `name` (under the home root when isolated).
+    pub fn home_of(&self, name: &str) -> PathBuf {
+        let id = self.workspace(name)["id"].as_str().expect("workspace id").to_owned();
+        let plain = self.data().join("workspaces").join(&id).join("home");
+        if plain.exists() {
+            plain
+        } else {
+            self.dir.join("homes").join(id).join("home")
+        }
+    }
+
+    /// The network namespace of workspace `name` when it is isolated.
+    pub fn netns_of(&self, name: &str) -> Option<String> {
+        let id = self.workspace(name)["id"].as_str()?.to_owned();
+        let uid = std::fs::read_to_string(self.data().join("workspaces").join(id).join("uid")).ok()?;
+        Some(format!("perigee-{}", uid.trim()))
+    }
+
+    /// Command words that run a program inside workspace `name`: in its network namespace
+    /// when isolated (as the workspace image's own services would run), else as they are.
+    pub fn in_workspace(&self, name: &str) -> Vec<String> {
+        let id = self.workspace(name)["id"].as_str().map(str::to_owned);
+        let uid = id.and_then(|id| {
+            std::fs::read_to_string(self.data().join("workspaces").join(id).join("uid")).ok()
+        });
+        match uid {
+            Some(uid) => ["ip", "netns", "exec", &format!("perigee-{}", uid.trim())]
+                .map(str::to_owned)
+                .to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// A TCP echo server on 127.0.0.1 inside workspace `name` (stopped with the server);
+    /// returns its port.
+    pub fn echo_in(&self, name: &str) -> u16 {
+        let prefix = self.in_workspace(name);
+        let words: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        let port = free_port("127.0.0.1");
+        let child = python_echo(&words, port);
+        if let Ok(mut s) = self.spawned.lock() {
+            s.push(child);
+        }
+        port
+    }
+
     /// The PIDs of every local agent this server started.
     pub fn agent_pids(&self) -> Vec<u32> {
         agent_pids_in(&self.data().join("workspaces"))
@@ -296,6 +358,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(mut spawned) = self.spawned.lock() {
+            for c in spawned.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
         self.stop();
         for pid in self.agent_pids() {
             signal(pid, "-KILL");
@@ -542,6 +610,29 @@ pub fn free_port(ip: &str) -> u16 {
         }
     }
     panic!("no free port pair on {ip}");
+}
+
+/// A TCP listener on 127.0.0.1 (port 0) inside network namespace `ns` (none: the test's
+/// own), for an in-process server standing in for a workspace's program. The socket is made
+/// on a thread that entered the namespace; it stays in that namespace wherever it is used.
+pub fn bind_in_netns(ns: Option<&str>) -> std::net::TcpListener {
+    let Some(ns) = ns else {
+        return std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    };
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).expect("netns file");
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns");
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind in the workspace")
+        })
+        .join()
+        .expect("bind thread")
+    })
 }
 
 pub fn signal(pid: u32, sig: &str) {

@@ -310,4 +310,11 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     c.args(["tunnel", "w1", "9090"]);
     let o = run_with_stdin(c, b"own-port\n");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "OWN-PORT\n", "{}", String::from_utf8_lossy(&o.stderr));
+    // And over Networking v2: the direct path reaches the isolated agent.
+    let mut c = bob.cmd(BIN);
+    c.args(["tunnel", "-v", "--path", "webrtc", "w1", "9090"]);
+    let o = run_with_stdin(c, b"direct\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "DIRECT\n", "{err}");
+    assert!(err.contains("path=direct"), "{err}");
 }

@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{echo_server, Server};
+use crate::harness::{Server};
 
 /// A minimal CONNECT proxy on loopback; returns its port and the targets it was asked for.
 fn connect_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -54,9 +54,9 @@ fn connect_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
 #[test]
 fn tunnel_goes_through_https_proxy_with_connect() {
     let server = Server::start();
-    let echo = echo_server();
     server.ok(&["create", "px"]);
     server.wait_agent("px", Duration::from_secs(20), None);
+    let echo = server.echo_in("px");
     let (proxy, seen) = connect_proxy();
 
     let mut cmd = server.cmd(&["tunnel", "px", &echo.to_string()]);

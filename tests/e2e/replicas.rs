@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{echo_server, free_port, tunnel_roundtrip, wait_until, Server, TempDir};
+use crate::harness::{free_port, tunnel_roundtrip, wait_until, Server, TempDir};
 
 fn metric(server: &Server, series: &str) -> u64 {
     let text = crate::satellites::fetch(
@@ -48,7 +48,7 @@ fn a_tunnel_through_either_replica_reaches_the_agent() {
     // Created through a: its agent links to a.
     a.ok(&["create", "ws"]);
     a.wait_agent("ws", Duration::from_secs(30), None);
-    let echo = echo_server();
+    let echo = a.echo_in("ws");
     let out = tunnel_roundtrip(&a, "ws", echo, b"via a");
     assert_eq!(
         out.stdout,

@@ -28,7 +28,9 @@ fn roundtrip_ok(server: &Server, echo: u16, msg: &[u8]) {
 
 #[test]
 fn tunnels_survive_a_control_plane_outage_and_keys_rotate_without_restarts() {
-    let mut server = Server::start();
+    // The agent homes on a satellite on the host's loopback: not reachable from an
+    // isolated workspace, by design.
+    let mut server = Server::start_unisolated();
     let port = free_port("127.0.0.1");
     let access = format!("https://127.0.0.1:{port}");
     let token = server.create_satellite("eu", "eu-west", &access);
@@ -103,7 +105,13 @@ fn tunnels_survive_a_control_plane_outage_and_keys_rotate_without_restarts() {
 
     // Restart: nothing lost; the satellite registers again; the open tunnel still works.
     let (dir, addr) = (server.dir.clone(), server.addr);
-    let server2 = Server::start_in(&dir, &addr.to_string(), &[]);
+    let server2 = Server::start_full(
+        &dir,
+        &addr.to_string(),
+        &[],
+        &[],
+        &["--workspace-isolation", "off"],
+    );
     wait_until(
         "satellite ok after restart",
         Duration::from_secs(15),

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{echo_server, signal, tunnel_roundtrip, Server};
+use crate::harness::{signal, tunnel_roundtrip, Server};
 
 #[test]
 fn killed_agent_is_restarted_and_serves_within_2s_and_survives_a_server_restart() {
     let mut server = Server::start();
-    let echo = echo_server();
     server.ok(&["create", "rs"]);
     let (pid, _) = server.wait_agent("rs", Duration::from_secs(20), None);
+    let echo = server.echo_in("rs");
     let out = tunnel_roundtrip(&server, "rs", echo, b"before");
     assert_eq!(
         out.stdout,

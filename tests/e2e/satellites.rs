@@ -8,7 +8,7 @@ use std::time::Duration;
 use relay_core::wire::{Frame, StatusCode};
 
 use crate::harness::{
-    echo_server, free_port, run_with_stdin, wait_until, Satellite, Server, TempDir, BIN,
+    free_port, run_with_stdin, wait_until, Satellite, Server, TempDir, BIN,
 };
 
 /// Both CAs in one file, for clients that talk to the server and the satellite.
@@ -138,7 +138,7 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
         "{regions}"
     );
 
-    let echo = echo_server();
+    let echo = server.echo_in("far");
     let data = crate::harness::pseudo_random(11, 2 * 1024 * 1024);
     let mut c = client(&["tunnel", "-v", "--region", "eu", "far", &echo.to_string()]);
     let out = run_with_stdin(std::mem::replace(&mut c, Command::new("true")), &data);

@@ -36,8 +36,12 @@ fn free_port() -> u16 {
 }
 
 /// Starts sshd on loopback accepting `client_key.pub`.
-fn start_sshd(dir: &Path) -> Sshd {
-    start_sshd_in(dir, &[], free_port())
+/// sshd "in the workspace" `ws` (its network namespace when isolated, as a workspace
+/// image's own sshd would run).
+fn start_sshd(dir: &Path, server: &Server, ws: &str) -> Sshd {
+    let prefix = server.in_workspace(ws);
+    let words: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    start_sshd_in(dir, &words, free_port())
 }
 
 /// Starts sshd on loopback port `port`, run with `prefix` (e.g. `ip netns exec NS`),
@@ -130,9 +134,9 @@ fn openssh_command_and_scp_50mb_through_the_tunnel() {
     let server = Server::start();
     let tmp = TempDir::new("ssh");
     let dir = &tmp.0;
-    let sshd = start_sshd(dir);
     server.ok(&["create", "ws"]);
     server.wait_agent("ws", Duration::from_secs(20), None);
+    let sshd = start_sshd(dir, &server, "ws");
 
     // A command over ssh with perigee as the ProxyCommand.
     let mut c = Command::new("ssh");

@@ -12,13 +12,7 @@ fn a_stopped_workspace_keeps_its_home_and_starts_again() {
     let mut server = Server::start_in(&tmp.0, "127.0.0.1:0", &[]);
     server.ok(&["create", "ws"]);
     let (pid, _) = server.wait_agent("ws", Duration::from_secs(30), None);
-    let id = server.workspace("ws")["id"].as_str().unwrap().to_owned();
-    let marker = server
-        .data()
-        .join("workspaces")
-        .join(&id)
-        .join("home")
-        .join("kept.txt");
+    let marker = server.home_of("ws").join("kept.txt");
     std::fs::write(&marker, "still here").unwrap();
 
     server.ok(&["stop", "ws"]);

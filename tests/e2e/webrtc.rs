@@ -53,11 +53,16 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
         "127.0.0.1:0",
         &[],
         &[],
-        &["--turn-allow-peers", "127.0.0.0/8"],
+        // The relayed step needs the agent to reach the edge's TURN relay on the host's
+        // loopback, which an isolated workspace cannot (by design; on its own host the
+        // direct path always works, shown isolated in tests/e2e/isolation.rs).
+        &["--turn-allow-peers", "127.0.0.0/8", "--workspace-isolation", "off"],
     );
-    let mut echo = crate::harness::python_echo(&[], 7);
     server.ok(&["create", "rtc"]);
     server.wait_agent("rtc", std::time::Duration::from_secs(30), None);
+    let prefix = server.in_workspace("rtc");
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let mut echo = crate::harness::python_echo(&prefix, 7);
     let data = crate::harness::pseudo_random(11, 2 << 20);
 
     // Direct: both peers on loopback.
