@@ -55,6 +55,14 @@ enum Kind {
 }
 
 impl IsolationArgs {
+    /// No local workspaces here (the built-in provider runs pods).
+    pub(crate) fn not_used(&self) -> Decision<'_> {
+        Decision {
+            args: self,
+            kind: Kind::Off,
+        }
+    }
+
     /// Probes the host and applies the mode; `on` without isolation is an error that says
     /// why. `prefixed`: an agent exec prefix was given (it places agents itself).
     pub(crate) fn decide(&self, prefixed: bool) -> anyhow::Result<Decision<'_>> {

@@ -8,6 +8,7 @@ mod client;
 mod config_ssh;
 mod dial;
 mod isolation_args;
+mod kube_args;
 mod e2e_stream;
 mod orgs;
 mod provider_cmd;

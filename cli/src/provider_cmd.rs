@@ -38,16 +38,8 @@ pub(crate) struct ProviderArgs {
     /// service account or KUBECONFIG).
     #[arg(long, env = "PERIGEE_PROVISIONER", default_value = "local", value_parser = ["local", "kubernetes"])]
     provisioner: String,
-    /// Namespace of workspace pods [default: this pod's namespace, else the kubeconfig's].
-    #[arg(long, env = "PERIGEE_WORKSPACE_NAMESPACE")]
-    workspace_namespace: Option<String>,
-    /// Image of workspace pods: the developer's tools with `perigee` on its PATH
-    /// [default: ghcr.io/perigee-dev/workspace:VERSION].
-    #[arg(long, env = "PERIGEE_WORKSPACE_IMAGE")]
-    workspace_image: Option<String>,
-    /// Size of each workspace's home volume (a Kubernetes quantity).
-    #[arg(long, env = "PERIGEE_HOME_SIZE", default_value = "10Gi")]
-    home_size: String,
+    #[command(flatten)]
+    kube: crate::kube_args::KubeArgs,
     /// Serve `/livez` and `/healthz` (200 while the control plane answers heartbeats) for
     /// Kubernetes probes on this TCP address, e.g. 0.0.0.0:8080 [default: off].
     #[arg(long, env = "PERIGEE_HEALTH_ADDRESS")]
@@ -154,19 +146,7 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
 /// plane).
 async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
     if a.provisioner == "kubernetes" {
-        let mut cfg = perigee_kube::spec::PodConfig {
-            home_size: a.home_size.clone(),
-            ..perigee_kube::spec::PodConfig::default()
-        };
-        if let Some(image) = &a.workspace_image {
-            cfg.image = image.clone();
-        }
-        let image = cfg.image.clone();
-        let k = perigee_kube::KubeProvisioner::from_environment(cfg, a.workspace_namespace.clone())
-            .await
-            .map_err(|e| format!("startup failed: {e}"))?;
-        info!(namespace = %k.namespace(), %image, "running workspaces as Kubernetes pods");
-        return Ok(Runner::Kube(k));
+        return Ok(Runner::Kube(a.kube.provisioner().await?));
     }
     let dir = startup(a)?;
     Ok(Runner::Local(provider::LocalProvisioner::new(
@@ -222,6 +202,7 @@ async fn reconcile(
         };
         wanted.push(id.to_owned());
         let mut spec = WorkspaceSpec {
+            owner: String::new(),
             id: id.to_owned(),
             name: name.to_owned(),
             owner_email: String::new(),

@@ -71,6 +71,14 @@ pub(crate) struct ServerArgs {
     /// The widest sharing level owners may give a dev URL: private, org, authed or public.
     #[arg(long, env = "PERIGEE_DEVURL_MAX_ACCESS", default_value = "public", value_parser = ["private", "org", "authed", "public"])]
     devurl_max_access: String,
+    /// What runs the built-in provider's workspaces: `local` (a directory and an agent
+    /// process each, on this host; isolated when run as root) or `kubernetes` (pods in the
+    /// cluster this server runs in, through its service account or KUBECONFIG: what the
+    /// Helm chart runs, so no workspace is ever a process of the control-plane pod).
+    #[arg(long, env = "PERIGEE_PROVISIONER", default_value = "local", value_parser = ["local", "kubernetes"])]
+    provisioner: String,
+    #[command(flatten)]
+    kube: crate::kube_args::KubeArgs,
     #[command(flatten)]
     isolation: crate::isolation_args::IsolationArgs,
 }
@@ -107,7 +115,12 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         .map(str::to_owned)
         .collect();
     let tls_on = a.tls_self_signed || a.tls_cert.is_some();
-    let isolation = a.isolation.decide(!exec_prefix.is_empty())?;
+    let on_kubernetes = a.provisioner == "kubernetes";
+    let isolation = if on_kubernetes {
+        a.isolation.not_used()
+    } else {
+        a.isolation.decide(!exec_prefix.is_empty())?
+    };
     if let Some(url) = &a.access_url {
         let ok = url.starts_with("https://") || url.starts_with("http://");
         anyhow::ensure!(
@@ -207,7 +220,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         a.tls_cert.is_some(),
         scheme,
     )?;
-    let provisioner = Arc::new(LocalProvisioner::new(LocalProvisionerConfig {
+    let local = Arc::new(LocalProvisioner::new(LocalProvisionerConfig {
         root: data_dir.join("workspaces"),
         exe: std::env::current_exe().context("locating the perigee binary")?,
         agent_url,
@@ -220,9 +233,19 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         single_user: isolation.single_user(),
         isolation: isolated,
     }));
-    provisioner
-        .install_network()
-        .context("setting up the workspace network (nftables)")?;
+    let provisioner: Arc<dyn provider::provision::Provisioner> = if on_kubernetes {
+        Arc::new(
+            a.kube
+                .provisioner()
+                .await
+                .map_err(|e| anyhow::anyhow!("--provisioner kubernetes: {e}"))?,
+        )
+    } else {
+        local
+            .install_network()
+            .context("setting up the workspace network (nftables)")?;
+        local
+    };
     let cp = ControlPlane::new(
         store.clone(),
         signer,
@@ -236,6 +259,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             turn_urls,
         },
     )
+    .with_builtin_agent_url(on_kubernetes.then(|| access_url.clone()))
     .with_turn_secret(turn_secret)
     .with_replica_opt(replica.clone())
     .with_admin_workspace_access(a.admin_workspace_access)

@@ -17,6 +17,7 @@ use serde_json::json;
 
 fn spec(id: &str, settings: serde_json::Value) -> WorkspaceSpec {
     WorkspaceSpec {
+        owner: String::new(),
         id: id.into(),
         name: format!("ws-{id}"),
         owner_email: "ada@example.com".into(),

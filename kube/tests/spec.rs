@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 fn workspace(settings: Value) -> WorkspaceSpec {
     let s: ProviderSettings = serde_json::from_value(settings).unwrap();
     WorkspaceSpec {
+        owner: String::new(),
         id: "0123456789abcdef0123456789abcdef".into(),
         name: "dev".into(),
         owner_email: "ada@example.com".into(),

@@ -309,11 +309,11 @@ async fn create_workspace(
         )));
     }
     // An agent may home on a satellite (near the workspace): it dials that edge.
-    let (home, agent_url) = match req.edge.as_deref() {
-        None => (None, None),
-        Some(e) if e == cp.primary.name => (None, None),
+    let home = match req.edge.as_deref() {
+        None => None,
+        Some(e) if e == cp.primary.name => None,
         Some(e) => match cp.store.satellite_by_name(e).await? {
-            Some(s) => (Some(e), Some(s.access_url)),
+            Some(_) => Some(e),
             None => {
                 return Err(ApiError::bad_request(format!(
                     "no edge named {e:?} (see `perigee satellites ls`)"
@@ -334,22 +334,21 @@ async fn create_workspace(
         // A remote provider's own `perigee workspace-provider` provisions it.
         return Ok(Json(view(&cp, ws)));
     }
-    if cp.provisioner.single_user() && user.role != "admin" {
-        let _ = cp.store.delete_workspace(&ws.id).await;
-        return Err(ApiError::forbidden(
-            "the built-in provider runs workspaces as the server's own user on this host \
-             (the server is not root on Linux, so workspaces cannot be isolated from it and \
-             from each other): only admins may create workspaces on it. Ask an admin to add a \
-             workspace provider (`perigee providers create`) and create yours there with \
-             --provider, or run `perigee server` as root on Linux",
-        )
-        .on("provider"));
+    if let Some(why) = cp.provisioner.admins_only() {
+        if user.role != "admin" {
+            let _ = cp.store.delete_workspace(&ws.id).await;
+            return Err(ApiError::forbidden(why).on("provider"));
+        }
     }
-    if let Err(e) = cp
-        .provisioner
-        .create(&ws.id, &ws.name, &user.username, &agent_token, agent_url.as_deref())
-        .await
-    {
+    let created = match cp.builtin_spec(&ws, Some(agent_token)).await {
+        Ok(spec) => cp
+            .provisioner
+            .create(&spec)
+            .await
+            .map_err(|e| ApiError::internal(format!("creating workspace {}: {e}", ws.name))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = created {
         let _ = cp.store.delete_workspace(&ws.id).await;
         return Err(e);
     }
@@ -383,7 +382,10 @@ async fn delete_workspace(
     // Revoke first (the agent token stops working), then cut the link, then clean up.
     cp.store.delete_workspace(&ws.id).await?;
     cp.hooks.disconnect(&ws.id);
-    cp.provisioner.delete(&ws.id).await?;
+    cp.provisioner
+        .delete(&ws.id)
+        .await
+        .map_err(|e| ApiError::internal(format!("removing workspace {}: {e}", ws.name)))?;
     Ok(Json(serde_json::json!({ "deleted": ws.name })))
 }
 
@@ -418,9 +420,9 @@ async fn set_running(
     // The built-in provider acts now; a remote one at its next heartbeat.
     if ws.provider == crate::store::BUILT_IN_PROVIDER {
         if run {
-            cp.provisioner.start(&ws.id, &ws.name).await?;
+            cp.start_builtin(&ws).await?;
         } else {
-            cp.provisioner.stop(&ws.id).await;
+            cp.stop_builtin(&ws).await?;
         }
     }
     let ws = find(cp, user, name).await?;

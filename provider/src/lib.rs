@@ -15,6 +15,7 @@ use relay_core::mesh::{EdgeConfig, EdgeEntry};
 use relay_core::ticket::Signer;
 
 pub mod api;
+mod builtin;
 pub mod db;
 pub mod devurls_api;
 pub mod edges_api;
@@ -69,7 +70,10 @@ pub struct AgentStatus {
 pub struct ControlPlane {
     pub(crate) store: Store,
     signer: Arc<RwLock<Arc<Signer>>>,
-    pub(crate) provisioner: Arc<LocalProvisioner>,
+    pub(crate) provisioner: Arc<dyn provision::Provisioner>,
+    /// Where built-in agents dial when they home on the built-in edge (none: the
+    /// provisioner's own default, as local agents reach the edge in process's host).
+    pub(crate) builtin_agent_url: Option<String>,
     pub(crate) hooks: Arc<dyn EdgeHooks>,
     /// The built-in edge, as listed in the regions.
     pub(crate) primary: EdgeEntry,
@@ -109,7 +113,7 @@ impl ControlPlane {
     pub fn new(
         store: Store,
         signer: Signer,
-        provisioner: Arc<LocalProvisioner>,
+        provisioner: Arc<dyn provision::Provisioner>,
         hooks: Arc<dyn EdgeHooks>,
         primary: EdgeEntry,
     ) -> Self {
@@ -117,6 +121,7 @@ impl ControlPlane {
             store,
             signer: Arc::new(RwLock::new(Arc::new(signer))),
             provisioner,
+            builtin_agent_url: None,
             hooks,
             primary,
             remote_agents: Arc::default(),
@@ -249,6 +254,13 @@ impl ControlPlane {
         }
     }
 
+    /// Built-in agents that home on the built-in edge dial `url` (pods reach the control
+    /// plane by its access URL; local agents need none).
+    pub fn with_builtin_agent_url(mut self, url: Option<String>) -> Self {
+        self.builtin_agent_url = url;
+        self
+    }
+
     pub(crate) fn set_signer(&self, signer: Signer) {
         let mut g = match self.signer.write() {
             Ok(g) => g,
@@ -264,7 +276,7 @@ impl ControlPlane {
             if ws.provider != store::BUILT_IN_PROVIDER || ws.status == "stopped" {
                 continue;
             }
-            self.provisioner.start(&ws.id, &ws.name).await?;
+            self.start_builtin(&ws).await?;
         }
         Ok(())
     }

@@ -19,11 +19,14 @@ pub struct WorkspaceSpec {
     pub id: String,
     /// Workspace name (for people).
     pub name: String,
+    /// The owner's user name (`""` when unknown): the workspace's Unix user when isolated.
+    pub owner: String,
     /// The owner's e-mail address (`""` when unknown).
     pub owner_email: String,
     /// The agent's token.
     pub agent_token: Secret,
-    /// Where the agent dials (its home edge or the provider's access URL).
+    /// Where the agent dials (its home edge or the provider's access URL); `""`: the
+    /// provisioner's own default (the local provisioner's built-in edge).
     pub agent_url: String,
     /// The provider's pod settings, as [`crate::provider_settings::ProviderSettings::pod_settings`]
     /// renders them for the owner.
@@ -103,6 +106,15 @@ pub trait Provisioner: Send + Sync {
     ) -> ProvisionFuture<'a, Result<WorkspaceState, ProvisionError>>;
     /// Ids of every workspace it holds.
     fn list(&self) -> ProvisionFuture<'_, Result<Vec<String>, ProvisionError>>;
+    /// The process id of a workspace's agent, where it is a process of this host.
+    fn agent_pid(&self, _id: &str) -> Option<u32> {
+        None
+    }
+    /// Why only admins may create workspaces here, if so (the local provisioner without
+    /// isolation runs everyone's code as the server's user).
+    fn admins_only(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Provisioner for crate::LocalProvisioner {
@@ -118,9 +130,13 @@ impl Provisioner for crate::LocalProvisioner {
                 self,
                 &spec.id,
                 &spec.name,
-                spec.owner_email.split('@').next().unwrap_or(""),
+                if spec.owner.is_empty() {
+                    spec.owner_email.split('@').next().unwrap_or("")
+                } else {
+                    &spec.owner
+                },
                 &spec.agent_token,
-                Some(&spec.agent_url),
+                (!spec.agent_url.is_empty()).then_some(spec.agent_url.as_str()),
             )
             .await
             .map_err(|e| ProvisionError::new(e.message))
@@ -158,5 +174,19 @@ impl Provisioner for crate::LocalProvisioner {
 
     fn list(&self) -> ProvisionFuture<'_, Result<Vec<String>, ProvisionError>> {
         Box::pin(async move { Ok(self.workspace_ids()) })
+    }
+
+    fn agent_pid(&self, id: &str) -> Option<u32> {
+        crate::LocalProvisioner::agent_pid(self, id)
+    }
+
+    fn admins_only(&self) -> Option<&'static str> {
+        self.single_user().then_some(
+            "the built-in provider runs workspaces as the server's own user on this host \
+             (the server is not root on Linux, so workspaces cannot be isolated from it and \
+             from each other): only admins may create workspaces on it. Ask an admin to add a \
+             workspace provider (`perigee providers create`) and create yours there with \
+             --provider, or run `perigee server` as root on Linux",
+        )
     }
 }

@@ -230,6 +230,115 @@ fn charts_lint_render_and_validate_with_defaults_and_the_printed_values() {
     // The printed command itself names the chart and the version.
     let command = printed["helm_command"].as_str().unwrap();
     assert!(command.contains(&format!("perigee/workspace-provider --version={version}")));
+    // Its workspace pods get the NetworkPolicy, in the workspaces' namespace.
+    workspace_policy_holds(&manifests(&yaml), "workspaces", "perigee");
+}
+
+/// Every manifest in `yaml`, as JSON (parsed by the PyYAML that kubernetes-validate brings).
+fn manifests(yaml: &str) -> Vec<serde_json::Value> {
+    let validate = tool("PERIGEE_KUBE_VALIDATE", "kubernetes-validate");
+    let python = validate.with_file_name("python3");
+    let mut c = Command::new(if python.exists() { python } else { "python3".into() });
+    c.args([
+        "-c",
+        "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+    ]);
+    let out = crate::harness::run_with_stdin(c, yaml.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("manifests as JSON")
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name_suffix: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with(name_suffix))
+        })
+        .unwrap_or_else(|| panic!("no {kind} *{name_suffix}"))
+}
+
+/// The workspaces' NetworkPolicy, field by field: workspace pods only; ingress only from
+/// outside the cluster; egress to DNS, to the edges' pods and to the internet, never to the
+/// cluster's ranges or metadata.
+fn workspace_policy_holds(docs: &[serde_json::Value], ns: &str, edges_ns: &str) {
+    let p = find(docs, "NetworkPolicy", "-workspaces");
+    assert_eq!(p["metadata"]["namespace"], ns, "{p}");
+    let spec = &p["spec"];
+    assert_eq!(
+        spec["podSelector"],
+        serde_json::json!({ "matchLabels": { "app.kubernetes.io/name": "perigee-workspace" } })
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    let internal = serde_json::json!([
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+        "169.254.0.0/16", "100.100.100.200/32"
+    ]);
+    let ingress = spec["ingress"].as_array().expect("ingress");
+    assert_eq!(ingress.len(), 1, "{p}");
+    assert_eq!(ingress[0]["from"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
+    assert_eq!(ingress[0]["from"][0]["ipBlock"]["except"], internal);
+    assert!(ingress[0]["from"][0].get("podSelector").is_none(), "no pod may reach a workspace");
+    let egress = spec["egress"].as_array().expect("egress");
+    assert_eq!(egress.len(), 3, "{p}");
+    assert_eq!(
+        egress[0],
+        serde_json::json!({ "ports": [
+            { "port": 53, "protocol": "UDP" }, { "port": 53, "protocol": "TCP" }
+        ]})
+    );
+    assert_eq!(
+        egress[1]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        edges_ns
+    );
+    assert!(egress[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"]
+        .is_string());
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["except"], internal);
+}
+
+#[test]
+fn the_control_plane_chart_runs_built_in_workspaces_as_pods() {
+    let tmp = TempDir::new("charts-builtin");
+    let yaml = render_and_validate(
+        &tmp.0,
+        "perigee",
+        &[("workspaces.namespace".into(), "dev-workspaces".into())],
+    );
+    let docs = manifests(&yaml);
+    let d = find(&docs, "Deployment", "perigee-test");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "perigee-test");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let env = pod["containers"][0]["env"].as_array().expect("env");
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    assert_eq!(var("PERIGEE_PROVISIONER")["value"], "kubernetes");
+    assert_eq!(var("PERIGEE_WORKSPACE_NAMESPACE")["value"], "dev-workspaces");
+    assert_eq!(
+        var("PERIGEE_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName"
+    );
+    // The control plane's rights: workspace objects in the workspaces' namespace only.
+    let role = find(&docs, "Role", "-workspaces");
+    assert_eq!(role["metadata"]["namespace"], "dev-workspaces");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{ "apiGroups": [""],
+            "resources": ["pods", "persistentvolumeclaims", "serviceaccounts", "secrets"],
+            "verbs": ["get", "list", "create", "delete"] }])
+    );
+    let binding = find(&docs, "RoleBinding", "-workspaces");
+    assert_eq!(binding["subjects"][0]["name"], "perigee-test");
+    assert_eq!(binding["subjects"][0]["namespace"], "perigee");
+    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"));
+    workspace_policy_holds(&docs, "dev-workspaces", "perigee");
+    // The policy can be turned off (a cluster without a NetworkPolicy controller).
+    let yaml = render_and_validate(&tmp.0, "perigee", &[("networkPolicy.enabled".into(), "false".into())]);
+    assert!(!yaml.contains("kind: NetworkPolicy"));
 }
 
 #[test]

@@ -60,16 +60,14 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     );
     server.ok(&["create", "rtc"]);
     server.wait_agent("rtc", std::time::Duration::from_secs(30), None);
-    let prefix = server.in_workspace("rtc");
-    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
-    let mut echo = crate::harness::python_echo(&prefix, 7);
+    let port = server.echo_in("rtc");
     let data = crate::harness::pseudo_random(11, 2 << 20);
 
     // Direct: both peers on loopback.
-    let out = tunnel(&server, "rtc", 7, &["--path", "webrtc"], &[], &data);
+    let out = tunnel(&server, "rtc", port, &["--path", "webrtc"], &[], &data);
     let err = check(&out, &data, "direct");
     assert!(err.contains("why=\"direct ("), "{err}");
-    let p = ping_path(&server, "rtc", 7);
+    let p = ping_path(&server, "rtc", port);
     assert_eq!(p["kind"], "direct", "{p}");
     assert!(p["connect_ms"].as_f64().is_some_and(|t| t > 0.0), "{p}");
 
@@ -77,7 +75,7 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     let out = tunnel(
         &server,
         "rtc",
-        7,
+        port,
         &["--path", "webrtc"],
         &[("PERIGEE_WEBRTC_RELAY_ONLY", "1")],
         &data,
@@ -86,7 +84,7 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     assert!(err.contains("relay via TURN 127.0.0.1:"), "{err}");
 
     // Auto races both paths; either may win on loopback, the bytes are intact either way.
-    let out = tunnel(&server, "rtc", 7, &[], &[], &data);
+    let out = tunnel(&server, "rtc", port, &[], &[], &data);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success() && out.stdout == data, "{err}");
     assert!(err.contains("path="), "{err}");
@@ -103,22 +101,20 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
     server.ok(&["providers", "edit", &name, "--networking-v2", "off"]);
     // A client's cached ticket keeps the old setting until it expires; a new one has it.
     let _ = std::fs::remove_file(server.dir.join("config/tickets.json"));
-    let out = tunnel(&server, "rtc", 7, &[], &[], &data);
+    let out = tunnel(&server, "rtc", port, &[], &[], &data);
     let err = check(&out, &data, "envproxy");
     assert!(err.contains("Networking v2 is off"), "{err}");
-    let p = ping_path(&server, "rtc", 7);
+    let p = ping_path(&server, "rtc", port);
     assert_eq!(p["kind"], "envproxy", "{p}");
     assert!(
         p["why"].as_str().unwrap().contains("Networking v2 is off"),
         "{p}"
     );
-    let out = tunnel(&server, "rtc", 7, &["--path", "webrtc"], &[], b"x");
+    let out = tunnel(&server, "rtc", port, &["--path", "webrtc"], &[], b"x");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Networking v2 off"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = echo.kill();
-    let _ = echo.wait();
 }
