@@ -21,7 +21,11 @@ pub(crate) struct IsolationArgs {
     workspace_isolation: String,
     /// Uids given to isolated workspaces, FIRST-LAST; allocated host-wide (two servers on
     /// one host never share one), skipping every uid in /etc/passwd.
-    #[arg(long, env = "PERIGEE_WORKSPACE_UID_RANGE", default_value = "200000-259999")]
+    #[arg(
+        long,
+        env = "PERIGEE_WORKSPACE_UID_RANGE",
+        default_value = "200000-259999"
+    )]
     workspace_uid_range: UidRange,
     /// Where isolated workspaces' homes live (outside the data directory, which they cannot
     /// read). Homes of workspaces made before isolation move here on start.
@@ -126,15 +130,26 @@ impl Decision<'_> {
         let main = edge.first().map(|(_, a)| *a).context("no edge listener")?;
         let uri: Option<http::Uri> = access_url.parse().ok();
         let access_host = uri.as_ref().and_then(|u| u.host()).map(str::to_owned);
-        let access_port = uri.as_ref().and_then(|u| u.port_u16()).unwrap_or(main.port());
+        let access_port = uri
+            .as_ref()
+            .and_then(|u| u.port_u16())
+            .unwrap_or(main.port());
         let mut ports = Vec::new();
         for (tcp, addr) in edge {
             let to = translate_to(*addr)?;
             let proto = if *tcp { Proto::Tcp } else { Proto::Udp };
-            ports.push(EdgePort { proto, port: addr.port(), to });
+            ports.push(EdgePort {
+                proto,
+                port: addr.port(),
+                to,
+            });
             // The access URL's port, when agents dial it by name and it differs.
             if operator_cert && addr.port() == main.port() && access_port != main.port() {
-                ports.push(EdgePort { proto, port: access_port, to });
+                ports.push(EdgePort {
+                    proto,
+                    port: access_port,
+                    to,
+                });
             }
         }
         let (agent_url, aliases) = match (operator_cert, access_host) {

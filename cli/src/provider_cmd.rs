@@ -97,6 +97,7 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
                 "version": env!("CARGO_PKG_VERSION"),
                 "heartbeat_secs": a.heartbeat_secs,
                 "error": problem,
+                "service_account": a.kube.own_service_account,
                 "workspaces": reports,
             }))
             .send()

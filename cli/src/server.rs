@@ -279,6 +279,16 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         provider::devurls_api::Access::parse(&a.devurl_max_access)
             .unwrap_or(provider::devurls_api::Access::Public),
     );
+    store
+        .set_built_in_service_account(if on_kubernetes {
+            a.kube
+                .own_service_account
+                .as_deref()
+                .filter(|s| !s.is_empty())
+        } else {
+            None
+        })
+        .await?;
     cp.refresh_edges().await?;
     first_admin(
         &store,

@@ -41,8 +41,13 @@ pub(crate) struct TurnArgs {
 impl BoundTurn {
     /// The bound listeners: UDP first, then TCP and TLS when on (`true`: TCP).
     pub(crate) fn listeners(&self) -> Vec<(bool, SocketAddr)> {
-        let mut out: Vec<(bool, SocketAddr)> =
-            self.udp.local_addr().ok().map(|a| (false, a)).into_iter().collect();
+        let mut out: Vec<(bool, SocketAddr)> = self
+            .udp
+            .local_addr()
+            .ok()
+            .map(|a| (false, a))
+            .into_iter()
+            .collect();
         for l in [&self.tcp, &self.tls].into_iter().flatten() {
             out.extend(l.local_addr().ok().map(|a| (true, a)));
         }

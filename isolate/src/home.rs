@@ -144,11 +144,28 @@ mod tests {
         let base = prepare_base(&t.join("homes"), "ws").expect("base");
         let home = prepare_home(&base, 200_123, Some(&old)).expect("home");
         assert!(!old.exists(), "moved, not copied");
-        assert_eq!(std::fs::read_to_string(home.join("src/main.rs")).expect("kept"), "fn main() {}");
-        assert_eq!(std::fs::metadata(home.join("src/main.rs")).expect("m").uid(), 200_123);
+        assert_eq!(
+            std::fs::read_to_string(home.join("src/main.rs")).expect("kept"),
+            "fn main() {}"
+        );
+        assert_eq!(
+            std::fs::metadata(home.join("src/main.rs"))
+                .expect("m")
+                .uid(),
+            200_123
+        );
         assert_eq!(std::fs::metadata(&home).expect("m").mode() & 0o777, 0o700);
-        assert_eq!(std::fs::metadata(&target).expect("m").uid(), 0, "the link's target stays root's");
-        assert_eq!(std::fs::symlink_metadata(home.join("link")).expect("m").uid(), 200_123);
+        assert_eq!(
+            std::fs::metadata(&target).expect("m").uid(),
+            0,
+            "the link's target stays root's"
+        );
+        assert_eq!(
+            std::fs::symlink_metadata(home.join("link"))
+                .expect("m")
+                .uid(),
+            200_123
+        );
         let _ = std::fs::remove_dir_all(&t);
     }
 }

@@ -123,7 +123,11 @@ pub fn reclaim(uid: u32) -> Result<(), Error> {
             let uids: Vec<u32> = status
                 .lines()
                 .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|v| v.split_whitespace().filter_map(|u| u.parse().ok()).collect())
+                .map(|v| {
+                    v.split_whitespace()
+                        .filter_map(|u| u.parse().ok())
+                        .collect()
+                })
                 .unwrap_or_default();
             if uids.contains(&uid) {
                 let _ = tools::run("kill", &["-KILL", &pid.to_string()]);
@@ -132,7 +136,11 @@ pub fn reclaim(uid: u32) -> Result<(), Error> {
         }
     }
     if killed > 0 {
-        tracing::warn!(uid, killed, "ended processes left running as a reclaimed workspace uid");
+        tracing::warn!(
+            uid,
+            killed,
+            "ended processes left running as a reclaimed workspace uid"
+        );
     }
     net::remove_stale(uid)
 }

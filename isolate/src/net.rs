@@ -161,7 +161,13 @@ impl Network {
         }
         run(
             "ip",
-            &["addr", "replace", &format!("{GATEWAY}/32"), "dev", GATEWAY_LINK],
+            &[
+                "addr",
+                "replace",
+                &format!("{GATEWAY}/32"),
+                "dev",
+                GATEWAY_LINK,
+            ],
         )?;
         run("ip", &["link", "set", GATEWAY_LINK, "up"])?;
         let ifs: Vec<String> = uids.iter().map(|u| veth_name(*u)).collect();
@@ -234,7 +240,9 @@ impl Network {
         if !host_side.exists() {
             run(
                 "ip",
-                &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
             )?;
         }
         // No IPv6 on the host side (link-local addresses would reach host services), and
@@ -245,7 +253,15 @@ impl Network {
         let gw = GATEWAY.to_string();
         run(
             "ip",
-            &["route", "replace", &format!("{addr}/32"), "dev", &veth, "src", &gw],
+            &[
+                "route",
+                "replace",
+                &format!("{addr}/32"),
+                "dev",
+                &veth,
+                "src",
+                &gw,
+            ],
         )?;
         let mac = std::fs::read_to_string(format!("/sys/class/net/{veth}/address"))
             .map_err(|e| Error::io("reading the address of", &veth, e))?;
@@ -254,25 +270,37 @@ impl Network {
             &["addr", "replace", &format!("{addr}/32"), "dev", "eth0"],
             &["link", "set", "eth0", "up"],
             // The gateway's link address is fixed: no ARP, whatever the host's arp_ignore.
-            &["neigh", "replace", &gw, "lladdr", mac.trim(), "dev", "eth0", "nud", "permanent"],
-            &["route", "replace", "default", "via", &gw, "dev", "eth0", "onlink"],
+            &[
+                "neigh",
+                "replace",
+                &gw,
+                "lladdr",
+                mac.trim(),
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+            &[
+                "route", "replace", "default", "via", &gw, "dev", "eth0", "onlink",
+            ],
         ];
         for args in inside {
             let mut full = vec!["-n", ns.as_str()];
             full.extend_from_slice(args);
             run("ip", &full)?;
         }
-        let add = format!(
-            "add element inet {} ifs {{ \"{veth}\" }}\n",
-            self.table()
-        );
+        let add = format!("add element inet {} ifs {{ \"{veth}\" }}\n", self.table());
         run_input("nft", &["-f", "-"], Some(&add)).map(drop)
     }
 
     /// Removes the workspace's namespace (and so its veth) and its `/etc` files.
     pub fn down(&self, uid: u32) -> Result<(), Error> {
         let (ns, veth) = (netns_name(uid), veth_name(uid));
-        let del = format!("delete element inet {} ifs {{ \"{veth}\" }}\n", self.table());
+        let del = format!(
+            "delete element inet {} ifs {{ \"{veth}\" }}\n",
+            self.table()
+        );
         let _ = run_input("nft", &["-f", "-"], Some(&del));
         if Path::new("/run/netns").join(&ns).exists() {
             run("ip", &["netns", "del", &ns])?;
@@ -315,7 +343,12 @@ impl Network {
         )?;
         write(
             "group",
-            with_entry(&host("group"), &a.name, a.uid, &format!("{}:x:{}:", a.name, a.uid)),
+            with_entry(
+                &host("group"),
+                &a.name,
+                a.uid,
+                &format!("{}:x:{}:", a.name, a.uid),
+            ),
         )?;
         let mut hosts = host("hosts");
         for alias in &self.aliases {
@@ -374,14 +407,14 @@ fn plan_dns(resolv: &str) -> Dns {
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .map(str::trim)
         .collect();
-    let loopback = |s: &&str| s.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = |s: &&str| {
+        s.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
     if servers.is_empty() || !servers.iter().all(loopback) {
         return Dns::Host;
     }
-    let Some(v4) = servers
-        .iter()
-        .find_map(|s| s.parse::<Ipv4Addr>().ok())
-    else {
+    let Some(v4) = servers.iter().find_map(|s| s.parse::<Ipv4Addr>().ok()) else {
         return Dns::Host;
     };
     let kept: String = resolv
@@ -415,7 +448,9 @@ pub(crate) fn probe() -> Result<(), Error> {
         run("ip", &["netns", "add", &ns])?;
         run(
             "ip",
-            &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
         )?;
         let net = Network {
             tag: format!("probe{n}"),
@@ -427,7 +462,12 @@ pub(crate) fn probe() -> Result<(), Error> {
             aliases: Vec::new(),
             dns: Dns::Host,
         };
-        run_input("nft", &["-c", "-f", "-"], Some(&net.ruleset(&[veth.clone()]))).map(drop)
+        run_input(
+            "nft",
+            &["-c", "-f", "-"],
+            Some(&net.ruleset(&[veth.clone()])),
+        )
+        .map(drop)
     })();
     cleanup(&ns);
     result
@@ -448,7 +488,10 @@ mod tests {
     #[test]
     fn dns_goes_through_the_gateway_only_for_a_loopback_resolver() {
         assert_eq!(plan_dns("nameserver 10.255.255.53\n"), Dns::Host);
-        assert_eq!(plan_dns("nameserver 127.0.0.53\nnameserver 1.1.1.1\n"), Dns::Host);
+        assert_eq!(
+            plan_dns("nameserver 127.0.0.53\nnameserver 1.1.1.1\n"),
+            Dns::Host
+        );
         let Dns::Loopback(ip, text) = plan_dns("search corp\nnameserver 127.0.0.53\n") else {
             panic!("a loopback resolver must be translated");
         };
@@ -479,7 +522,10 @@ mod tests {
             dns: Dns::Host,
         };
         let r = net.ruleset(&["pw30d42".into()]);
-        assert!(r.contains("udp dport 3478 dnat ip to 127.0.0.1:40000"), "{r}");
+        assert!(
+            r.contains("udp dport 3478 dnat ip to 127.0.0.1:40000"),
+            "{r}"
+        );
         assert!(r.contains("iifname @ifs counter drop"), "{r}");
         assert!(r.contains("elements = { \"pw30d42\" }"), "{r}");
         assert!(!r.contains("dport 53"), "{r}");

@@ -62,10 +62,12 @@ pub(crate) fn run_input(tool: &str, args: &[&str], input: Option<&str>) -> Resul
         })?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         use std::io::Write as _;
-        stdin.write_all(text.as_bytes()).map_err(|e| Error::Command {
-            command: command.clone(),
-            message: format!("writing its input: {e}"),
-        })?;
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::Command {
+                command: command.clone(),
+                message: format!("writing its input: {e}"),
+            })?;
     }
     let out = child.wait_with_output().map_err(|e| Error::Command {
         command: command.clone(),

@@ -129,7 +129,11 @@ impl UidRegistry {
         let mut out = HashMap::new();
         let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io("reading", &self.dir, e))?;
         for entry in rd.flatten() {
-            let Some(uid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(uid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let owner = std::fs::read_to_string(entry.path())
@@ -189,18 +193,33 @@ mod tests {
     fn ranges_parse_and_refuse_with_reasons() {
         assert_eq!(
             "200000-200009".parse::<UidRange>(),
-            Ok(UidRange { first: 200_000, last: 200_009 })
+            Ok(UidRange {
+                first: 200_000,
+                last: 200_009
+            })
         );
-        assert!("100-200".parse::<UidRange>().unwrap_err().contains("below 1000"));
-        assert!("5000-4000".parse::<UidRange>().unwrap_err().contains("ends before"));
-        assert!("5000".parse::<UidRange>().unwrap_err().contains("FIRST-LAST"));
+        assert!("100-200"
+            .parse::<UidRange>()
+            .unwrap_err()
+            .contains("below 1000"));
+        assert!("5000-4000"
+            .parse::<UidRange>()
+            .unwrap_err()
+            .contains("ends before"));
+        assert!("5000"
+            .parse::<UidRange>()
+            .unwrap_err()
+            .contains("FIRST-LAST"));
     }
 
     #[test]
     fn two_owners_never_share_a_uid_and_gone_owners_are_reclaimed() {
         let base = tmp("alloc");
         let reg = UidRegistry::new(base.join("reg"));
-        let range = UidRange { first: 300_002, last: 300_004 };
+        let range = UidRange {
+            first: 300_002,
+            last: 300_004,
+        };
         let (a, b, c) = (base.join("a"), base.join("b"), base.join("c"));
         for d in [&a, &b, &c] {
             std::fs::create_dir_all(d).expect("owner");
@@ -209,7 +228,11 @@ mod tests {
         assert!(fresh);
         let (ub, _) = reg.allocate(range, &b).expect("b");
         assert_ne!(ua, ub);
-        assert_eq!(reg.allocate(range, &a).expect("again"), (ua, false), "an owner keeps its uid");
+        assert_eq!(
+            reg.allocate(range, &a).expect("again"),
+            (ua, false),
+            "an owner keeps its uid"
+        );
         let (uc, _) = reg.allocate(range, &c).expect("c");
         let d = base.join("d");
         std::fs::create_dir_all(&d).expect("d");
@@ -232,12 +255,24 @@ mod tests {
         let base = tmp("passwd");
         let reg = UidRegistry::new(base.join("reg"));
         // root (0) is in every passwd; a range holding only uids in passwd has nothing free.
-        let taken: Vec<u32> = passwd_uids().into_iter().filter(|u| *u >= 1000 && *u < u32::MAX - 2).collect();
+        let taken: Vec<u32> = passwd_uids()
+            .into_iter()
+            .filter(|u| *u >= 1000 && *u < u32::MAX - 2)
+            .collect();
         if let Some(u) = taken.first() {
             let owner = base.join("o");
             std::fs::create_dir_all(&owner).expect("o");
-            let r = reg.allocate(UidRange { first: *u, last: *u }, &owner);
-            assert!(matches!(r, Err(Error::NoFreeUid(_))), "{u} is in /etc/passwd");
+            let r = reg.allocate(
+                UidRange {
+                    first: *u,
+                    last: *u,
+                },
+                &owner,
+            );
+            assert!(
+                matches!(r, Err(Error::NoFreeUid(_))),
+                "{u} is in /etc/passwd"
+            );
         }
         let _ = std::fs::remove_dir_all(&base);
     }

@@ -12,8 +12,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
     SeccompProfile, Secret, SecretVolumeSource, SecurityContext, ServiceAccount, Toleration,
-    Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -40,6 +39,9 @@ pub struct PodConfig {
     pub cpu_request: String,
     /// Memory request.
     pub memory_request: String,
+    /// The service account the provisioner itself runs as: no workspace pod may run as it
+    /// (it can make and delete pods and read every workspace's secret).
+    pub own_service_account: Option<String>,
 }
 
 impl Default for PodConfig {
@@ -53,6 +55,7 @@ impl Default for PodConfig {
             home_size: "10Gi".into(),
             cpu_request: "250m".into(),
             memory_request: "512Mi".into(),
+            own_service_account: None,
         }
     }
 }
@@ -207,6 +210,15 @@ pub fn pod(cfg: &PodConfig, spec: &WorkspaceSpec) -> Result<Pod, SpecError> {
     } else {
         text(&s["service_account"])
     };
+    if account.is_some() && account == cfg.own_service_account {
+        return Err(SpecError {
+            field: "service_account",
+            reason: format!(
+                "{:?} is the provider's own service account: a workspace may not act with its rights",
+                account.unwrap_or_default()
+            ),
+        });
+    }
     let env = |name: &str, value: &str| EnvVar {
         name: name.into(),
         value: Some(value.into()),

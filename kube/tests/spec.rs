@@ -150,7 +150,10 @@ fn defaults_run_the_agent_with_its_home_token_and_the_default_affinity() {
     assert_eq!(p["spec"]["automountServiceAccountToken"], false);
     assert!(kind(&objs, "ServiceAccount").is_none());
     assert_eq!(p["spec"]["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(p["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        p["spec"]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let c = &p["spec"]["containers"][0]["securityContext"];
     assert_eq!(c["allowPrivilegeEscalation"], false);
     assert_eq!(c["privileged"], false);
@@ -232,4 +235,24 @@ fn each_documented_setting_lands_where_kubernetes_reads_it() {
     assert!(kind(&objs, "ServiceAccount").is_none());
     // No Kubernetes API token without annotations, even under a named account.
     assert_eq!(pod(&objs)["spec"]["automountServiceAccountToken"], false);
+}
+
+#[test]
+fn a_workspace_never_runs_as_the_provisioners_own_account() {
+    let own = PodConfig {
+        own_service_account: Some("perigee-provider".into()),
+        ..cfg()
+    };
+    // The attack: a site manager names the provider's account for every workspace.
+    let ws = workspace(json!({ "features": { "service_account": "perigee-provider" } }));
+    let e = spec::pod(&own, &ws).expect_err("the provider's own account");
+    assert_eq!(e.field, "service_account");
+    assert!(
+        e.reason.contains("provider's own service account"),
+        "{}",
+        e.reason
+    );
+    // Any other account is the provider's setting to choose.
+    let ws = workspace(json!({ "features": { "service_account": "workspace-runner" } }));
+    assert!(spec::pod(&own, &ws).is_ok());
 }

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0014_workspace_provider_state.sql"),
     ),
     (15, include_str!("../migrations/0015_replicas.sql")),
+    (
+        16,
+        include_str!("../migrations/0016_provider_own_account.sql"),
+    ),
 ];
 
 /// Which database a store runs on.

@@ -11,8 +11,8 @@
 //! starting a second one. A dead agent is restarted with backoff.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -172,7 +172,9 @@ impl LocalProvisioner {
             tokio::task::spawn_blocking(move || iso.remove(&d, &id))
                 .await
                 .map_err(ApiError::internal)?
-                .map_err(|e| ApiError::internal(format!("removing workspace {workspace_id}: {e}")))?;
+                .map_err(|e| {
+                    ApiError::internal(format!("removing workspace {workspace_id}: {e}"))
+                })?;
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -384,7 +386,11 @@ impl Supervisor {
         let watch = format!(
             "{}:{}",
             p.account.home.display(),
-            self.dir.parent().and_then(Path::parent).unwrap_or(&self.dir).display()
+            self.dir
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(&self.dir)
+                .display()
         );
         let mut env = vec![
             ("PERIGEE_AGENT_URL", url.as_str()),

@@ -164,6 +164,18 @@ impl Store {
         let mut warnings = Vec::new();
 
         let settings = p.settings.edited(edit)?;
+        if let (Some(own), Some(named)) =
+            (&p.own_service_account, &settings.features.service_account)
+        {
+            if own == named {
+                return Err(ApiError::bad_request(format!(
+                    "{named:?} is the service account the provider itself runs as: its \
+                     workspaces would act with the provider's rights (make and delete pods, \
+                     read every workspace's secret); create a separate account for workspaces"
+                ))
+                .on("features.service_account"));
+            }
+        }
         if settings != p.settings {
             sqlx::query("UPDATE providers SET settings = $1 WHERE id = $2")
                 .bind(serde_json::to_string(&settings).map_err(ApiError::internal)?)

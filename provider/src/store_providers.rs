@@ -37,6 +37,9 @@ pub struct Provider {
     pub last_heartbeat_at: Option<i64>,
     /// Version its deployment runs.
     pub version: Option<String>,
+    /// The Kubernetes service account its own deployment runs as (reported with its
+    /// heartbeat): never a workspace's.
+    pub own_service_account: Option<String>,
     /// Why it takes no new workspaces (`None`: not cordoned).
     pub cordon_reason: Option<String>,
     /// When it was cordoned (Unix seconds).
@@ -76,6 +79,10 @@ pub struct ProviderHeartbeat {
     /// A startup or runtime failure, when it has one.
     #[serde(default)]
     pub error: Option<String>,
+    /// The service account its deployment runs as (Kubernetes), which no workspace may be
+    /// given.
+    #[serde(default)]
+    pub service_account: Option<String>,
     /// Where each of its workspaces is, as its provisioner sees it.
     #[serde(default)]
     pub workspaces: Vec<WorkspaceReport>,
@@ -117,7 +124,7 @@ pub(crate) const SELECT: &str = "SELECT p.id, p.name, p.built_in, p.is_default, 
     p.hostname, p.cluster_address, p.namespace, p.created_at, p.last_heartbeat_at, p.heartbeat_secs, p.version, \
     (SELECT COUNT(*) FROM workspaces w WHERE w.provider_id = p.id), \
     (SELECT string_agg(o.name, ',') FROM provider_orgs a JOIN orgs o ON o.id = a.org_id WHERE a.provider_id = p.id), \
-    p.settings, p.cordon_reason, p.cordoned_at \
+    p.settings, p.cordon_reason, p.cordoned_at, p.own_service_account \
     FROM providers p";
 
 pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Provider, sqlx::Error> {
@@ -135,6 +142,7 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Provider, sqlx::Error> {
         settings,
         cordon_reason: r.try_get(16)?,
         cordoned_at: r.try_get(17)?,
+        own_service_account: r.try_get(18)?,
         id: r.try_get(0)?,
         name: r.try_get(1)?,
         built_in: r.try_get::<i64, _>(2)? != 0,
@@ -201,12 +209,13 @@ impl Store {
         hb: &ProviderHeartbeat,
     ) -> Result<(), sqlx::Error> {
         let status = if hb.error.is_some() { "error" } else { "ready" };
-        sqlx::query("UPDATE providers SET status = $1, status_message = $2, last_heartbeat_at = $3, heartbeat_secs = $4, version = $5 WHERE id = $6 AND built_in = 0")
+        sqlx::query("UPDATE providers SET status = $1, status_message = $2, last_heartbeat_at = $3, heartbeat_secs = $4, version = $5, own_service_account = $6 WHERE id = $7 AND built_in = 0")
             .bind(status)
             .bind(&hb.error)
             .bind(now())
             .bind(i64::try_from(hb.heartbeat_secs).unwrap_or(i64::MAX))
             .bind(&hb.version)
+            .bind(hb.service_account.as_deref().filter(|s| !s.is_empty()))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -227,6 +236,19 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Records the service account the built-in provider's workspaces must never get: the
+    /// control plane's own (`None`: it runs no pods).
+    pub async fn set_built_in_service_account(
+        &self,
+        account: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE providers SET own_service_account = $1 WHERE built_in = 1")
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -238,13 +238,21 @@ fn charts_lint_render_and_validate_with_defaults_and_the_printed_values() {
 fn manifests(yaml: &str) -> Vec<serde_json::Value> {
     let validate = tool("PERIGEE_KUBE_VALIDATE", "kubernetes-validate");
     let python = validate.with_file_name("python3");
-    let mut c = Command::new(if python.exists() { python } else { "python3".into() });
+    let mut c = Command::new(if python.exists() {
+        python
+    } else {
+        "python3".into()
+    });
     c.args([
         "-c",
         "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
     ]);
     let out = crate::harness::run_with_stdin(c, yaml.as_bytes());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("manifests as JSON")
 }
 
@@ -252,7 +260,9 @@ fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name_suffix: &str) -> &'a
     docs.iter()
         .find(|d| {
             d["kind"] == kind
-                && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with(name_suffix))
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(name_suffix))
         })
         .unwrap_or_else(|| panic!("no {kind} *{name_suffix}"))
 }
@@ -268,16 +278,26 @@ fn workspace_policy_holds(docs: &[serde_json::Value], ns: &str, edges_ns: &str) 
         spec["podSelector"],
         serde_json::json!({ "matchLabels": { "app.kubernetes.io/name": "perigee-workspace" } })
     );
-    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    assert_eq!(
+        spec["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
     let internal = serde_json::json!([
-        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-        "169.254.0.0/16", "100.100.100.200/32"
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "100.100.100.200/32"
     ]);
     let ingress = spec["ingress"].as_array().expect("ingress");
     assert_eq!(ingress.len(), 1, "{p}");
     assert_eq!(ingress[0]["from"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
     assert_eq!(ingress[0]["from"][0]["ipBlock"]["except"], internal);
-    assert!(ingress[0]["from"][0].get("podSelector").is_none(), "no pod may reach a workspace");
+    assert!(
+        ingress[0]["from"][0].get("podSelector").is_none(),
+        "no pod may reach a workspace"
+    );
     let egress = spec["egress"].as_array().expect("egress");
     assert_eq!(egress.len(), 3, "{p}");
     assert_eq!(
@@ -290,8 +310,9 @@ fn workspace_policy_holds(docs: &[serde_json::Value], ns: &str, edges_ns: &str) 
         egress[1]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         edges_ns
     );
-    assert!(egress[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"]
-        .is_string());
+    assert!(
+        egress[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"].is_string()
+    );
     assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
     assert_eq!(egress[2]["to"][0]["ipBlock"]["except"], internal);
 }
@@ -317,7 +338,10 @@ fn the_control_plane_chart_runs_built_in_workspaces_as_pods() {
             .clone()
     };
     assert_eq!(var("PERIGEE_PROVISIONER")["value"], "kubernetes");
-    assert_eq!(var("PERIGEE_WORKSPACE_NAMESPACE")["value"], "dev-workspaces");
+    assert_eq!(
+        var("PERIGEE_WORKSPACE_NAMESPACE")["value"],
+        "dev-workspaces"
+    );
     assert_eq!(
         var("PERIGEE_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.serviceAccountName"
@@ -334,10 +358,16 @@ fn the_control_plane_chart_runs_built_in_workspaces_as_pods() {
     let binding = find(&docs, "RoleBinding", "-workspaces");
     assert_eq!(binding["subjects"][0]["name"], "perigee-test");
     assert_eq!(binding["subjects"][0]["namespace"], "perigee");
-    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"));
+    assert!(!docs
+        .iter()
+        .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"));
     workspace_policy_holds(&docs, "dev-workspaces", "perigee");
     // The policy can be turned off (a cluster without a NetworkPolicy controller).
-    let yaml = render_and_validate(&tmp.0, "perigee", &[("networkPolicy.enabled".into(), "false".into())]);
+    let yaml = render_and_validate(
+        &tmp.0,
+        "perigee",
+        &[("networkPolicy.enabled".into(), "false".into())],
+    );
     assert!(!yaml.contains("kind: NetworkPolicy"));
 }
 

@@ -284,7 +284,10 @@ impl Server {
 
     /// The home directory of workspace `name` (under the home root when isolated).
     pub fn home_of(&self, name: &str) -> PathBuf {
-        let id = self.workspace(name)["id"].as_str().expect("workspace id").to_owned();
+        let id = self.workspace(name)["id"]
+            .as_str()
+            .expect("workspace id")
+            .to_owned();
         let plain = self.data().join("workspaces").join(&id).join("home");
         if plain.exists() {
             plain
@@ -296,7 +299,8 @@ impl Server {
     /// The network namespace of workspace `name` when it is isolated.
     pub fn netns_of(&self, name: &str) -> Option<String> {
         let id = self.workspace(name)["id"].as_str()?.to_owned();
-        let uid = std::fs::read_to_string(self.data().join("workspaces").join(id).join("uid")).ok()?;
+        let uid =
+            std::fs::read_to_string(self.data().join("workspaces").join(id).join("uid")).ok()?;
         Some(format!("perigee-{}", uid.trim()))
     }
 

@@ -33,7 +33,11 @@ impl<'a> Member<'a> {
             .to_owned();
         let home = tmp.join(format!("laptop-{name}"));
         std::fs::create_dir_all(home.join(".ssh")).expect("home");
-        let m = Self { server, token, home };
+        let m = Self {
+            server,
+            token,
+            home,
+        };
         m.ok(&["config-ssh"]);
         m
     }
@@ -54,7 +58,11 @@ impl<'a> Member<'a> {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "perigee {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "perigee {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -72,7 +80,11 @@ impl<'a> Member<'a> {
 
     /// Runs `script` in the workspace over SSH; returns (success, stdout, stderr).
     fn sh(&self, ws: &str, script: &str) -> (bool, String, String) {
-        let o = self.cmd(BIN).args(["ssh", ws, "--", script]).output().expect("ssh");
+        let o = self
+            .cmd(BIN)
+            .args(["ssh", ws, "--", script])
+            .output()
+            .expect("ssh");
         (
             o.status.success(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -143,10 +155,20 @@ impl Outside {
         let (gw, addr) = (format!("10.77.{net}.1"), format!("10.77.{net}.2"));
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         ip(&["netns", "add", &ns]);
-        ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", &ns]);
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", &ns,
+        ]);
         ip(&["addr", "add", &format!("{gw}/24"), "dev", &host]);
         ip(&["link", "set", &host, "up"]);
-        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &inner,
+        ]);
         ip(&["-n", &ns, "link", "set", &inner, "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "route", "add", "default", "via", &gw]);
@@ -196,7 +218,10 @@ fn probe_script(targets: &[String]) -> String {
 
 /// The host's own IPv4 addresses.
 fn host_addresses() -> Vec<String> {
-    let out = Command::new("ip").args(["-4", "-o", "addr", "show"]).output().expect("ip");
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("ip");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(3))
@@ -224,14 +249,23 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     // Who bob is in his workspace: a uid of its own, his name, his home.
     let out = bob.sh_ok("w1", "id -u; whoami; echo \"$HOME\"; pwd; env");
     let mut lines = out.lines();
-    let uid: u32 = lines.next().and_then(|l| l.trim().parse().ok()).expect("id -u");
+    let uid: u32 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("id -u");
     assert_ne!(uid, 0, "the workspace runs as root");
     assert!(uid >= 200_000, "uid {uid} is not from the workspace range");
     assert_eq!(lines.next(), Some("bob"), "whoami");
     let home = lines.next().expect("HOME").to_owned();
     assert_eq!(lines.next(), Some(home.as_str()), "sessions start in $HOME");
-    assert!(home.starts_with(&tmp.0.join("homes").display().to_string()), "{home}");
-    assert!(!out.contains(MARKER_VALUE), "the server's environment leaked: {out}");
+    assert!(
+        home.starts_with(&tmp.0.join("homes").display().to_string()),
+        "{home}"
+    );
+    assert!(
+        !out.contains(MARKER_VALUE),
+        "the server's environment leaked: {out}"
+    );
     assert!(!out.contains(MARKER), "{out}");
 
     // carol's file, and the server's secrets.
@@ -246,7 +280,10 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     ] {
         let (ok, out, _) = bob.sh("w1", &format!("cat '{}'", path.display()));
         assert!(!ok, "bob read {}: {out}", path.display());
-        assert!(!out.contains("carol-secret") && !out.contains("pga_"), "{out}");
+        assert!(
+            !out.contains("carol-secret") && !out.contains("pga_"),
+            "{out}"
+        );
     }
     let (ok, out, _) = bob.sh("w1", &format!("ls '{}'", data.display()));
     assert!(!ok, "bob listed the data directory: {out}");
@@ -256,7 +293,10 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     assert!(!ok && !out.contains(MARKER_VALUE), "{out}");
     let ps = bob.sh_ok("w1", "ls /proc | grep -c '^[0-9]'");
     let visible: u32 = ps.trim().parse().expect("count");
-    assert!(visible < 20, "bob sees {visible} processes: not a PID namespace of his own");
+    assert!(
+        visible < 20,
+        "bob sees {visible} processes: not a PID namespace of his own"
+    );
 
     // Networks: a host service and carol's server, both on 0.0.0.0.
     let (hport, hit) = host_service();
@@ -265,7 +305,10 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
         "setsid nohup python3 -m http.server 8081 --bind 0.0.0.0 </dev/null >/dev/null 2>&1 & sleep 0.1; \
          for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/8081) 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
     );
-    let carol_addr = carol.sh_ok("w2", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1");
+    let carol_addr = carol.sh_ok(
+        "w2",
+        "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1",
+    );
     let carol_addr = carol_addr.trim().to_owned();
     let mut targets = vec![
         format!("127.0.0.1:{hport}"),
@@ -277,7 +320,10 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     targets.extend(host_addresses().into_iter().map(|a| format!("{a}:{hport}")));
     let out = bob.sh_ok("w1", &probe_script(&targets));
     for t in &targets {
-        assert!(out.contains(&format!("{t} closed")), "bob reached {t}:\n{out}");
+        assert!(
+            out.contains(&format!("{t} closed")),
+            "bob reached {t}:\n{out}"
+        );
     }
     // Control: the host service answers on the host, carol's server in her workspace.
     assert!(std::net::TcpStream::connect(("127.0.0.1", hport)).is_ok());
@@ -290,7 +336,10 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     c.args(["tunnel", "w1", &hport.to_string()]);
     let o = run_with_stdin(c, b"hello\n");
     assert!(!String::from_utf8_lossy(&o.stdout).contains("HOST-SERVICE"));
-    assert!(!hit.load(Ordering::SeqCst), "the tunnel reached the host's service");
+    assert!(
+        !hit.load(Ordering::SeqCst),
+        "the tunnel reached the host's service"
+    );
 
     // DNS and the internet still work (a server in a namespace of the test's).
     let out = bob.sh_ok(
@@ -309,7 +358,12 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     let mut c = bob.cmd(BIN);
     c.args(["tunnel", "w1", "9090"]);
     let o = run_with_stdin(c, b"own-port\n");
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "OWN-PORT\n", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "OWN-PORT\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // And over Networking v2: the direct path reaches the isolated agent.
     let mut c = bob.cmd(BIN);
     c.args(["tunnel", "-v", "--path", "webrtc", "w1", "9090"]);

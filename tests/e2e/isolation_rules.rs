@@ -26,7 +26,10 @@ fn only_agent(data: &Path) -> (u32, String) {
         found = std::fs::read_dir(&ws).ok().and_then(|rd| {
             rd.flatten().find_map(|e| {
                 let pid = std::fs::read_to_string(e.path().join("agent.pid")).ok()?;
-                Some((pid.trim().parse().ok()?, e.file_name().to_string_lossy().into_owned()))
+                Some((
+                    pid.trim().parse().ok()?,
+                    e.file_name().to_string_lossy().into_owned(),
+                ))
             })
         });
         found.as_ref().is_some_and(|(pid, _)| !ended(*pid))
@@ -38,12 +41,22 @@ fn only_agent(data: &Path) -> (u32, String) {
 fn without_root_only_admins_create_local_workspaces() {
     let tmp = TempDir::new("single-user");
     // The server runs as nobody: isolation is impossible, `auto` makes it single-user.
-    let chown = Command::new("chown").args(["65534:65534"]).arg(&tmp.0).status();
+    let chown = Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&tmp.0)
+        .status();
     assert!(chown.is_ok_and(|s| s.success()));
     let server = Server::start_full(
         &tmp.0,
         "127.0.0.1:0",
-        &["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"],
+        &[
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ],
         &[("PERIGEE_AGENT_EXEC_PREFIX", "")],
         &["--workspace-isolation", "auto"],
     );
@@ -55,9 +68,15 @@ fn without_root_only_admins_create_local_workspaces() {
         .output()
         .expect("create");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a member got a workspace as the server's user");
+    assert!(
+        !out.status.success(),
+        "a member got a workspace as the server's user"
+    );
     assert!(err.contains("only admins may create workspaces"), "{err}");
-    assert!(err.contains("perigee providers create") && err.contains("as root"), "{err}");
+    assert!(
+        err.contains("perigee providers create") && err.contains("as root"),
+        "{err}"
+    );
     assert!(!server.ok(&["ls", "-o", "json"]).contains("mine"));
     // The admin's first run works exactly as before.
     server.ok(&["create", "dev"]);
@@ -66,7 +85,14 @@ fn without_root_only_admins_create_local_workspaces() {
     let o = Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .arg(crate::harness::BIN)
-        .args(["server", "--address", "127.0.0.1:0", "--workspace-isolation", "on", "--data-dir"])
+        .args([
+            "server",
+            "--address",
+            "127.0.0.1:0",
+            "--workspace-isolation",
+            "on",
+            "--data-dir",
+        ])
         .arg(tmp.0.join("other"))
         .output()
         .expect("server");
@@ -77,14 +103,23 @@ fn without_root_only_admins_create_local_workspaces() {
 
 fn agents_end_with_their_workspace(isolation: &str) {
     let tmp = TempDir::new(&format!("agent-end-{isolation}"));
-    let mut server =
-        Server::start_full(&tmp.0, "127.0.0.1:0", &[], &[], &["--workspace-isolation", isolation]);
+    let mut server = Server::start_full(
+        &tmp.0,
+        "127.0.0.1:0",
+        &[],
+        &[],
+        &["--workspace-isolation", isolation],
+    );
     // A deleted workspace: its agent ends within seconds and is not restarted.
     server.ok(&["create", "gone"]);
     server.wait_agent("gone", Duration::from_secs(30), None);
     let (pid, _) = only_agent(&server.data());
     server.ok(&["delete", "gone"]);
-    wait_until("the deleted workspace's agent to end", Duration::from_secs(10), || ended(pid));
+    wait_until(
+        "the deleted workspace's agent to end",
+        Duration::from_secs(10),
+        || ended(pid),
+    );
 
     // A removed data directory (the server stopped first, as a test's cleanup does): the
     // agent, left running on purpose by the stop, ends by itself.
@@ -94,7 +129,9 @@ fn agents_end_with_their_workspace(isolation: &str) {
     server.stop();
     assert!(!ended(pid), "agents outlive a server stop");
     std::fs::remove_dir_all(server.data()).expect("rm data");
-    wait_until("the orphaned agent to end", Duration::from_secs(10), || ended(pid));
+    wait_until("the orphaned agent to end", Duration::from_secs(10), || {
+        ended(pid)
+    });
 }
 
 #[test]
@@ -115,15 +152,19 @@ fn the_agents_ssh_port_is_no_way_around_external_ssh_off() {
     let (_, id) = only_agent(&server.data());
     let log = server.data().join("workspaces").join(&id).join("agent.log");
     let mut port = None;
-    wait_until("the agent's SSH port in its log", Duration::from_secs(20), || {
-        let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
-        port = text
-            .lines()
-            .find(|l| l.contains("SSH server ready"))
-            .and_then(|l| l.split("port=").nth(1))
-            .and_then(|p| p.split_whitespace().next().map(str::to_owned));
-        port.is_some()
-    });
+    wait_until(
+        "the agent's SSH port in its log",
+        Duration::from_secs(20),
+        || {
+            let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+            port = text
+                .lines()
+                .find(|l| l.contains("SSH server ready"))
+                .and_then(|l| l.split("port=").nth(1))
+                .and_then(|p| p.split_whitespace().next().map(str::to_owned));
+            port.is_some()
+        },
+    );
     let port = port.expect("port");
     server.ok(&["providers", "edit", "built-in", "--external-ssh", "off"]);
     for p in ["22", port.as_str()] {
@@ -134,9 +175,16 @@ fn the_agents_ssh_port_is_no_way_around_external_ssh_off() {
             .expect("tunnel");
         let err = String::from_utf8_lossy(&o.stderr);
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(!o.status.success() && !out.contains("SSH-2.0"), "port {p} reached the SSH server: {out} {err}");
+        assert!(
+            !o.status.success() && !out.contains("SSH-2.0"),
+            "port {p} reached the SSH server: {out} {err}"
+        );
     }
-    let o = server.cmd(&["tunnel", "ws", &port]).stdin(Stdio::null()).output().expect("tunnel");
+    let o = server
+        .cmd(&["tunnel", "ws", &port])
+        .stdin(Stdio::null())
+        .output()
+        .expect("tunnel");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("agent's SSH server"), "{err}");
 }

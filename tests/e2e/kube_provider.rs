@@ -57,11 +57,40 @@ fn workspaces_become_pods_and_their_state_reaches_the_cli() {
             "--home-size",
             "20Gi",
         ],
-        &[("KUBECONFIG", kubeconfig.as_path())],
+        &[
+            ("KUBECONFIG", kubeconfig.as_path()),
+            (
+                "PERIGEE_SERVICE_ACCOUNT",
+                std::path::Path::new("perigee-provider"),
+            ),
+        ],
     );
 
     server.ok(&["create", "w", "--provider", "k8s"]);
     let id = workspace(&server, "w")["id"].as_str().unwrap().to_owned();
+    // The provider reported the account it runs as: no workspace may be given it.
+    wait_until(
+        "the provider's own account is known",
+        Duration::from_secs(15),
+        || {
+            let list: serde_json::Value =
+                serde_json::from_str(&server.ok(&["providers", "ls", "-o", "json"])).unwrap();
+            list.as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|p| p["own_service_account"] == "perigee-provider")
+            })
+        },
+    );
+    server.refused(
+        &[
+            "providers",
+            "edit",
+            "k8s",
+            "--service-account",
+            "perigee-provider",
+        ],
+        "is the service account the provider itself runs as",
+    );
     wait_until(
         "the provider reports w running",
         Duration::from_secs(15),

@@ -24,6 +24,7 @@ mod harness;
 mod isolation;
 mod isolation_restart;
 mod isolation_rules;
+mod kube_builtin;
 mod kube_provider;
 mod netns;
 mod orgs;

@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Server};
+use crate::harness::Server;
 
 /// A minimal CONNECT proxy on loopback; returns its port and the targets it was asked for.
 fn connect_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use relay_core::wire::{Frame, StatusCode};
 
-use crate::harness::{
-    free_port, run_with_stdin, wait_until, Satellite, Server, TempDir, BIN,
-};
+use crate::harness::{free_port, run_with_stdin, wait_until, Satellite, Server, TempDir, BIN};
 
 /// Both CAs in one file, for clients that talk to the server and the satellite.
 pub(crate) fn both_cas(

@@ -56,7 +56,12 @@ fn tunnel_over_webrtc_direct_and_relayed_and_the_switch() {
         // The relayed step needs the agent to reach the edge's TURN relay on the host's
         // loopback, which an isolated workspace cannot (by design; on its own host the
         // direct path always works, shown isolated in tests/e2e/isolation.rs).
-        &["--turn-allow-peers", "127.0.0.0/8", "--workspace-isolation", "off"],
+        &[
+            "--turn-allow-peers",
+            "127.0.0.0/8",
+            "--workspace-isolation",
+            "off",
+        ],
     );
     server.ok(&["create", "rtc"]);
     server.wait_agent("rtc", std::time::Duration::from_secs(30), None);

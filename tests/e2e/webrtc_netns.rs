@@ -40,9 +40,20 @@ impl Net {
             // New namespaces inherit the host's IPv4 forwarding, which isolated workspaces
             // turn on: the edge must not route between agent and client here.
             let off = Command::new("ip")
-                .args(["netns", "exec", &net.ns(r), "sysctl", "-qw", "net.ipv4.ip_forward=0"])
+                .args([
+                    "netns",
+                    "exec",
+                    &net.ns(r),
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=0",
+                ])
                 .status();
-            assert!(off.is_ok_and(|s| s.success()), "forwarding off in {}", net.ns(r));
+            assert!(
+                off.is_ok_and(|s| s.success()),
+                "forwarding off in {}",
+                net.ns(r)
+            );
         }
         let link = |a: &str, a_ip: &str, b: &str, b_ip: &str, n: &str| {
             let (ia, ib) = (format!("v{n}{a}"), format!("v{n}{b}"));
