@@ -151,7 +151,19 @@ pub struct Perigee {
 
 impl Perigee {
     /// Starts a server; `agent_env` is inherited by its local agents (e.g. to force HTTP/2).
+    /// Workspaces are not isolated: the benchmark's targets listen on the host's loopback.
     pub fn start(dir: &Path, bin: &Path, agent_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_isolation(dir, bin, agent_env, "off")
+    }
+
+    /// [`Perigee::start`] with `--workspace-isolation MODE` (`on`: the workspace runs as its
+    /// own uid in its own namespaces, so its targets must listen inside: [`Perigee::netns`]).
+    pub fn start_isolation(
+        dir: &Path,
+        bin: &Path,
+        agent_env: &[(&str, &str)],
+        mode: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let data = dir.join("data");
         let mut server = Command::new(bin)
@@ -163,8 +175,12 @@ impl Perigee {
                 // Two servers run at once in one bench: each its own TURN port.
                 "--turn-address",
                 "127.0.0.1:0",
-                "--data-dir",
+                "--workspace-isolation",
+                mode,
+                "--workspace-home-root",
             ])
+            .arg(dir.join("homes"))
+            .arg("--data-dir")
             .arg(&data)
             .env("PERIGEE_LOG", "warn")
             .envs(agent_env.iter().copied())
@@ -285,6 +301,14 @@ impl Perigee {
             .unwrap_or(0)
     }
 
+    /// The network namespace of the workspace when it is isolated.
+    #[allow(dead_code)] // the isolation benchmark's; other binaries include this file too
+    pub fn netns(&self) -> Option<String> {
+        let dir = self.ca.parent()?.parent()?.join("workspaces").join(&self.workspace_id);
+        let uid = std::fs::read_to_string(dir.join("uid")).ok()?;
+        Some(format!("perigee-{}", uid.trim()))
+    }
+
     pub fn edge_pid(&self) -> u32 {
         self.procs.0[0].id()
     }
@@ -296,6 +320,10 @@ impl Drop for Perigee {
         if self.agent_pid != 0 {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.agent_pid.to_string()])
+                .status();
+            // Its process group (isolated: `unshare` and the agent under it).
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.agent_pid)])
                 .status();
         }
     }

@@ -2,7 +2,7 @@
 //! agent's own SSH server) against OpenSSH to a local sshd, in one run: the wall time of
 //! `ssh HOST true` on a fresh connection, and scp throughput.
 //!
-//! Usage: ssh-bench --perigee PATH [--runs N] [--mb M]
+//! Usage: ssh-bench --perigee PATH [--runs N] [--mb M] [--no-isolated]
 
 #[path = "load.rs"]
 #[allow(dead_code)]
@@ -23,6 +23,7 @@ struct Args {
     runs: usize,
     mb: usize,
     scp_runs: usize,
+    isolated: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -31,6 +32,7 @@ fn args() -> anyhow::Result<Args> {
         runs: 20,
         mb: 200,
         scp_runs: 3,
+        isolated: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -43,10 +45,12 @@ fn args() -> anyhow::Result<Args> {
             "--runs" => a.runs = val()?.parse()?,
             "--mb" => a.mb = val()?.parse()?,
             "--scp-runs" => a.scp_runs = val()?.parse()?,
+            "--no-isolated" => a.isolated = false,
             "--help" | "-h" => {
                 println!(
-                    "ssh-bench [--perigee PATH] [--runs N (ssh true, default 20)] [--mb MB (scp file, default 200)] [--scp-runs N (default 3)]\n\
-                     Compares OpenSSH through perigee (config-ssh, the agent's SSH server) with a local sshd, interleaved."
+                    "ssh-bench [--perigee PATH] [--runs N (ssh true, default 20)] [--mb MB (scp file, default 200)] [--scp-runs N (default 3)] [--no-isolated]\n\
+                     Compares OpenSSH through perigee (config-ssh, the agent's SSH server) with a local sshd, interleaved;\n\
+                     also through an isolated workspace (its own uid and namespaces; needs root) unless --no-isolated."
                 );
                 std::process::exit(0);
             }
@@ -112,33 +116,45 @@ fn main() -> anyhow::Result<()> {
     let a = args()?;
     let work = std::env::temp_dir().join(format!("perigee-ssh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let pg = Perigee::start(&work.join("perigee"), &a.perigee, &[])?;
-    let cfg = work.join("ssh_config");
-    let st = pg
-        .cli(&[
-            "config-ssh",
-            "--ssh-config-file",
-            cfg.to_str().unwrap_or_default(),
-        ])
-        .status()?;
-    anyhow::ensure!(st.success(), "perigee config-ssh failed");
+    // Both ways the built-in provider runs workspaces: as the server's user, and isolated
+    // (its own uid and namespaces; when this host allows it).
+    let mut servers = vec![(
+        "perigee",
+        Perigee::start(&work.join("perigee"), &a.perigee, &[])?,
+    )];
+    if a.isolated {
+        servers.push((
+            "perigee, isolated",
+            Perigee::start_isolation(&work.join("perigee-iso"), &a.perigee, &[], "on")?,
+        ));
+    }
+    let mut ways = Vec::new();
+    for (label, pg) in &servers {
+        let cfg = pg.ca.parent().unwrap_or(&pg.ca).join("ssh_config");
+        let st = pg
+            .cli(&["config-ssh", "--ssh-config-file", cfg.to_str().unwrap_or_default()])
+            .status()?;
+        anyhow::ensure!(st.success(), "perigee config-ssh failed");
+        let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = pg
+            .cli(&[])
+            .get_envs()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+            .collect();
+        ways.push((*label, cfg, env));
+    }
+    let pg = &servers[0].1;
     let cli_dir = pg.ca.parent().unwrap_or(&pg.ca).join("bench-cli-config");
     let key = cli_dir.join("ssh/id_ed25519");
     let (mut sshd, port) = sshd(&work, &key.with_extension("pub"))?;
     let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?
         .trim()
         .to_owned();
-
-    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = pg
-        .cli(&[])
-        .get_envs()
-        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
-        .collect();
-    let via_perigee = |extra: &[&str]| {
+    let via = |way: usize, extra: &[&str]| {
+        let (_, cfg, env) = &ways[way];
         let mut ssh = Command::new(extra[0]);
         ssh.envs(env.iter().cloned())
             .arg("-F")
-            .arg(&cfg)
+            .arg(cfg)
             .args(["-o", "BatchMode=yes", "-o", "Compression=no"])
             .args(&extra[1..]);
         ssh
@@ -163,49 +179,60 @@ fn main() -> anyhow::Result<()> {
     let local = format!("{user}@127.0.0.1");
     let p = port.to_string();
     // Warm-up: host keys, tickets, the CLI's caches.
-    timed(via_perigee(&["ssh", &pg_host, "true"]))?;
+    for w in 0..ways.len() {
+        timed(via(w, &["ssh", &pg_host, "true"]))?;
+    }
     timed(direct(&["ssh", "-p", &p, &local, "true"]))?;
-    let (mut t_pg, mut t_direct) = (Vec::new(), Vec::new());
+    let mut t_pg = vec![Vec::new(); ways.len()];
+    let mut t_direct = Vec::new();
     for _ in 0..a.runs {
-        t_pg.push(timed(via_perigee(&["ssh", &pg_host, "true"]))? * 1e3);
+        for (w, t) in t_pg.iter_mut().enumerate() {
+            t.push(timed(via(w, &["ssh", &pg_host, "true"]))? * 1e3);
+        }
         t_direct.push(timed(direct(&["ssh", "-p", &p, &local, "true"]))? * 1e3);
     }
-    t_pg.sort_by(f64::total_cmp);
+    t_pg.iter_mut().for_each(|t| t.sort_by(f64::total_cmp));
     t_direct.sort_by(f64::total_cmp);
 
     let file = work.join("payload.bin");
     std::fs::write(&file, vec![0x5au8; a.mb << 20])?;
     let f = file.to_str().unwrap_or_default();
-    let (mut s_pg, mut s_direct) = (Vec::new(), Vec::new());
+    let mut s_pg = vec![Vec::new(); ways.len()];
+    let mut s_direct = Vec::new();
     for _ in 0..a.scp_runs.max(1) {
         let dst = format!("{pg_host}:/dev/null");
-        s_pg.push(a.mb as f64 / timed(via_perigee(&["scp", f, &dst]))?);
+        for (w, s) in s_pg.iter_mut().enumerate() {
+            s.push(a.mb as f64 / timed(via(w, &["scp", f, &dst]))?);
+        }
         let dst = format!("{local}:/dev/null");
         s_direct.push(a.mb as f64 / timed(direct(&["scp", "-P", &p, f, &dst]))?);
     }
-    s_pg.sort_by(f64::total_cmp);
+    s_pg.iter_mut().for_each(|s| s.sort_by(f64::total_cmp));
     s_direct.sort_by(f64::total_cmp);
     let _ = sshd.kill();
     let _ = sshd.wait();
-    drop(pg);
+    drop(servers);
     let _ = std::fs::remove_dir_all(&work);
 
-    println!("\n| workload | through perigee | local sshd | ratio |");
-    println!("|---|---|---|---|");
-    let (a50, b50) = (quantile(&t_pg, 0.5), quantile(&t_direct, 0.5));
-    println!(
-        "| `ssh HOST true`, fresh connection, p50 of {} ms | {a50:.1} | {b50:.1} | {:.2}× |",
-        a.runs,
-        a50 / b50
-    );
-    let (a90, b90) = (quantile(&t_pg, 0.9), quantile(&t_direct, 0.9));
-    println!("| same, p90 ms | {a90:.1} | {b90:.1} | {:.2}× |", a90 / b90);
-    let (sa, sb) = (quantile(&s_pg, 0.5), quantile(&s_direct, 0.5));
-    println!(
-        "| `scp` {} MB to /dev/null, median of {}, MB/s | {sa:.0} | {sb:.0} | {:.2}× |",
-        a.mb,
-        s_pg.len(),
-        sa / sb
-    );
+    for (w, (label, _, _)) in ways.iter().enumerate() {
+        println!("\n| workload | through {label} | local sshd | ratio |");
+        println!("|---|---|---|---|");
+        let (t_pg, s_pg) = (&t_pg[w], &s_pg[w]);
+        let (a50, b50) = (quantile(t_pg, 0.5), quantile(&t_direct, 0.5));
+        println!(
+            "| `ssh HOST true`, fresh connection, p50 of {} ms | {a50:.1} | {b50:.1} | {:.2}× |",
+            a.runs,
+            a50 / b50
+        );
+        let (a90, b90) = (quantile(t_pg, 0.9), quantile(&t_direct, 0.9));
+        println!("| same, p90 ms | {a90:.1} | {b90:.1} | {:.2}× |", a90 / b90);
+        let (sa, sb) = (quantile(s_pg, 0.5), quantile(&s_direct, 0.5));
+        println!(
+            "| `scp` {} MB to /dev/null, median of {}, MB/s | {sa:.0} | {sb:.0} | {:.2}× |",
+            a.mb,
+            s_pg.len(),
+            sa / sb
+        );
+    }
     Ok(())
 }

@@ -6,7 +6,12 @@ use std::net::TcpListener;
 
 /// Echoes every byte back; returns the port.
 pub fn echo() -> u16 {
-    serve(|mut s| {
+    echo_in(None)
+}
+
+/// [`echo`] on 127.0.0.1 inside network namespace `ns` (an isolated workspace's).
+pub fn echo_in(ns: Option<&str>) -> u16 {
+    serve(ns, |mut s| {
         let _ = s.set_nodelay(true);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -24,7 +29,12 @@ pub fn echo() -> u16 {
 
 /// Reads until EOF, then answers with the byte count (8 bytes, big-endian); returns the port.
 pub fn sink() -> u16 {
-    serve(|mut s| {
+    sink_in(None)
+}
+
+/// [`sink`] inside network namespace `ns`.
+pub fn sink_in(ns: Option<&str>) -> u16 {
+    serve(ns, |mut s| {
         let mut buf = vec![0u8; 256 * 1024];
         let mut total: u64 = 0;
         loop {
@@ -37,8 +47,8 @@ pub fn sink() -> u16 {
     })
 }
 
-fn serve(handler: fn(std::net::TcpStream)) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind target");
+fn serve(ns: Option<&str>, handler: fn(std::net::TcpStream)) -> u16 {
+    let l = bind(ns);
     let port = l.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
@@ -46,4 +56,26 @@ fn serve(handler: fn(std::net::TcpStream)) -> u16 {
         }
     });
     port
+}
+
+/// A listener on 127.0.0.1 (port 0), made by a thread that entered network namespace `ns`
+/// (the socket stays in it).
+fn bind(ns: Option<&str>) -> TcpListener {
+    let Some(ns) = ns else {
+        return TcpListener::bind("127.0.0.1:0").expect("bind target");
+    };
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).expect("netns");
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns");
+            TcpListener::bind("127.0.0.1:0").expect("bind target in the namespace")
+        })
+        .join()
+        .expect("bind thread")
+    })
 }
