@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-path benchmarks: direct TCP vs perigee vs haproxy and rathole, in one run each,
-# unpinned (throughput, latency, memory) and pinned to one core (latency).
+# unpinned (throughput, latency, memory) and pinned to one core (latency); as root, also
+# what isolating local workspaces costs (target/release/isolation).
 #
 #   benches/run.sh                 # builds release binaries, writes benches/last-run.md
 #   RATHOLE=/path/to/rathole benches/run.sh
@@ -24,4 +25,9 @@ out=benches/last-run.md
   echo "## Satellite: mesh hop and idle tunnels"
   target/release/mesh --perigee target/release/perigee --label unpinned
   taskset -c 0 target/release/mesh --perigee target/release/perigee --label "pinned to core 0" --latency-only
+  if [ "$(id -u)" = 0 ]; then
+    echo
+    echo "## Isolated local workspaces: start time and the port-forward path, off vs on"
+    target/release/isolation --perigee target/release/perigee
+  fi
 } | tee "$out"

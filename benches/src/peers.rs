@@ -324,6 +324,7 @@ impl Drop for Perigee {
             // Its process group (isolated: `unshare` and the agent under it).
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.agent_pid)])
+                .stderr(Stdio::null())
                 .status();
         }
     }
