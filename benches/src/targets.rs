@@ -58,24 +58,7 @@ fn serve(ns: Option<&str>, handler: fn(std::net::TcpStream)) -> u16 {
     port
 }
 
-/// A listener on 127.0.0.1 (port 0), made by a thread that entered network namespace `ns`
-/// (the socket stays in it).
+/// A listener on 127.0.0.1 (port 0) inside network namespace `ns`.
 fn bind(ns: Option<&str>) -> TcpListener {
-    let Some(ns) = ns else {
-        return TcpListener::bind("127.0.0.1:0").expect("bind target");
-    };
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&path).expect("netns");
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .expect("setns");
-            TcpListener::bind("127.0.0.1:0").expect("bind target in the namespace")
-        })
-        .join()
-        .expect("bind thread")
-    })
+    testkit::bind_in_netns(ns).expect("bind target")
 }

@@ -1,5 +1,6 @@
 //! Test support: a real PostgreSQL server started for one test process, on loopback, in a
-//! temporary directory, and stopped (by its PID) when dropped; reading coturn's test client.
+//! temporary directory, and stopped (by its PID) when dropped; reading coturn's test client;
+//! a listener inside another network namespace (an isolated workspace's).
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead as _, BufReader};
@@ -236,4 +237,26 @@ pub fn uclient_totals(out: &str) -> Option<(u64, u64)> {
             .ok()
     };
     Some((num("tot_send_msgs=")?, num("tot_recv_msgs=")?))
+}
+
+/// A TCP listener on 127.0.0.1 (port 0) inside network namespace `ns` (none: this
+/// process's own), for an in-process server standing in for a workspace's program. The
+/// socket is made on a thread that entered the namespace, and stays in it wherever used.
+pub fn bind_in_netns(ns: Option<&str>) -> std::io::Result<TcpListener> {
+    let Some(ns) = ns else {
+        return TcpListener::bind("127.0.0.1:0");
+    };
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path)?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            TcpListener::bind("127.0.0.1:0")
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the bind thread panicked")))
+    })
 }

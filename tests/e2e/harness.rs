@@ -616,27 +616,9 @@ pub fn free_port(ip: &str) -> u16 {
     panic!("no free port pair on {ip}");
 }
 
-/// A TCP listener on 127.0.0.1 (port 0) inside network namespace `ns` (none: the test's
-/// own), for an in-process server standing in for a workspace's program. The socket is made
-/// on a thread that entered the namespace; it stays in that namespace wherever it is used.
+/// A TCP listener on 127.0.0.1 inside network namespace `ns` (`testkit::bind_in_netns`).
 pub fn bind_in_netns(ns: Option<&str>) -> std::net::TcpListener {
-    let Some(ns) = ns else {
-        return std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    };
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&path).expect("netns file");
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .expect("setns");
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind in the workspace")
-        })
-        .join()
-        .expect("bind thread")
-    })
+    testkit::bind_in_netns(ns).expect("bind in the workspace's namespace")
 }
 
 pub fn signal(pid: u32, sig: &str) {
