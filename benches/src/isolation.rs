@@ -63,7 +63,10 @@ fn args() -> anyhow::Result<Args> {
 /// Milliseconds from `perigee create NAME` to its agent's link being up.
 fn start_time(pg: &Perigee, name: &str) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let st = pg.cli(&["create", name]).stdout(std::process::Stdio::null()).status()?;
+    let st = pg
+        .cli(&["create", name])
+        .stdout(std::process::Stdio::null())
+        .status()?;
     anyhow::ensure!(st.success(), "perigee create {name} failed");
     let deadline = t + Duration::from_secs(30);
     loop {
@@ -95,7 +98,10 @@ fn main() -> anyhow::Result<()> {
     let dur = Duration::from_secs_f64(a.secs);
     let mut off = Perigee::start_isolation(&work.join("off"), &a.perigee, &[], "off")?;
     let mut on = Perigee::start_isolation(&work.join("on"), &a.perigee, &[], "on")?;
-    anyhow::ensure!(on.netns().is_some(), "the isolated server did not isolate (run as root)");
+    anyhow::ensure!(
+        on.netns().is_some(),
+        "the isolated server did not isolate (run as root)"
+    );
 
     // Start time, interleaved so drift hits both alike.
     let (mut s_off, mut s_on) = (Vec::new(), Vec::new());
@@ -116,7 +122,12 @@ fn main() -> anyhow::Result<()> {
         let mbps = load::throughput_tcp(s, dur)? / 1e6;
         let lat = load::pingpong_tcp(e, a.samples)?;
         eprintln!("measured {label}");
-        Ok(Path { label, mbps, p50: quantile(&lat, 0.5), p99: quantile(&lat, 0.99) })
+        Ok(Path {
+            label,
+            mbps,
+            p50: quantile(&lat, 0.5),
+            p99: quantile(&lat, 0.99),
+        })
     };
     let mut rows = vec![measure(
         "direct TCP",
@@ -125,7 +136,10 @@ fn main() -> anyhow::Result<()> {
     )?];
     let fwd_off = off.port_forward(&[echo, sink])?;
     let ns = on.netns();
-    let (echo_in, sink_in) = (targets::echo_in(ns.as_deref()), targets::sink_in(ns.as_deref()));
+    let (echo_in, sink_in) = (
+        targets::echo_in(ns.as_deref()),
+        targets::sink_in(ns.as_deref()),
+    );
     let fwd_on = on.port_forward(&[echo_in, sink_in])?;
     // Twice each, alternating: the better of two, as CPU frequency and the other core drift.
     let best = |label, f: &[String], rows: &mut Vec<Path>| -> anyhow::Result<()> {
@@ -150,7 +164,10 @@ fn main() -> anyhow::Result<()> {
             quantile(s, 1.0)
         );
     }
-    println!("\n| path ({} s upload, {} ping-pongs) | MB/s | × direct | RTT p50 µs | RTT p99 µs |", a.secs, a.samples);
+    println!(
+        "\n| path ({} s upload, {} ping-pongs) | MB/s | × direct | RTT p50 µs | RTT p99 µs |",
+        a.secs, a.samples
+    );
     println!("|---|---|---|---|---|");
     let direct = rows[0].mbps;
     for r in &rows {

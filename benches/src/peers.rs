@@ -304,7 +304,12 @@ impl Perigee {
     /// The network namespace of the workspace when it is isolated.
     #[allow(dead_code)] // the isolation benchmark's; other binaries include this file too
     pub fn netns(&self) -> Option<String> {
-        let dir = self.ca.parent()?.parent()?.join("workspaces").join(&self.workspace_id);
+        let dir = self
+            .ca
+            .parent()?
+            .parent()?
+            .join("workspaces")
+            .join(&self.workspace_id);
         let uid = std::fs::read_to_string(dir.join("uid")).ok()?;
         Some(format!("perigee-{}", uid.trim()))
     }

@@ -132,7 +132,11 @@ fn main() -> anyhow::Result<()> {
     for (label, pg) in &servers {
         let cfg = pg.ca.parent().unwrap_or(&pg.ca).join("ssh_config");
         let st = pg
-            .cli(&["config-ssh", "--ssh-config-file", cfg.to_str().unwrap_or_default()])
+            .cli(&[
+                "config-ssh",
+                "--ssh-config-file",
+                cfg.to_str().unwrap_or_default(),
+            ])
             .status()?;
         anyhow::ensure!(st.success(), "perigee config-ssh failed");
         let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = pg

@@ -156,6 +156,31 @@ impl Decision<'_> {
             (true, Some(h)) if h.parse::<IpAddr>().is_err() => (access_url.to_owned(), vec![h]),
             _ => (format!("{scheme}://{GATEWAY}:{}", main.port()), Vec::new()),
         };
+        self.finish(data_dir, ports, aliases, agent_url).map(Some)
+    }
+
+    /// The provisioner's isolation settings for `perigee workspace-provider`: no edge runs
+    /// here, so workspaces reach their agents' URLs (the control plane, a satellite, the
+    /// provider's access URL) like any other address outside the host.
+    pub(crate) fn config_for_provider(
+        &self,
+        data_dir: &Path,
+        agent_url: &str,
+    ) -> anyhow::Result<Option<provider::IsolationConfig>> {
+        if !self.is_on() {
+            return Ok(None);
+        }
+        self.finish(data_dir, Vec::new(), Vec::new(), agent_url.to_owned())
+            .map(Some)
+    }
+
+    fn finish(
+        &self,
+        data_dir: &Path,
+        ports: Vec<EdgePort>,
+        aliases: Vec<String>,
+        agent_url: String,
+    ) -> anyhow::Result<provider::IsolationConfig> {
         let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         let home_root = &self.args.workspace_home_root;
         anyhow::ensure!(
@@ -163,13 +188,13 @@ impl Decision<'_> {
             "--workspace-home-root {} is inside the data directory, which workspaces must not reach",
             home_root.display()
         );
-        Ok(Some(provider::IsolationConfig {
+        Ok(provider::IsolationConfig {
             home_root: home_root.clone(),
             uid_range: self.args.workspace_uid_range,
             registry: UidRegistry::new(&self.args.workspace_uid_registry),
             network: Network::new(&data_dir, ports, aliases, self.args.workspace_dns),
             agent_url,
-        }))
+        })
     }
 }
 

@@ -40,6 +40,8 @@ pub(crate) struct ProviderArgs {
     provisioner: String,
     #[command(flatten)]
     kube: crate::kube_args::KubeArgs,
+    #[command(flatten)]
+    isolation: crate::isolation_args::IsolationArgs,
     /// Serve `/livez` and `/healthz` (200 while the control plane answers heartbeats) for
     /// Kubernetes probes on this TCP address, e.g. 0.0.0.0:8080 [default: off].
     #[arg(long, env = "PERIGEE_HEALTH_ADDRESS")]
@@ -78,6 +80,8 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
             }
         },
     };
+    // Without isolation, only the deployment's admins may create workspaces here.
+    let admins_only = matches!(&provisioner, Some(Runner::Local(p)) if p.single_user());
     let mut reports: Vec<serde_json::Value> = Vec::new();
     let every = Duration::from_secs(a.heartbeat_secs);
     let health = crate::provider_health::Health::new(every);
@@ -98,6 +102,7 @@ pub(crate) async fn run(a: ProviderArgs) -> anyhow::Result<()> {
                 "heartbeat_secs": a.heartbeat_secs,
                 "error": problem,
                 "service_account": a.kube.own_service_account,
+                "admins_only": admins_only,
                 "workspaces": reports,
             }))
             .send()
@@ -150,18 +155,26 @@ async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
         return Ok(Runner::Kube(a.kube.provisioner().await?));
     }
     let dir = startup(a)?;
-    Ok(Runner::Local(provider::LocalProvisioner::new(
-        provider::LocalProvisionerConfig {
-            root: dir.join("workspaces"),
-            exe: std::env::current_exe()
-                .map_err(|e| format!("locating the perigee binary: {e}"))?,
-            agent_url: url.to_owned(),
-            ca_cert: a.ca_cert.clone(),
-            exec_prefix: Vec::new(),
-            isolation: None,
-            single_user: false,
-        },
-    )))
+    let decision = a
+        .isolation
+        .decide(false)
+        .map_err(|e| format!("startup failed: {e:#}"))?;
+    let isolation = decision
+        .config_for_provider(&dir, url)
+        .map_err(|e| format!("startup failed: {e:#}"))?;
+    let local = provider::LocalProvisioner::new(provider::LocalProvisionerConfig {
+        root: dir.join("workspaces"),
+        exe: std::env::current_exe().map_err(|e| format!("locating the perigee binary: {e}"))?,
+        agent_url: url.to_owned(),
+        ca_cert: a.ca_cert.clone(),
+        exec_prefix: Vec::new(),
+        single_user: decision.single_user(),
+        isolation,
+    });
+    local
+        .install_network()
+        .map_err(|e| format!("startup failed: setting up the workspace network: {e}"))?;
+    Ok(Runner::Local(local))
 }
 
 /// The provisioner this deployment runs.

@@ -331,6 +331,17 @@ async fn create_workspace(
     };
     let (ws, agent_token, provider) = cp.store.create_workspace(&new).await?;
     if !provider.built_in {
+        if provider.admins_only && user.role != "admin" {
+            let _ = cp.store.delete_workspace(&ws.id).await;
+            return Err(ApiError::forbidden(format!(
+                "provider {:?} runs workspaces as its own user on its host (its \
+                 `perigee workspace-provider` is not root on Linux, so workspaces cannot be \
+                 isolated there): only admins may create workspaces on it; choose another \
+                 provider with --provider, or ask an admin to run it as root or on Kubernetes",
+                provider.name
+            ))
+            .on("provider"));
+        }
         // A remote provider's own `perigee workspace-provider` provisions it.
         return Ok(Json(view(&cp, ws)));
     }

@@ -221,7 +221,7 @@ fn schemas() -> Value {
                 "orgs": strings(), "workspaces": i(), "created_at": i(),
                 "last_heartbeat_at": nullable("integer"), "version": nullable("string"),
                 "cordon_reason": nullable("string"), "cordoned_at": nullable("integer"),
-                "own_service_account": nullable("string"),
+                "own_service_account": nullable("string"), "admins_only": b(),
                 "settings": r("ProviderSettings"), "effective_affinity": { "type": "object" }
             })
         ),
@@ -371,7 +371,7 @@ pub fn document() -> Value {
         "/api/v2/providers/heartbeat": { "post": op("A provider's deployment reports in (REMOTE token)", "providers",
             Some(closed(&["version", "heartbeat_secs"], json!({
                 "version": s(), "heartbeat_secs": { "type": "integer" }, "error": nullable("string"),
-                "service_account": nullable("string"),
+                "service_account": nullable("string"), "admins_only": { "type": "boolean" },
                 "workspaces": array(r("WorkspaceReport"))
             }))),
             object(&["name", "control_plane_version", "workspaces"], json!({

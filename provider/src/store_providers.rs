@@ -40,6 +40,9 @@ pub struct Provider {
     /// The Kubernetes service account its own deployment runs as (reported with its
     /// heartbeat): never a workspace's.
     pub own_service_account: Option<String>,
+    /// Its deployment runs workspaces without isolation (a local provisioner not run as
+    /// root): only admins may create workspaces there.
+    pub admins_only: bool,
     /// Why it takes no new workspaces (`None`: not cordoned).
     pub cordon_reason: Option<String>,
     /// When it was cordoned (Unix seconds).
@@ -83,6 +86,10 @@ pub struct ProviderHeartbeat {
     /// given.
     #[serde(default)]
     pub service_account: Option<String>,
+    /// It runs workspaces without isolation, as its own user: only admins may create
+    /// workspaces on it.
+    #[serde(default)]
+    pub admins_only: bool,
     /// Where each of its workspaces is, as its provisioner sees it.
     #[serde(default)]
     pub workspaces: Vec<WorkspaceReport>,
@@ -124,7 +131,7 @@ pub(crate) const SELECT: &str = "SELECT p.id, p.name, p.built_in, p.is_default, 
     p.hostname, p.cluster_address, p.namespace, p.created_at, p.last_heartbeat_at, p.heartbeat_secs, p.version, \
     (SELECT COUNT(*) FROM workspaces w WHERE w.provider_id = p.id), \
     (SELECT string_agg(o.name, ',') FROM provider_orgs a JOIN orgs o ON o.id = a.org_id WHERE a.provider_id = p.id), \
-    p.settings, p.cordon_reason, p.cordoned_at, p.own_service_account \
+    p.settings, p.cordon_reason, p.cordoned_at, p.own_service_account, p.admins_only \
     FROM providers p";
 
 pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Provider, sqlx::Error> {
@@ -143,6 +150,7 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Provider, sqlx::Error> {
         cordon_reason: r.try_get(16)?,
         cordoned_at: r.try_get(17)?,
         own_service_account: r.try_get(18)?,
+        admins_only: r.try_get::<i64, _>(19)? != 0,
         id: r.try_get(0)?,
         name: r.try_get(1)?,
         built_in: r.try_get::<i64, _>(2)? != 0,
@@ -209,13 +217,14 @@ impl Store {
         hb: &ProviderHeartbeat,
     ) -> Result<(), sqlx::Error> {
         let status = if hb.error.is_some() { "error" } else { "ready" };
-        sqlx::query("UPDATE providers SET status = $1, status_message = $2, last_heartbeat_at = $3, heartbeat_secs = $4, version = $5, own_service_account = $6 WHERE id = $7 AND built_in = 0")
+        sqlx::query("UPDATE providers SET status = $1, status_message = $2, last_heartbeat_at = $3, heartbeat_secs = $4, version = $5, own_service_account = $6, admins_only = $7 WHERE id = $8 AND built_in = 0")
             .bind(status)
             .bind(&hb.error)
             .bind(now())
             .bind(i64::try_from(hb.heartbeat_secs).unwrap_or(i64::MAX))
             .bind(&hb.version)
             .bind(hb.service_account.as_deref().filter(|s| !s.is_empty()))
+            .bind(i64::from(hb.admins_only))
             .bind(id)
             .execute(&self.pool)
             .await?;

@@ -22,6 +22,7 @@ mod fake_k8s;
 mod forward;
 mod harness;
 mod isolation;
+mod isolation_provider;
 mod isolation_restart;
 mod isolation_rules;
 mod kube_builtin;
