@@ -188,6 +188,7 @@ impl Decision<'_> {
             "--workspace-home-root {} is inside the data directory, which workspaces must not reach",
             home_root.display()
         );
+        perigee_isolate::home::check_root(home_root)?;
         Ok(provider::IsolationConfig {
             home_root: home_root.clone(),
             uid_range: self.args.workspace_uid_range,

@@ -26,6 +26,32 @@ pub fn home(base: &Path) -> PathBuf {
     base.join("home")
 }
 
+/// Makes `root` (0711) and checks that a workspace's uid can pass through every directory
+/// above it: a home it cannot reach would leave its agent unable to start.
+pub fn check_root(root: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(root)
+        .map_err(|e| Error::io("creating", root, e))?;
+    set_mode(root, 0o711)?;
+    for dir in root.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io("reading", dir, e))?;
+        if meta.mode() & 0o001 == 0 {
+            return Err(Error::Config(format!(
+                "--workspace-home-root {}: workspaces cannot reach it, {} is closed to other \
+                 users (mode {:o}); give it o+x (chmod o+x {}) or choose another root",
+                root.display(),
+                dir.display(),
+                meta.mode() & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Creates `<root>/<id>` (root-owned, 0711, as is `root`) and returns it.
 pub fn prepare_base(root: &Path, id: &str) -> Result<PathBuf, Error> {
     let base = base(root, id);
@@ -127,6 +153,21 @@ fn move_dir(from: &Path, to: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn a_home_root_behind_a_closed_directory_is_refused_with_the_fix() {
+        let t = std::env::temp_dir().join(format!("perigee-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("closed")).expect("dir");
+        set_mode(&t.join("closed"), 0o700).expect("chmod");
+        let e = check_root(&t.join("closed/homes")).expect_err("closed parent");
+        assert!(e.to_string().contains("chmod o+x"), "{e}");
+        set_mode(&t.join("closed"), 0o755).expect("chmod");
+        check_root(&t.join("closed/homes")).expect("open parent");
+        let mode = std::fs::metadata(t.join("closed/homes")).expect("m").mode() & 0o777;
+        assert_eq!(mode, 0o711);
+        let _ = std::fs::remove_dir_all(&t);
+    }
 
     #[test]
     fn an_old_home_moves_intact_and_links_are_not_followed() {

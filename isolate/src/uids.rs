@@ -151,11 +151,21 @@ impl UidRegistry {
 
     fn lock(&self) -> Result<std::fs::File, Error> {
         use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| Error::io("creating", &self.dir, e))?;
+        // Parents as the system makes them (e.g. /var/lib/perigee, which also holds the
+        // homes workspaces must reach), the registry itself private.
+        if let Some(parent) = self.dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| Error::io("creating", parent, e))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("creating", &self.dir, e))
+            }
+            _ => {}
+        }
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         let path = self.dir.join(".lock");
         let file = std::fs::OpenOptions::new()

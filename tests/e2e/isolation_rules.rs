@@ -206,3 +206,23 @@ fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+#[test]
+fn the_default_home_root_is_reachable_from_workspaces() {
+    // What `perigee server` as root uses with no flags (the quick start): the uid registry
+    // and the homes share /var/lib/perigee, which must stay open to the workspaces' uids.
+    let tmp = TempDir::new("default-root");
+    let server = Server::start_full(
+        &tmp.0,
+        "127.0.0.1:0",
+        &[],
+        &[],
+        &["--workspace-isolation", "on", "--workspace-home-root", "/var/lib/perigee/workspaces"],
+    );
+    server.ok(&["create", "dflt"]);
+    server.wait_agent("dflt", Duration::from_secs(30), None);
+    let id = server.workspace("dflt")["id"].as_str().expect("id").to_owned();
+    assert!(Path::new("/var/lib/perigee/workspaces").join(&id).join("home").is_dir());
+    server.ok(&["delete", "dflt"]);
+    assert!(!Path::new("/var/lib/perigee/workspaces").join(&id).exists(), "the home went with it");
+}
