@@ -148,6 +148,18 @@ fn main() -> anyhow::Result<()> {
         rows.push(if x.mbps >= y.mbps { x } else { y });
         Ok(())
     };
+    // The peer: two haproxy processes with TLS 1.3 between them (the same hop count as an
+    // edge and an agent), to the host's targets.
+    let haproxy = std::process::Command::new("haproxy").arg("-v").output().is_ok();
+    let _pair = if haproxy {
+        let (p1, e) = peers::haproxy_pair(&work.join("haproxy-echo"), echo)?;
+        let (p2, s) = peers::haproxy_pair(&work.join("haproxy-sink"), sink)?;
+        rows.push(measure("haproxy pair (TLS 1.3 between)", &e, &s)?);
+        Some((p1, p2))
+    } else {
+        eprintln!("haproxy not found (apt install haproxy): no peer row");
+        None
+    };
     best("port-forward, isolation off", &fwd_off, &mut rows)?;
     best("port-forward, isolation on", &fwd_on, &mut rows)?;
     drop(off);
