@@ -85,6 +85,19 @@ pub fn prepare_home(base: &Path, uid: u32, old: Option<&Path>) -> Result<PathBuf
     Ok(home)
 }
 
+/// The workspace's own temporary directories in `base`, `tmp/` and `var-tmp/` (mode 1777,
+/// as `/tmp` is), bound over `/tmp` and `/var/tmp` inside it; returns `tmp/`.
+pub fn prepare_tmp(base: &Path) -> Result<PathBuf, Error> {
+    for name in ["tmp", "var-tmp"] {
+        let dir = base.join(name);
+        if !dir.exists() {
+            std::fs::create_dir(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        }
+        set_mode(&dir, 0o1777)?;
+    }
+    Ok(base.join("tmp"))
+}
+
 /// Writes `name` in `base`, owned by `uid` with `mode` (written afresh each start).
 pub fn install_file(
     base: &Path,

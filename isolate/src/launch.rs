@@ -1,7 +1,7 @@
 //! Starting a process inside a workspace: in its network namespace (with its `/etc` files
 //! bound by `ip netns exec`), as the first process of a new PID namespace with its own
-//! `/proc`, as its uid with no groups, no capabilities and no way to gain any
-//! (`no_new_privs`), with a cleared environment.
+//! `/proc` and private `/tmp`, `/var/tmp` and `/dev/shm`, as its uid with no groups, no
+//! capabilities and no way to gain any (`no_new_privs`), with a cleared environment.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,6 +25,14 @@ pub fn command(
         find(name).ok_or_else(|| Error::Config(format!("`{name}` is not installed")))
     };
     let (ip, unshare, setpriv) = (tool("ip")?, tool("unshare")?, tool("setpriv")?);
+    let (sh, mount) = (tool("sh")?, tool("mount")?);
+    // Still root, in the new mount namespace (private: nothing propagates to the host):
+    // the shared temporary directories are replaced by the workspace's own.
+    let private_tmp = format!(
+        "set -e; m={m}; $m --bind \"$1\" /tmp; $m --bind \"$2\" /var/tmp; \
+         $m -t tmpfs -o nosuid,nodev,mode=1777,size=256m tmpfs /dev/shm; shift 2; exec \"$@\"",
+        m = mount.display()
+    );
     let uid = account.uid.to_string();
     let mut cmd = Command::new(ip);
     cmd.args(["netns", "exec", &netns_name(account.uid)])
@@ -32,6 +40,10 @@ pub fn command(
         // The agent is PID 1 of the namespace: when it ends, every process of the
         // workspace ends with it.
         .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+        .arg(sh)
+        .args(["-c", &private_tmp, "sh"])
+        .arg(&account.tmp)
+        .arg(account.tmp.with_file_name("var-tmp"))
         .arg(setpriv)
         .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
         .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"])

@@ -97,6 +97,9 @@ pub struct Account {
     pub home: PathBuf,
     /// Login shell.
     pub shell: PathBuf,
+    /// Its own `/tmp` (the host's is shared by everyone on it); `var-tmp` beside it is its
+    /// `/var/tmp`.
+    pub tmp: PathBuf,
 }
 
 /// One server's workspace network: its nftables table and what workspaces may reach.

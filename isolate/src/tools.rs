@@ -6,11 +6,13 @@ use std::process::{Command, Stdio};
 use crate::Error;
 
 /// The tools isolation needs, with the Debian package that has each.
-pub(crate) const NEEDED: [(&str, &str); 4] = [
+pub(crate) const NEEDED: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("unshare", "util-linux"),
     ("setpriv", "util-linux"),
+    ("mount", "mount"),
+    ("sh", "dash"),
 ];
 
 /// The absolute path of `tool` in the usual system directories (a server may run with a

@@ -81,6 +81,7 @@ impl IsolationConfig {
             uid,
             home,
             shell: launch::default_shell(),
+            tmp: home::prepare_tmp(&base)?,
         };
         self.network.up(&account)?;
         Ok(Prepared {

@@ -285,6 +285,26 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
             "{out}"
         );
     }
+    // /tmp, /var/tmp and /dev/shm are each workspace's own: what carol leaves there with
+    // the default (world-readable) mode, and what the host keeps there, bob does not see.
+    carol.sh_ok(
+        "w2",
+        "umask 022; echo carol-tmp > /tmp/carol-note; echo carol-shm > /dev/shm/carol-note; \
+         echo carol-vartmp > /var/tmp/carol-note",
+    );
+    let host_note = std::env::temp_dir().join(format!("perigee-host-note-{}", std::process::id()));
+    std::fs::write(&host_note, "host-tmp").expect("host note");
+    for path in [
+        "/tmp/carol-note".to_owned(),
+        "/dev/shm/carol-note".to_owned(),
+        "/var/tmp/carol-note".to_owned(),
+        host_note.display().to_string(),
+    ] {
+        let (ok, out, _) = bob.sh("w1", &format!("cat '{path}'"));
+        assert!(!ok, "bob read {path}: {out}");
+    }
+    assert_eq!(carol.sh_ok("w2", "cat /tmp/carol-note /dev/shm/carol-note"), "carol-tmp\ncarol-shm\n");
+    let _ = std::fs::remove_file(&host_note);
     let (ok, out, _) = bob.sh("w1", &format!("ls '{}'", data.display()));
     assert!(!ok, "bob listed the data directory: {out}");
     // The server's processes are not even visible.
