@@ -30,7 +30,9 @@ pub fn command(
     // the shared temporary directories are replaced by the workspace's own.
     let private_tmp = format!(
         "set -e; m={m}; $m --bind \"$1\" /tmp; $m --bind \"$2\" /var/tmp; \
-         $m -t tmpfs -o nosuid,nodev,mode=1777,size=256m tmpfs /dev/shm; shift 2; exec \"$@\"",
+         $m -t tmpfs -o nosuid,nodev,mode=1777,size=256m tmpfs /dev/shm; \
+         if [ -d /run/lock ]; then $m -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=1m tmpfs /run/lock; fi; \
+         shift 2; exec \"$@\"",
         m = mount.display()
     );
     let uid = account.uid.to_string();
@@ -39,7 +41,8 @@ pub fn command(
         .arg(unshare)
         // The agent is PID 1 of the namespace: when it ends, every process of the
         // workspace ends with it.
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+        // Its own System V and POSIX IPC objects too (shared memory, queues, semaphores).
+        .args(["--pid", "--ipc", "--fork", "--mount-proc", "--kill-child", "--"])
         .arg(sh)
         .args(["-c", &private_tmp, "sh"])
         .arg(&account.tmp)
