@@ -42,7 +42,14 @@ pub fn command(
         // The agent is PID 1 of the namespace: when it ends, every process of the
         // workspace ends with it.
         // Its own System V and POSIX IPC objects too (shared memory, queues, semaphores).
-        .args(["--pid", "--ipc", "--fork", "--mount-proc", "--kill-child", "--"])
+        .args([
+            "--pid",
+            "--ipc",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "--",
+        ])
         .arg(sh)
         .args(["-c", &private_tmp, "sh"])
         .arg(&account.tmp)

@@ -323,6 +323,13 @@ impl Network {
     fn write_etc(&self, ns: &str, a: &Account) -> Result<(), Error> {
         let dir = Path::new(NETNS_ETC).join(ns);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        // Root only: `ip netns exec` binds the files over /etc for the workspace, which so
+        // reads its own; no workspace lists another's user name here.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("securing", &dir, e))?;
+        }
         let write = |name: &str, text: String| {
             let p = dir.join(name);
             std::fs::write(&p, text).map_err(|e| Error::io("writing", p, e))

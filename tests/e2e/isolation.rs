@@ -271,12 +271,15 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
     // carol's file, and the server's secrets.
     carol.sh_ok("w2", "echo carol-secret > ~/secret.txt");
     let carol_home = carol.sh_ok("w2", "echo $HOME").trim().to_owned();
+    let carol_uid = carol.sh_ok("w2", "id -u").trim().to_owned();
+    assert_ne!(carol_uid, uid.to_string(), "two workspaces, two uids");
     let data = server.data();
     for path in [
         data.join("admin-token"),
         data.join("perigee.db"),
         data.join("tls/ca-key.pem"),
         PathBuf::from(&carol_home).join("secret.txt"),
+        PathBuf::from(format!("/etc/netns/perigee-{carol_uid}/passwd")),
     ] {
         let (ok, out, _) = bob.sh("w1", &format!("cat '{}'", path.display()));
         assert!(!ok, "bob read {}: {out}", path.display());
@@ -303,7 +306,10 @@ fn a_members_workspace_reaches_nothing_of_the_server_nor_of_another_user() {
         let (ok, out, _) = bob.sh("w1", &format!("cat '{path}'"));
         assert!(!ok, "bob read {path}: {out}");
     }
-    assert_eq!(carol.sh_ok("w2", "cat /tmp/carol-note /dev/shm/carol-note"), "carol-tmp\ncarol-shm\n");
+    assert_eq!(
+        carol.sh_ok("w2", "cat /tmp/carol-note /dev/shm/carol-note"),
+        "carol-tmp\ncarol-shm\n"
+    );
     let _ = std::fs::remove_file(&host_note);
     let (ok, out, _) = bob.sh("w1", &format!("ls '{}'", data.display()));
     assert!(!ok, "bob listed the data directory: {out}");

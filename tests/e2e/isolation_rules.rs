@@ -217,12 +217,26 @@ fn the_default_home_root_is_reachable_from_workspaces() {
         "127.0.0.1:0",
         &[],
         &[],
-        &["--workspace-isolation", "on", "--workspace-home-root", "/var/lib/perigee/workspaces"],
+        &[
+            "--workspace-isolation",
+            "on",
+            "--workspace-home-root",
+            "/var/lib/perigee/workspaces",
+        ],
     );
     server.ok(&["create", "dflt"]);
     server.wait_agent("dflt", Duration::from_secs(30), None);
-    let id = server.workspace("dflt")["id"].as_str().expect("id").to_owned();
-    assert!(Path::new("/var/lib/perigee/workspaces").join(&id).join("home").is_dir());
+    let id = server.workspace("dflt")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(Path::new("/var/lib/perigee/workspaces")
+        .join(&id)
+        .join("home")
+        .is_dir());
     server.ok(&["delete", "dflt"]);
-    assert!(!Path::new("/var/lib/perigee/workspaces").join(&id).exists(), "the home went with it");
+    assert!(
+        !Path::new("/var/lib/perigee/workspaces").join(&id).exists(),
+        "the home went with it"
+    );
 }
