@@ -616,6 +616,62 @@ pub fn free_port(ip: &str) -> u16 {
     panic!("no free port pair on {ip}");
 }
 
+/// A network namespace of the test's, joined to this host by a veth: `NET.1` on the host's
+/// side, `NET.2` inside (`addr`), with its default route back through the host. Removed with
+/// its `/etc/netns` files on drop.
+pub struct LinkedNetns {
+    pub ns: String,
+    pub addr: String,
+}
+
+impl LinkedNetns {
+    /// Namespace `ns` on /24 `net` (e.g. `10.77.61`); `link` names the veth's ends.
+    pub fn new(ns: &str, link: &str, net: &str) -> Self {
+        let (host, inner) = (format!("{link}h"), format!("{link}i"));
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", ns]);
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", ns,
+        ]);
+        ip(&["addr", "add", &format!("{net}.1/24"), "dev", &host]);
+        ip(&["link", "set", &host, "up"]);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{net}.2/24"),
+            "dev",
+            &inner,
+        ]);
+        ip(&["-n", ns, "link", "set", &inner, "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{net}.1"),
+        ]);
+        Self {
+            ns: ns.to_owned(),
+            addr: format!("{net}.2"),
+        }
+    }
+}
+
+impl Drop for LinkedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.ns));
+    }
+}
+
 /// A TCP listener on 127.0.0.1 inside network namespace `ns` (`testkit::bind_in_netns`).
 pub fn bind_in_netns(ns: Option<&str>) -> std::net::TcpListener {
     testkit::bind_in_netns(ns).expect("bind in the workspace's namespace")

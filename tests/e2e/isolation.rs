@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{ip, run_with_stdin, wait_until, Server, TempDir, BIN};
+use crate::harness::{run_with_stdin, wait_until, Server, TempDir, BIN};
 
 const MARKER: &str = "PERIGEE_TEST_MARKER";
 const MARKER_VALUE: &str = "server-secret-1d9f7a";
@@ -117,7 +117,8 @@ fn host_service() -> (u16, Arc<AtomicBool>) {
 /// A namespace of the test's playing "the internet": a TCP greeter and a DNS server that
 /// answers `outside.test`.
 struct Outside {
-    ns: String,
+    /// Dropped after `Drop::drop` ended the processes in it.
+    _net: crate::harness::LinkedNetns,
     addr: String,
     children: Vec<std::process::Child>,
 }
@@ -149,29 +150,12 @@ while True:
 
 impl Outside {
     fn start(tag: u32) -> Self {
-        let ns = format!("pout{tag}");
-        let (host, inner) = (format!("vo{tag}h"), format!("vo{tag}i"));
-        let net = 60 + (tag % 100);
-        let (gw, addr) = (format!("10.77.{net}.1"), format!("10.77.{net}.2"));
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        ip(&["netns", "add", &ns]);
-        ip(&[
-            "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", &ns,
-        ]);
-        ip(&["addr", "add", &format!("{gw}/24"), "dev", &host]);
-        ip(&["link", "set", &host, "up"]);
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            &inner,
-        ]);
-        ip(&["-n", &ns, "link", "set", &inner, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &ns, "route", "add", "default", "via", &gw]);
+        let net = crate::harness::LinkedNetns::new(
+            &format!("pout{tag}"),
+            &format!("vo{tag}"),
+            &format!("10.77.{}", 60 + tag % 100),
+        );
+        let (ns, addr) = (net.ns.clone(), net.addr.clone());
         let py = |script: &str| {
             Command::new("ip")
                 .args(["netns", "exec", &ns, "python3", "-c", script, &addr])
@@ -180,7 +164,11 @@ impl Outside {
                 .expect("python3")
         };
         let children = vec![py(DNS_PY), py(GREETER_PY)];
-        let me = Self { ns, addr, children };
+        let me = Self {
+            _net: net,
+            addr,
+            children,
+        };
         wait_until("the outside greeter", Duration::from_secs(10), || {
             let mut s = String::new();
             std::net::TcpStream::connect((me.addr.as_str(), 8000))
@@ -198,7 +186,6 @@ impl Drop for Outside {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 

@@ -6,66 +6,24 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{ip, wait_ready, wait_until, Server, TempDir, BIN};
+use crate::harness::{wait_ready, wait_until, LinkedNetns, Server, TempDir, BIN};
 
-/// A namespace for the control plane, joined to the host by a veth: 10.78.N.2 inside.
-struct Elsewhere {
-    ns: String,
-    addr: String,
-}
-
-impl Elsewhere {
-    fn new(n: u32) -> Self {
-        let ns = format!("pcp{n}");
-        let (host, inner) = (format!("vc{n}h"), format!("vc{n}i"));
-        let net = 10 + n % 200;
-        let addr = format!("10.78.{net}.2");
-        let _ = Command::new("ip")
-            .args(["netns", "del", &ns])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &ns]);
-        ip(&[
-            "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", &ns,
-        ]);
-        ip(&["addr", "add", &format!("10.78.{net}.1/24"), "dev", &host]);
-        ip(&["link", "set", &host, "up"]);
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            &inner,
-        ]);
-        ip(&["-n", &ns, "link", "set", &inner, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.78.{net}.1"),
-        ]);
-        let etc = format!("/etc/netns/{ns}");
-        std::fs::create_dir_all(&etc).expect("/etc/netns");
-        std::fs::write(
-            format!("{etc}/hosts"),
-            format!("127.0.0.1 localhost\n{addr} cp.pg.test\n"),
-        )
-        .expect("hosts");
-        Self { ns, addr }
-    }
-}
-
-impl Drop for Elsewhere {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.ns));
-    }
+/// A namespace for the control plane, joined to the host by a veth, where `cp.pg.test`
+/// names its address.
+fn elsewhere(n: u32) -> LinkedNetns {
+    let net = LinkedNetns::new(
+        &format!("pcp{n}"),
+        &format!("vc{n}"),
+        &format!("10.78.{}", 10 + n % 200),
+    );
+    let etc = format!("/etc/netns/{}", net.ns);
+    std::fs::create_dir_all(&etc).expect("/etc/netns");
+    std::fs::write(
+        format!("{etc}/hosts"),
+        format!("127.0.0.1 localhost\n{} cp.pg.test\n", net.addr),
+    )
+    .expect("hosts");
+    net
 }
 
 /// `providers create NAME` on `server`; returns the REMOTE token.
@@ -142,7 +100,7 @@ impl Drop for Deployment {
 #[test]
 fn a_remote_providers_local_workspaces_are_isolated_too() {
     let tmp = TempDir::new("iso-provider");
-    let cp = Elsewhere::new(std::process::id() % 1000);
+    let cp = elsewhere(std::process::id() % 1000);
     let port = 7443;
     let server = Server::start_full(
         &tmp.0,
