@@ -570,11 +570,11 @@ async fn create_ticket(
     }
     let ice_servers = match (&cp.turn_secret, provider.as_ref()) {
         (Some(secret), Some(p)) if p.settings.features.networking_v2 => {
-            let username = turn::auth::ephemeral_username(
+            let username = relay_core::turn_creds::ephemeral_username(
                 relay_core::unix_now() + TURN_CREDENTIAL_SECS,
                 &user.id,
             );
-            let credential = turn::auth::ephemeral_password(secret, &username);
+            let credential = relay_core::turn_creds::ephemeral_password(secret, &username);
             cp.healthy_edges()
                 .await?
                 .into_iter()

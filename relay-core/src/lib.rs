@@ -30,6 +30,7 @@ pub mod splice;
 pub mod stun;
 pub mod ticket;
 pub mod tls;
+pub mod turn_creds;
 pub mod token;
 pub mod wire;
 pub mod wsframe;

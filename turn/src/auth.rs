@@ -3,21 +3,10 @@
 //! `base64(HMAC-SHA1(secret, username))`, so an edge checks credentials without a lookup
 //! and they stop working at EXPIRY. Nonces are stateless (time plus a MAC) and go stale.
 
-use base64::Engine as _;
-
 /// How long a nonce stays fresh.
 pub const NONCE_LIFETIME_SECS: u64 = 600;
 
-/// The password for an ephemeral `username` under `secret`.
-pub fn ephemeral_password(secret: &[u8], username: &str) -> String {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
-    base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&k, username.as_bytes()))
-}
-
-/// An ephemeral username valid until `expiry` for `user`.
-pub fn ephemeral_username(expiry: u64, user: &str) -> String {
-    format!("{expiry}:{user}")
-}
+pub use relay_core::turn_creds::{ephemeral_password, ephemeral_username};
 
 pub use relay_core::stun::long_term_key;
 
