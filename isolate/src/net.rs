@@ -196,6 +196,25 @@ impl Network {
                 );
             }
         }
+        // What the translations above lead to, and nothing else: another table's rules (a
+        // stale one naming a veth since reused) cannot open a hole in this one.
+        let mut targets: Vec<String> = self
+            .edge
+            .iter()
+            .map(|e| format!("{} . {} . {}", e.proto.as_str(), e.to.ip(), e.to.port()))
+            .collect();
+        if let Dns::Loopback(resolver, _) = &self.dns {
+            targets.push(format!("tcp . {resolver} . 53"));
+            targets.push(format!("udp . {resolver} . 53"));
+        }
+        let translated = if targets.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "    iifname @ifs ct status dnat meta l4proto . ip daddr . th dport {{ {} }} accept\n",
+                targets.join(", ")
+            )
+        };
         let elements = if ifs.is_empty() {
             String::new()
         } else {
@@ -210,7 +229,7 @@ impl Network {
              \x20 chain ws_prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{pre}  }}\n\
              \x20 chain ws_input {{\n    type filter hook input priority filter; policy accept;\n\
              \x20   iifname @ifs ct state established,related accept\n\
-             \x20   iifname @ifs ct status dnat accept\n\
+             {translated}\
              \x20   iifname @ifs counter drop\n  }}\n\
              \x20 chain ws_forward {{\n    type filter hook forward priority filter; policy accept;\n\
              \x20   iifname @ifs oifname \"pw*\" counter drop\n\
@@ -388,8 +407,43 @@ pub(crate) fn remove_stale(uid: u32) -> Result<(), Error> {
     if Path::new("/sys/class/net").join(&veth).exists() {
         let _ = run("ip", &["link", "del", &veth]);
     }
+    // Tables of servers gone without deleting their workspaces still name this veth: the
+    // next workspace with the number must not fall under their rules.
+    let ruleset = run_input("nft", &["list", "ruleset"], None).unwrap_or_default();
+    let script: String = tables_naming(&ruleset, &veth)
+        .iter()
+        .map(|t| format!("delete element inet {t} ifs {{ \"{veth}\" }}\n"))
+        .collect();
+    if !script.is_empty() {
+        run_input("nft", &["-f", "-"], Some(&script))?;
+    }
     let _ = std::fs::remove_dir_all(Path::new(NETNS_ETC).join(&ns));
     Ok(())
+}
+
+/// The perigee tables in `ruleset` (`nft list ruleset`) whose set `ifs` names `veth`.
+fn tables_naming(ruleset: &str, veth: &str) -> Vec<String> {
+    let quoted = format!("\"{veth}\"");
+    let mut out: Vec<String> = Vec::new();
+    let mut table: Option<&str> = None;
+    for line in ruleset.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("table ") {
+            // `table inet perigee_… {`: only ours.
+            let name = rest.trim_end_matches('{').trim();
+            table = name
+                .strip_prefix("inet ")
+                .filter(|n| n.starts_with("perigee_"));
+            continue;
+        }
+        let Some(t) = table else { continue };
+        let element_line = l.starts_with("elements = {") || l.starts_with('"');
+        let names = l.split([',', '{', '}', ' ']).map(str::trim);
+        if element_line && names.into_iter().any(|w| w == quoted) && !out.iter().any(|o| o == t) {
+            out.push(t.to_owned());
+        }
+    }
+    out
 }
 
 /// `file` (passwd or group lines) without entries of that name or id, plus `entry`.
@@ -510,6 +564,19 @@ mod tests {
     }
 
     #[test]
+    fn stale_tables_naming_a_veth_are_found() {
+        let ruleset = "table inet perigee_aaaa {\n\tset ifs {\n\t\ttype ifname\n\t\telements = { \"pw30d40\", \"pw30d41\" }\n\t}\n}\n\
+                       table inet perigee_bbbb {\n\tset ifs {\n\t\ttype ifname\n\t\telements = { \"pw30d410\",\n\t\t\t     \"pw30d41\" }\n\t}\n}\n\
+                       table inet other {\n\tset ifs {\n\t\ttype ifname\n\t\telements = { \"pw30d41\" }\n\t}\n}\n";
+        assert_eq!(
+            tables_naming(ruleset, "pw30d41"),
+            vec!["perigee_aaaa", "perigee_bbbb"]
+        );
+        assert_eq!(tables_naming(ruleset, "pw30d40"), vec!["perigee_aaaa"]);
+        assert!(tables_naming(ruleset, "pw1").is_empty());
+    }
+
+    #[test]
     fn passwd_gets_exactly_one_entry_for_the_workspace_user() {
         let host = "root:x:0:0::/root:/bin/bash\ndev:x:1000:1000::/home/dev:/bin/sh\nold:x:200002:200002::/x:/bin/sh\n";
         let out = with_entry(host, "dev", 200_002, "dev:x:200002:200002::/w:/bin/bash");
@@ -537,6 +604,9 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("iifname @ifs counter drop"), "{r}");
+        // Only what this table translates is let in: another table's translation is not.
+        assert!(r.contains("ct status dnat meta l4proto . ip daddr . th dport { udp . 127.0.0.1 . 40000 } accept"), "{r}");
+        assert!(!r.contains("ct status dnat accept"), "{r}");
         assert!(r.contains("elements = { \"pw30d42\" }"), "{r}");
         assert!(!r.contains("dport 53"), "{r}");
     }
