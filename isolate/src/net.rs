@@ -489,6 +489,13 @@ fn plan_dns(resolv: &str) -> Dns {
     Dns::Loopback(v4, format!("{kept}nameserver {GATEWAY}\n"))
 }
 
+/// The nftables table of the server whose data directory is `key` (for tools and tests that
+/// clean up after a server whose workspaces are all gone).
+pub fn table_name(key: &Path) -> String {
+    let key = std::fs::canonicalize(key).unwrap_or_else(|_| key.to_owned());
+    format!("perigee_{}", tag(&key))
+}
+
 /// A short stable tag for a server (its data directory), naming its table.
 fn tag(key: &Path) -> String {
     // FNV-1a: stable across builds and platforms, enough to tell servers apart.

@@ -374,6 +374,24 @@ impl Drop for Server {
             // The agent's process group (isolated: `unshare` and the agent under it).
             signal_group(pid, "-KILL");
         }
+        // Its workspaces are gone: so may their namespaces and this server's rules be (left,
+        // they would pile up over a machine's test runs and slow every packet).
+        if let Ok(rd) = std::fs::read_dir(self.data().join("workspaces")) {
+            for e in rd.flatten() {
+                if let Ok(uid) = std::fs::read_to_string(e.path().join("uid")) {
+                    let ns = format!("perigee-{}", uid.trim());
+                    let _ = Command::new("ip")
+                        .args(["netns", "del", &ns])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+        let table = perigee_isolate::net::table_name(&self.data());
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

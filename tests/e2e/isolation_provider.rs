@@ -94,6 +94,11 @@ impl Drop for Deployment {
         for pid in crate::harness::agent_pids_in(&self.data.join("workspaces")) {
             crate::harness::signal_group(pid, "-KILL");
         }
+        let table = perigee_isolate::net::table_name(&self.data);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
