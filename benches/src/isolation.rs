@@ -150,7 +150,10 @@ fn main() -> anyhow::Result<()> {
     };
     // The peer: two haproxy processes with TLS 1.3 between them (the same hop count as an
     // edge and an agent), to the host's targets.
-    let haproxy = std::process::Command::new("haproxy").arg("-v").output().is_ok();
+    let haproxy = std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok();
     let _pair = if haproxy {
         let (p1, e) = peers::haproxy_pair(&work.join("haproxy-echo"), echo)?;
         let (p2, s) = peers::haproxy_pair(&work.join("haproxy-sink"), sink)?;

@@ -18,7 +18,11 @@ pub(crate) struct KubeArgs {
     pub(crate) home_size: String,
     /// The service account this process runs as (the charts set it from the pod): no
     /// workspace may be given it, and the control plane is told so.
-    #[arg(long = "service-account", value_name = "NAME", env = "PERIGEE_SERVICE_ACCOUNT")]
+    #[arg(
+        long = "service-account",
+        value_name = "NAME",
+        env = "PERIGEE_SERVICE_ACCOUNT"
+    )]
     pub(crate) own_service_account: Option<String>,
 }
 

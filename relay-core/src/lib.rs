@@ -30,8 +30,8 @@ pub mod splice;
 pub mod stun;
 pub mod ticket;
 pub mod tls;
-pub mod turn_creds;
 pub mod token;
+pub mod turn_creds;
 pub mod wire;
 pub mod wsframe;
 

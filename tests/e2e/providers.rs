@@ -203,11 +203,13 @@ pub(crate) fn start_provider_with(
         .arg(data)
         // Its agents dial the control plane on the host's loopback, which an isolated
         // workspace cannot reach by design (tests/e2e/isolation_provider.rs isolates).
-        .args(if extra.iter().any(|a| a.starts_with("--workspace-isolation")) {
-            &[][..]
-        } else {
-            &["--workspace-isolation", "off"][..]
-        })
+        .args(
+            if extra.iter().any(|a| a.starts_with("--workspace-isolation")) {
+                &[][..]
+            } else {
+                &["--workspace-isolation", "off"][..]
+            },
+        )
         .args(extra)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
