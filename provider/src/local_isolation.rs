@@ -61,13 +61,14 @@ impl IsolationConfig {
             perigee_isolate::reclaim(uid)?;
         }
         std::fs::write(dir.join(UID_FILE), uid.to_string())
-            .map_err(|e| io("writing", dir.join(UID_FILE), e))?;
+            .map_err(|e| perigee_isolate::Error::io("writing", dir.join(UID_FILE), e))?;
         // A home from before isolation (in the data directory) moves out intact.
         let home = home::prepare_home(&base, uid, Some(&dir.join("home")))?;
         let token_file = home::install_file(&base, "agent-token", token, Some(uid), 0o400)?;
         let ca_file = match ca {
             Some(ca) => {
-                let pem = std::fs::read(ca).map_err(|e| io("reading", ca, e))?;
+                let pem =
+                    std::fs::read(ca).map_err(|e| perigee_isolate::Error::io("reading", ca, e))?;
                 Some(home::install_file(&base, "ca.pem", &pem, None, 0o644)?)
             }
             None => None,
@@ -116,14 +117,6 @@ fn unix_name(name: &str) -> String {
     match n.chars().next() {
         Some(c) if c.is_ascii_lowercase() || c == '_' => n,
         _ => "dev".into(),
-    }
-}
-
-fn io(what: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> perigee_isolate::Error {
-    perigee_isolate::Error::Io {
-        what,
-        path: path.into(),
-        source: e,
     }
 }
 

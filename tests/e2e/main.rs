@@ -27,6 +27,7 @@ mod isolation_restart;
 mod isolation_rules;
 mod kube_builtin;
 mod kube_provider;
+mod netkit;
 mod netns;
 mod orgs;
 mod provider_rules;
