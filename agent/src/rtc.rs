@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use relay_core::rtc::{signal, Peer, PeerConfig, Role};
+use perigee_webrtc::{signal, Peer, PeerConfig, Role};
 use relay_core::wire::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

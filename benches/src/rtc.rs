@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use relay_core::rtc::{self, PeerConfig, Role};
+use perigee_webrtc::{self as rtc, PeerConfig, Role};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const CHUNK: usize = 256 * 1024;

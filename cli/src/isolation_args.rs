@@ -123,7 +123,7 @@ impl Decision<'_> {
         access_url: &str,
         operator_cert: bool,
         scheme: &str,
-    ) -> anyhow::Result<Option<provider::IsolationConfig>> {
+    ) -> anyhow::Result<Option<perigee_provision::IsolationConfig>> {
         if !self.is_on() {
             return Ok(None);
         }
@@ -166,7 +166,7 @@ impl Decision<'_> {
         &self,
         data_dir: &Path,
         agent_url: &str,
-    ) -> anyhow::Result<Option<provider::IsolationConfig>> {
+    ) -> anyhow::Result<Option<perigee_provision::IsolationConfig>> {
         if !self.is_on() {
             return Ok(None);
         }
@@ -180,7 +180,7 @@ impl Decision<'_> {
         ports: Vec<EdgePort>,
         aliases: Vec<String>,
         agent_url: String,
-    ) -> anyhow::Result<provider::IsolationConfig> {
+    ) -> anyhow::Result<perigee_provision::IsolationConfig> {
         let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         let home_root = &self.args.workspace_home_root;
         anyhow::ensure!(
@@ -189,7 +189,7 @@ impl Decision<'_> {
             home_root.display()
         );
         perigee_isolate::home::check_root(home_root)?;
-        Ok(provider::IsolationConfig {
+        Ok(perigee_provision::IsolationConfig {
             home_root: home_root.clone(),
             uid_range: self.args.workspace_uid_range,
             registry: UidRegistry::new(&self.args.workspace_uid_registry),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use provider::provision::{Provisioner, WorkspaceSpec, WorkspaceState};
+use perigee_provision::{Provisioner, WorkspaceSpec, WorkspaceState};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -162,7 +162,7 @@ async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
     let isolation = decision
         .config_for_provider(&dir, url)
         .map_err(|e| format!("startup failed: {e:#}"))?;
-    let local = provider::LocalProvisioner::new(provider::LocalProvisionerConfig {
+    let local = perigee_provision::LocalProvisioner::new(perigee_provision::LocalProvisionerConfig {
         root: dir.join("workspaces"),
         exe: std::env::current_exe().map_err(|e| format!("locating the perigee binary: {e}"))?,
         agent_url: url.to_owned(),
@@ -179,7 +179,7 @@ async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
 
 /// The provisioner this deployment runs.
 enum Runner {
-    Local(provider::LocalProvisioner),
+    Local(perigee_provision::LocalProvisioner),
     Kube(perigee_kube::KubeProvisioner),
 }
 
@@ -269,7 +269,7 @@ async fn reconcile(
 /// The local provisioner keeps what the Kubernetes one would apply to the pod next to the
 /// workspace (`kubernetes.json`), for a look.
 fn write_pod_settings(
-    p: &provider::LocalProvisioner,
+    p: &perigee_provision::LocalProvisioner,
     id: &str,
     name: &str,
     settings: &serde_json::Value,

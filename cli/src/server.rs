@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use provider::{ControlPlane, EdgeHooks, LocalProvisioner, LocalProvisionerConfig, Store};
+use perigee_provision::{LocalProvisioner, LocalProvisionerConfig};
+use provider::{ControlPlane, EdgeHooks, Store};
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use relay_core::tls::{Identity, LocalCa};
 use satellite::{AgentAuthenticator, AgentIdentity, AuthError, AuthFuture, Edge};
@@ -233,7 +234,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         single_user: isolation.single_user(),
         isolation: isolated,
     }));
-    let provisioner: Arc<dyn provider::provision::Provisioner> = if on_kubernetes {
+    let provisioner: Arc<dyn perigee_provision::Provisioner> = if on_kubernetes {
         Arc::new(
             a.kube
                 .provisioner()

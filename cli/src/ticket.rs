@@ -26,7 +26,7 @@ pub(crate) struct Ticket {
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EdgeIce {
     #[serde(flatten)]
-    server: relay_core::rtc::IceServer,
+    server: perigee_webrtc::IceServer,
     #[serde(default)]
     edge: String,
 }
@@ -34,7 +34,7 @@ pub(crate) struct EdgeIce {
 impl Ticket {
     /// The TURN server of the edge the client entered through, so relayed bytes stay in
     /// its region; the home edge's when the entry edge runs none; any one otherwise.
-    pub(crate) fn ice_for(&self, entry: &str) -> Vec<relay_core::rtc::IceServer> {
+    pub(crate) fn ice_for(&self, entry: &str) -> Vec<perigee_webrtc::IceServer> {
         let pick = |name: &str| {
             self.ice_servers
                 .iter()

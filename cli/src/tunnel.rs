@@ -340,7 +340,7 @@ impl Tickets {
     async fn webrtc(
         &self,
         tls: &Arc<rustls::ClientConfig>,
-    ) -> anyhow::Result<Option<(relay_core::rtc::Peer, relay_core::rtc::PathInfo)>> {
+    ) -> anyhow::Result<Option<(perigee_webrtc::Peer, perigee_webrtc::PathInfo)>> {
         let t = self.get().await?;
         if !t.webrtc_allowed() {
             return Ok(None);
@@ -508,7 +508,7 @@ where
                 let stream = peer.open(&format!("tcp:{}", a.port)).await?;
                 if a.verbose {
                     let path = match peer.state() {
-                        relay_core::rtc::PeerState::Connected(p) => p,
+                        perigee_webrtc::PeerState::Connected(p) => p,
                         _ => anyhow::bail!("the WebRTC connection dropped"),
                     };
                     eprintln!(
@@ -595,7 +595,7 @@ fn background_peer(
     tickets: Arc<Tickets>,
     tls: Arc<rustls::ClientConfig>,
     port: u16,
-) -> tokio::sync::watch::Receiver<Option<relay_core::rtc::Peer>> {
+) -> tokio::sync::watch::Receiver<Option<perigee_webrtc::Peer>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         let mut backoff = relay_core::backoff::Backoff::new(
@@ -609,7 +609,7 @@ fn background_peer(
                     backoff.reset();
                     tx.send_replace(Some(peer.clone()));
                     let _ = peer.connected().await;
-                    while matches!(peer.state(), relay_core::rtc::PeerState::Connected(_)) {
+                    while matches!(peer.state(), perigee_webrtc::PeerState::Connected(_)) {
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }
                     tx.send_replace(None);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use relay_core::rtc::{signal, IceServer, PathInfo, Peer, PeerConfig, Role, Signal};
+use perigee_webrtc::{signal, IceServer, PathInfo, Peer, PeerConfig, Role, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -50,7 +50,7 @@ pub(crate) async fn connect(
 }
 
 /// Signals between the peer and the edge's WebSocket: each message is a binary WebSocket
-/// message holding one or more length-prefixed frames (`relay_core::rtc::signal`).
+/// message holding one or more length-prefixed frames (`perigee_webrtc::signal`).
 async fn pump(
     ws: Ws,
     mut out: mpsc::UnboundedReceiver<Signal>,

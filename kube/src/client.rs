@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
-use provider::provision::{
+use perigee_provision::{
     ProvisionError, ProvisionFuture, Provisioner, WorkspaceSpec, WorkspaceState,
 };
 use tracing::info;

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use provider::provision::WorkspaceSpec;
+use perigee_provision::WorkspaceSpec;
 use serde_json::Value;
 
 /// Label every object of a workspace carries, with its id.
@@ -94,7 +94,7 @@ fn labels(spec: &WorkspaceSpec) -> BTreeMap<String, String> {
     l.insert("app.kubernetes.io/managed-by".into(), "perigee".into());
     l.insert(WORKSPACE_LABEL.into(), spec.id.clone());
     // What the default anti-affinity spreads by.
-    l.insert(provider::k8s_schema::RESOURCE_LABEL.into(), "true".into());
+    l.insert(perigee_api::k8s_schema::RESOURCE_LABEL.into(), "true".into());
     l
 }
 

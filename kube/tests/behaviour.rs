@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use perigee_kube::spec::PodConfig;
 use perigee_kube::KubeProvisioner;
-use provider::provision::{Provisioner, WorkspaceSpec, WorkspaceState};
+use perigee_provision::{Provisioner, WorkspaceSpec, WorkspaceState};
 use relay_core::token::Secret;
 use serde_json::json;
 
@@ -76,7 +76,7 @@ async fn the_local_provisioner_passes_the_suite() {
     let exe = root.join("fake-perigee");
     std::fs::write(&exe, "#!/bin/sh\nexec sleep 60\n").unwrap();
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let p = provider::LocalProvisioner::new(provider::LocalProvisionerConfig {
+    let p = perigee_provision::LocalProvisioner::new(perigee_provision::LocalProvisionerConfig {
         root: root.join("workspaces"),
         exe,
         agent_url: "https://127.0.0.1:1".into(),

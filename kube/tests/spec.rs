@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use perigee_kube::spec::{self, PodConfig};
-use provider::provider_settings::ProviderSettings;
-use provider::provision::WorkspaceSpec;
+use perigee_api::provider_settings::ProviderSettings;
+use perigee_provision::WorkspaceSpec;
 use relay_core::token::Secret;
 use serde_json::{json, Value};
 
@@ -143,7 +143,7 @@ fn defaults_run_the_agent_with_its_home_token_and_the_default_affinity() {
     // The documented default affinity, no tolerations or selector, no service account.
     assert_eq!(
         p["spec"]["affinity"],
-        provider::k8s_schema::default_affinity()
+        perigee_api::k8s_schema::default_affinity()
     );
     assert!(p["spec"].get("tolerations").is_none() && p["spec"].get("nodeSelector").is_none());
     assert!(p["spec"].get("serviceAccountName").is_none());

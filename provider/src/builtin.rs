@@ -3,7 +3,7 @@
 
 use relay_core::token::Secret;
 
-use crate::provision::WorkspaceSpec;
+use perigee_provision::WorkspaceSpec;
 use crate::store::{Workspace, BUILT_IN_PROVIDER};
 use crate::{ApiError, ControlPlane};
 

@@ -20,14 +20,11 @@ pub mod db;
 pub mod devurls_api;
 pub mod edges_api;
 pub mod error;
-pub mod k8s_schema;
-pub mod local;
-pub mod local_isolation;
+pub use perigee_api::k8s_schema;
 pub mod openapi;
 pub mod orgs_api;
-pub mod provider_settings;
+pub use perigee_api::provider_settings;
 pub mod providers_api;
-pub mod provision;
 pub mod signin;
 pub mod ssh_keys_api;
 pub mod store;
@@ -39,8 +36,6 @@ pub mod tokens_api;
 mod webui;
 
 pub use error::ApiError;
-pub use local::{LocalProvisioner, LocalProvisionerConfig};
-pub use local_isolation::IsolationConfig;
 pub use store::Store;
 
 /// What the control plane needs from the edges that hold agent links.
@@ -70,7 +65,7 @@ pub struct AgentStatus {
 pub struct ControlPlane {
     pub(crate) store: Store,
     signer: Arc<RwLock<Arc<Signer>>>,
-    pub(crate) provisioner: Arc<dyn provision::Provisioner>,
+    pub(crate) provisioner: Arc<dyn perigee_provision::Provisioner>,
     /// Where built-in agents dial when they home on the built-in edge (none: the
     /// provisioner's own default, as local agents reach the edge in process's host).
     pub(crate) builtin_agent_url: Option<String>,
@@ -113,7 +108,7 @@ impl ControlPlane {
     pub fn new(
         store: Store,
         signer: Signer,
-        provisioner: Arc<dyn provision::Provisioner>,
+        provisioner: Arc<dyn perigee_provision::Provisioner>,
         hooks: Arc<dyn EdgeHooks>,
         primary: EdgeEntry,
     ) -> Self {

@@ -7,7 +7,8 @@
 //! * [`mesh`]: authentication of the QUIC links between edges.
 //! * [`stun`]: the STUN/TURN message codec (RFC 8489, RFC 8656), for the edges' server and
 //!   the peers' TURN client.
-//! * [`rtc`]: WebRTC peers on str0m with one tokio driver (Networking v2), and the TURN client.
+//! * [`rtc`]: the signaling codec of Networking v2 and the TURN client (the peers, on str0m,
+//!   are the `perigee-webrtc` crate).
 //! * [`devurl`]: dev URL host names (`PORT--WORKSPACE--USER.HOST`), parsed the same on every edge.
 //! * [`resume`]: resumable byte streams, so an SSH session outlives a dropped tunnel.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 
-use super::signal::IceServer;
+use relay_core::rtc::signal::IceServer;
 
 /// A STUN or TURN server from an ICE server entry.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use relay_core::rtc::{self, Peer, PeerConfig, Role, Signal};
+use perigee_webrtc::{self as rtc, Peer, PeerConfig, Role, Signal};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::peer::Cmd;
+use crate::peer::Cmd;
 
 /// Bytes of one channel that may be unacknowledged by the receiving application.
 pub(crate) const WINDOW: usize = 4 << 20;

@@ -9,9 +9,9 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{Driver, CONTROL_LABEL};
-use crate::rtc::peer::{Cmd, Incoming};
-use crate::rtc::stream::{self, Pumps, ToDriver, ToWriter, WINDOW};
-use crate::rtc::{PathInfo, PeerState};
+use crate::peer::{Cmd, Incoming};
+use crate::stream::{self, Pumps, ToDriver, ToWriter, WINDOW};
+use crate::{PathInfo, PeerState};
 
 pub(super) struct Chan {
     pub(super) pumps: Option<Pumps>,

@@ -14,12 +14,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use super::gather::{self, Server};
-use super::peer::{Cmd, Incoming, PeerConfig, Role};
-use super::signal::{IceServer, Signal};
-use super::turn_client::{TurnClient, TurnEvent};
-use super::{PathInfo, PeerState};
-use crate::stun;
+use crate::gather::{self, Server};
+use crate::peer::{Cmd, Incoming, PeerConfig, Role};
+use relay_core::rtc::signal::{IceServer, Signal};
+use relay_core::rtc::turn_client::{TurnClient, TurnEvent};
+use crate::{PathInfo, PeerState};
+use relay_core::stun;
 
 mod channels;
 use channels::Chan;
@@ -336,7 +336,7 @@ impl Driver {
                 {
                     continue;
                 }
-                let txid = crate::token::random_bytes::<12>();
+                let txid = relay_core::token::random_bytes::<12>();
                 let packet = stun::Builder::new(stun::method::BINDING, stun::Class::Request, &txid)
                     .finish(None, true);
                 let _ = sock.send_to(&packet, s.addr).await;

@@ -22,7 +22,7 @@ use relay_core::token::Secret;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::ApiError;
+use crate::ProvisionError;
 
 /// How the local provisioner starts agents.
 #[derive(Debug, Clone)]
@@ -119,28 +119,28 @@ impl LocalProvisioner {
         owner: &str,
         agent_token: &Secret,
         agent_url: Option<&str>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ProvisionError> {
         let dir = self.dir(workspace_id);
         if self.cfg.isolation.is_some() {
-            std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+            std::fs::create_dir_all(&dir).map_err(ProvisionError::new)?;
         } else {
-            std::fs::create_dir_all(dir.join("home")).map_err(ApiError::internal)?;
+            std::fs::create_dir_all(dir.join("home")).map_err(ProvisionError::new)?;
         }
         std::fs::write(dir.join(crate::local_isolation::USER_FILE), owner)
-            .map_err(ApiError::internal)?;
+            .map_err(ProvisionError::new)?;
         relay_core::tls::write_private(&dir.join(TOKEN_FILE), agent_token.expose().as_bytes())
-            .map_err(ApiError::internal)?;
+            .map_err(ProvisionError::new)?;
         if let Some(url) = agent_url {
-            std::fs::write(dir.join(URL_FILE), url).map_err(ApiError::internal)?;
+            std::fs::write(dir.join(URL_FILE), url).map_err(ProvisionError::new)?;
         }
         self.start(workspace_id, name).await
     }
 
     /// Starts supervising a workspace's agent (adopting a live one).
-    pub async fn start(&self, workspace_id: &str, name: &str) -> Result<(), ApiError> {
+    pub async fn start(&self, workspace_id: &str, name: &str) -> Result<(), ProvisionError> {
         let dir = self.dir(workspace_id);
         if !dir.join(TOKEN_FILE).exists() {
-            return Err(ApiError::internal(format!(
+            return Err(ProvisionError::new(format!(
                 "workspace {name}: {} is missing",
                 dir.join(TOKEN_FILE).display()
             )));
@@ -164,22 +164,22 @@ impl LocalProvisioner {
 
     /// Stops the agent and removes the workspace directory (and, isolated, its home,
     /// network and uid).
-    pub async fn delete(&self, workspace_id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, workspace_id: &str) -> Result<(), ProvisionError> {
         self.stop(workspace_id).await;
         let dir = self.dir(workspace_id);
         if let Some(iso) = self.cfg.isolation.clone() {
             let (d, id) = (dir.clone(), workspace_id.to_owned());
             tokio::task::spawn_blocking(move || iso.remove(&d, &id))
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(ProvisionError::new)?
                 .map_err(|e| {
-                    ApiError::internal(format!("removing workspace {workspace_id}: {e}"))
+                    ProvisionError::new(format!("removing workspace {workspace_id}: {e}"))
                 })?;
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ApiError::internal(format!("remove {}: {e}", dir.display()))),
+            Err(e) => Err(ProvisionError::new(format!("remove {}: {e}", dir.display()))),
         }
     }
 
@@ -198,21 +198,10 @@ impl LocalProvisioner {
         }
     }
 
-    /// [`LocalProvisioner::start`] for the provisioner trait.
-    pub(crate) async fn start_local(
-        &self,
-        workspace_id: &str,
-        name: &str,
-    ) -> Result<(), crate::provision::ProvisionError> {
-        self.start(workspace_id, name)
-            .await
-            .map_err(|e| crate::provision::ProvisionError::new(e.message))
-    }
-
     /// Where a workspace is: running while its agent lives, starting while supervised
     /// without a live agent, stopped when not supervised.
-    pub fn local_state(&self, workspace_id: &str) -> crate::provision::WorkspaceState {
-        use crate::provision::WorkspaceState;
+    pub fn local_state(&self, workspace_id: &str) -> crate::WorkspaceState {
+        use crate::WorkspaceState;
         if !self.has(workspace_id) {
             return WorkspaceState::Missing;
         }

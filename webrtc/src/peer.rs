@@ -4,11 +4,11 @@
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::driver;
-use super::gather;
-use super::signal::{IceServer, Signal};
-use super::stream::ToDriver;
-use super::{PathInfo, PeerState};
+use crate::driver;
+use crate::gather;
+use relay_core::rtc::signal::{IceServer, Signal};
+use crate::stream::ToDriver;
+use crate::{PathInfo, PeerState};
 
 /// Which side of the offer/answer a peer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,16 @@
 //! What runs workspaces: one trait for every provisioner. The local provisioner (a
-//! directory and a `perigee agent` process; the embedded default) and the Kubernetes
-//! provisioner (a pod, a volume and a secret; crate `perigee-kube`) both implement it and
-//! pass one behaviour suite.
+//! directory and a `perigee agent` process; the embedded default, [`local`]) and the
+//! Kubernetes provisioner (a pod, a volume and a secret; crate `perigee-kube`) both implement
+//! it and pass one behaviour suite. The control plane (`provider`) holds an
+//! `Arc<dyn Provisioner>` and never names a concrete one.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod local;
+pub mod local_isolation;
+
+pub use local::{LocalProvisioner, LocalProvisionerConfig};
+pub use local_isolation::IsolationConfig;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,8 +37,8 @@ pub struct WorkspaceSpec {
     /// Where the agent dials (its home edge or the provider's access URL); `""`: the
     /// provisioner's own default (the local provisioner's built-in edge).
     pub agent_url: String,
-    /// The provider's pod settings, as [`crate::provider_settings::ProviderSettings::pod_settings`]
-    /// renders them for the owner.
+    /// The provider's pod settings, as the control plane's provider settings render them
+    /// for the owner.
     pub pod_settings: Value,
 }
 
@@ -124,7 +133,7 @@ impl Provisioner for crate::LocalProvisioner {
     ) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
             if self.has(&spec.id) {
-                return self.start_local(&spec.id, &spec.name).await;
+                return crate::LocalProvisioner::start(self, &spec.id, &spec.name).await;
             }
             crate::LocalProvisioner::create(
                 self,
@@ -139,7 +148,7 @@ impl Provisioner for crate::LocalProvisioner {
                 (!spec.agent_url.is_empty()).then_some(spec.agent_url.as_str()),
             )
             .await
-            .map_err(|e| ProvisionError::new(e.message))
+            
         })
     }
 
@@ -147,7 +156,7 @@ impl Provisioner for crate::LocalProvisioner {
         &'a self,
         spec: &'a WorkspaceSpec,
     ) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(async move { self.start_local(&spec.id, &spec.name).await })
+        Box::pin(async move { crate::LocalProvisioner::start(self, &spec.id, &spec.name).await })
     }
 
     fn stop<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
@@ -159,9 +168,8 @@ impl Provisioner for crate::LocalProvisioner {
 
     fn delete<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
         Box::pin(async move {
-            crate::LocalProvisioner::delete(self, id)
-                .await
-                .map_err(|e| ProvisionError::new(e.message))
+            crate::LocalProvisioner::delete(self, id).await
+                
         })
     }
 

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use relay_core::rtc::{IceServer, Peer, PeerConfig, Role};
+use perigee_webrtc::{IceServer, Peer, PeerConfig, Role};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -50,7 +50,7 @@ async fn relayed_pair(
 ) -> (
     Peer,
     Peer,
-    mpsc::UnboundedReceiver<relay_core::rtc::Incoming>,
+    mpsc::UnboundedReceiver<perigee_webrtc::Incoming>,
 ) {
     let answerer = PeerConfig {
         role: Role::Answerer,
@@ -64,7 +64,7 @@ async fn relayed_pair(
         peer_ice_servers: vec![],
         relay_only: true,
     };
-    relay_core::rtc::in_process_pair(offerer, answerer)
+    perigee_webrtc::in_process_pair(offerer, answerer)
         .await
         .unwrap()
 }
@@ -102,7 +102,7 @@ async fn peers_relay_a_stream_through_the_turn_server() {
     assert!(back == data, "{} of {} bytes back", back.len(), data.len());
     // The data went through the relay (the state reflects the data's pair).
     let relayed = match o.state() {
-        relay_core::rtc::PeerState::Connected(p) => p,
+        perigee_webrtc::PeerState::Connected(p) => p,
         other => panic!("{other:?} (first path {path})"),
     };
     assert!(relayed.relayed, "{relayed}");
