@@ -71,7 +71,7 @@ fn ensure_key(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
     let key = dir.join("id_ed25519");
     let public = dir.join("id_ed25519.pub");
     if !key.exists() {
-        crate::server::create_private_dir(dir)?;
+        relay_core::create_private_dir(dir)?;
         let out = std::process::Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "perigee", "-f"])
             .arg(&key)
@@ -192,7 +192,7 @@ pub(crate) async fn config_ssh(a: ConfigSshArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.exists()) {
-        crate::server::create_private_dir(dir)?;
+        relay_core::create_private_dir(dir)?;
     }
     write_keeping_mode(&path, &new)?;
     if a.remove {

@@ -57,7 +57,7 @@ fn startup(a: &ProviderArgs) -> Result<PathBuf, String> {
             .map_err(|e| e.to_string())?
             .with_file_name("perigee-provider"),
     };
-    crate::server::create_private_dir(&dir.join("workspaces"))
+    relay_core::create_private_dir(&dir.join("workspaces"))
         .map_err(|e| format!("startup failed: {e:#}"))?;
     Ok(dir)
 }
@@ -162,15 +162,17 @@ async fn provisioner(a: &ProviderArgs, url: &str) -> Result<Runner, String> {
     let isolation = decision
         .config_for_provider(&dir, url)
         .map_err(|e| format!("startup failed: {e:#}"))?;
-    let local = perigee_provision::LocalProvisioner::new(perigee_provision::LocalProvisionerConfig {
-        root: dir.join("workspaces"),
-        exe: std::env::current_exe().map_err(|e| format!("locating the perigee binary: {e}"))?,
-        agent_url: url.to_owned(),
-        ca_cert: a.ca_cert.clone(),
-        exec_prefix: Vec::new(),
-        single_user: decision.single_user(),
-        isolation,
-    });
+    let local =
+        perigee_provision::LocalProvisioner::new(perigee_provision::LocalProvisionerConfig {
+            root: dir.join("workspaces"),
+            exe: std::env::current_exe()
+                .map_err(|e| format!("locating the perigee binary: {e}"))?,
+            agent_url: url.to_owned(),
+            ca_cert: a.ca_cert.clone(),
+            exec_prefix: Vec::new(),
+            single_user: decision.single_user(),
+            isolation,
+        });
     local
         .install_network()
         .map_err(|e| format!("startup failed: setting up the workspace network: {e}"))?;

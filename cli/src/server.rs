@@ -51,6 +51,8 @@ pub(crate) struct ServerArgs {
     postgres_url: Option<String>,
     #[command(flatten)]
     turn: crate::turn_cmd::TurnArgs,
+    #[command(flatten)]
+    http: crate::edge_args::HttpArgs,
     /// Let site admins connect (tunnels, SSH) to other users' workspaces as
     /// OWNER.WORKSPACE; every agent then also accepts admins' SSH keys. Off by default.
     #[arg(long, env = "PERIGEE_ADMIN_WORKSPACE_ACCESS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
@@ -129,7 +131,8 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
             "--access-url {url:?} must start with http:// or https://"
         );
     }
-    create_private_dir(&data_dir)?;
+    relay_core::create_private_dir(&data_dir)?;
+    let shutdown = shutdown_token();
 
     let store = match &a.postgres_url {
         Some(url) => Store::open_postgres(url)
@@ -144,7 +147,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let signer = store.signing_key().await?;
     let ca = LocalCa::load_or_create(&data_dir.join("tls"))?;
 
-    let (tcp, udp) = bind_pair(requested).await?;
+    let (tcp, udp) = satellite::bind_pair(requested).await?;
     let bound = tcp.local_addr()?;
     let scheme = if tls_on { "https" } else { "http" };
     let access_url = a
@@ -184,16 +187,17 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     // Used as text, like coturn's static-auth-secret (so its tools take it with -W).
     let turn_secret = store.secret("turn").await?.into_bytes();
     let mut edge_ports = vec![(true, bound), (false, bound)];
-    let (turn_urls, stun) = match a.turn.bind(bound, &access_url).await? {
+    let turn = a.turn.settings();
+    let (turn_urls, stun) = match turn.bind(bound, &access_url).await? {
         Some(t) => {
             edge_ports.extend(t.listeners());
             let urls = t.urls.clone();
-            let stun = a.turn.serve(t, &turn_secret, &identity, &registry)?;
-            (urls, Some(stun))
+            let server = turn.serve(t, &turn_secret, &identity, &registry, shutdown.clone())?;
+            (urls, Some(satellite::stun_handler(server)))
         }
         None => (Vec::new(), None),
     };
-    let http_tls = crate::server::https_config(&identity, tls_on, stun.is_some())?;
+    let http_tls = satellite::https_config(&identity, tls_on, stun.is_some())?;
     let verifier = relay_core::ticket::Verifier::new(store.ticket_public_keys().await?);
     let replica = a.replica_url.as_ref().map(|_| {
         a.replica_name
@@ -342,62 +346,22 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
         ));
         info!(replica = %me, %url, "running as one of several replicas");
     }
-    let serving = satellite::Serving::start(edge.clone(), tcp, http_tls, router, stun, endpoint);
+    let serving = satellite::Serving::start(
+        edge.clone(),
+        tcp,
+        http_tls,
+        router,
+        stun,
+        endpoint,
+        a.http.settings(),
+    );
     info!(%access_url, address = %bound, "perigee server ready");
     // Readiness line on stdout for scripts and tests (the port is real even with :0).
     println!("perigee server ready: {access_url} (listening on {bound}, tcp and udp)");
-    shutdown_signal().await;
+    shutdown.cancelled().await;
     info!("shutting down; local workspace agents keep running and are adopted on the next start");
     serving.stop().await;
     Ok(())
-}
-
-/// The HTTPS configuration of a role's TCP listener (`None`: plain HTTP).
-pub(crate) fn https_config(
-    identity: &Identity,
-    tls_on: bool,
-    stun: bool,
-) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-    let alpn: &[&[u8]] = if stun {
-        &[b"h2", b"http/1.1", satellite::STUN_ALPN]
-    } else {
-        &[b"h2", b"http/1.1"]
-    };
-    Ok(if tls_on {
-        Some(Arc::new(relay_core::tls::server_config(identity, alpn)?))
-    } else {
-        None
-    })
-}
-
-pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("securing {}", dir.display()))?;
-    Ok(())
-}
-
-/// Binds TCP and UDP on the same port (retrying other ports when port 0 was asked for).
-pub(crate) async fn bind_pair(
-    addr: SocketAddr,
-) -> anyhow::Result<(tokio::net::TcpListener, std::net::UdpSocket)> {
-    let mut last_err = None;
-    for _ in 0..20 {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding TCP {addr}"))?;
-        let bound = tcp.local_addr()?;
-        match std::net::UdpSocket::bind(bound) {
-            Ok(udp) => return Ok((tcp, udp)),
-            Err(e) if addr.port() == 0 => last_err = Some(e),
-            Err(e) => return Err(e).with_context(|| format!("binding UDP {bound} for QUIC")),
-        }
-    }
-    Err(last_err
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no free port pair")))
 }
 
 async fn first_admin(
@@ -450,6 +414,18 @@ fn redact_password(msg: &str, url: &str) -> String {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
+/// A token cancelled when the process is asked to stop (Ctrl-C, SIGTERM): the shutdown
+/// every role takes.
+pub(crate) fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        t.cancel();
+    });
+    token
+}
+
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

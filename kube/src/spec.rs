@@ -94,7 +94,10 @@ fn labels(spec: &WorkspaceSpec) -> BTreeMap<String, String> {
     l.insert("app.kubernetes.io/managed-by".into(), "perigee".into());
     l.insert(WORKSPACE_LABEL.into(), spec.id.clone());
     // What the default anti-affinity spreads by.
-    l.insert(perigee_api::k8s_schema::RESOURCE_LABEL.into(), "true".into());
+    l.insert(
+        perigee_api::k8s_schema::RESOURCE_LABEL.into(),
+        "true".into(),
+    );
     l
 }
 

@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
-use perigee_kube::spec::{self, PodConfig};
 use perigee_api::provider_settings::ProviderSettings;
+use perigee_kube::spec::{self, PodConfig};
 use perigee_provision::WorkspaceSpec;
 use relay_core::token::Secret;
 use serde_json::{json, Value};

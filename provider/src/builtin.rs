@@ -3,9 +3,9 @@
 
 use relay_core::token::Secret;
 
-use perigee_provision::WorkspaceSpec;
 use crate::store::{Workspace, BUILT_IN_PROVIDER};
 use crate::{ApiError, ControlPlane};
+use perigee_provision::WorkspaceSpec;
 
 impl ControlPlane {
     /// What the provisioner gets for built-in workspace `ws`: the built-in provider's pod

@@ -148,7 +148,6 @@ impl Provisioner for crate::LocalProvisioner {
                 (!spec.agent_url.is_empty()).then_some(spec.agent_url.as_str()),
             )
             .await
-            
         })
     }
 
@@ -167,10 +166,7 @@ impl Provisioner for crate::LocalProvisioner {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> ProvisionFuture<'a, Result<(), ProvisionError>> {
-        Box::pin(async move {
-            crate::LocalProvisioner::delete(self, id).await
-                
-        })
+        Box::pin(async move { crate::LocalProvisioner::delete(self, id).await })
     }
 
     fn state<'a>(

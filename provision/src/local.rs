@@ -179,7 +179,10 @@ impl LocalProvisioner {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ProvisionError::new(format!("remove {}: {e}", dir.display()))),
+            Err(e) => Err(ProvisionError::new(format!(
+                "remove {}: {e}",
+                dir.display()
+            ))),
         }
     }
 

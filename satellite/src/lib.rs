@@ -25,11 +25,15 @@ mod listener;
 pub mod mesh;
 pub mod metrics;
 pub mod quic;
+pub mod role;
 pub mod tunnel;
 mod wsrelay;
 
 pub use links::{AgentLink, LinkInfo, Transport};
-pub use listener::{serve_http, Io, PeerAddr, Serving, StunHandler, STUN_ALPN};
+pub use listener::{
+    bind_pair, https_config, serve_http, stun_handler, HttpSettings, Io, PeerAddr, Serving,
+    StunHandler, STUN_ALPN,
+};
 pub use metrics::{DropReason, EdgeMetrics};
 
 /// Boxed future returned by [`AgentAuthenticator`].

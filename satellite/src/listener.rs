@@ -114,10 +114,70 @@ async fn sniff<S: Io>(
 pub struct PeerAddr(pub SocketAddr);
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to send a request's head (hyper counts from when the connection
-/// is ready for one, so an idle keep-alive connection is closed after this too; 15 s stays
-/// clear of the 10 s heartbeats that reuse one).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The HTTP listener's limits on clients that have not sent a request yet.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// How long a client has to send a request's head (hyper counts from when the connection
+    /// is ready for one, so an idle keep-alive connection is closed after this too; the
+    /// default 15 s stays clear of the 10 s heartbeats that reuse one).
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The rustls configuration of an edge's HTTPS listener (`None`: plain HTTP), offering TURN
+/// over TLS's ALPN when `stun` is served on the same port.
+pub fn https_config(
+    identity: &relay_core::tls::Identity,
+    tls_on: bool,
+    stun: bool,
+) -> Result<Option<Arc<rustls::ServerConfig>>, relay_core::tls::TlsError> {
+    let alpn: &[&[u8]] = if stun {
+        &[b"h2", b"http/1.1", STUN_ALPN]
+    } else {
+        &[b"h2", b"http/1.1"]
+    };
+    Ok(if tls_on {
+        Some(Arc::new(relay_core::tls::server_config(identity, alpn)?))
+    } else {
+        None
+    })
+}
+
+/// Binds TCP and UDP on the same port (retrying other ports when port 0 was asked for): an
+/// edge's HTTPS and its QUIC endpoint.
+pub async fn bind_pair(addr: SocketAddr) -> std::io::Result<(TcpListener, std::net::UdpSocket)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("binding TCP {addr}: {e}")))?;
+        let bound = tcp.local_addr()?;
+        match std::net::UdpSocket::bind(bound) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("binding UDP {bound} for QUIC: {e}"),
+                ))
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free port pair")))
+}
+
+/// TURN connections found on the edge's own port (by their first byte or ALPN) go to `server`.
+pub fn stun_handler(server: turn::TurnServer) -> StunHandler {
+    Arc::new(move |io, addr, tls| Box::pin(server.clone().serve_connection(io, addr, tls)))
+}
 
 /// Serves `router` on a bound listener (TLS when `tls` is given) until `shutdown` resolves.
 /// Connections already accepted keep running; HTTP/1.1 upgrades (tunnels) are supported.
@@ -126,6 +186,7 @@ pub async fn serve_http(
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
     stun: Option<StunHandler>,
+    settings: HttpSettings,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -134,12 +195,12 @@ pub async fn serve_http(
         .http2()
         .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
         .initial_connection_window_size(relay_core::link::CONN_WINDOW);
-    // A client that trickles its request head (slowloris) is cut after HEADER_TIMEOUT; a
+    // A client that trickles its request head (slowloris) is cut after the header timeout; a
     // head over hyper's 400 KB buffer gets 431.
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(settings.header_timeout);
     tokio::pin!(shutdown);
     loop {
         let (sock, addr) = tokio::select! {
@@ -211,12 +272,20 @@ impl Serving {
         router: axum::Router,
         stun: Option<StunHandler>,
         endpoint: quinn::Endpoint,
+        settings: HttpSettings,
     ) -> Self {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let http = tokio::spawn(serve_http(tcp, tls, router, stun, wait(rx.clone())));
+        let http = tokio::spawn(serve_http(
+            tcp,
+            tls,
+            router,
+            stun,
+            settings,
+            wait(rx.clone()),
+        ));
         let quic = tokio::spawn(crate::quic::serve(edge, endpoint, wait(rx)));
         Self { stop, http, quic }
     }

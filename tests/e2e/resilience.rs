@@ -1,4 +1,4 @@
-//! The control plane goes away for 60 s: a satellite keeps serving the agent homed on it,
+//! The control plane goes away for twelve of the satellite's heartbeats: a satellite keeps serving the agent homed on it,
 //! existing tunnels keep working and new tunnels open with tickets obtained before the stop;
 //! after the restart nothing is lost and the satellite registers again. Then the
 //! ticket-signing key is rotated without restarting the satellite, and the satellite is
@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{echo_server, free_port, tunnel_roundtrip, wait_until, Satellite, Server};
 
-const OUTAGE: Duration = Duration::from_secs(60);
+/// Twelve heartbeats (`--heartbeat-secs 1`) and six rounds of checks: the satellite has
+/// noticed the outage and kept serving through many failed heartbeats.
+const OUTAGE: Duration = Duration::from_secs(12);
 
 fn health(server: &Server) -> String {
     let v: serde_json::Value =
@@ -96,7 +98,7 @@ fn tunnels_survive_a_control_plane_outage_and_keys_rotate_without_restarts() {
         ping(format!("still-open-{checks}").as_bytes());
         roundtrip_ok(&server, echo, format!("new-{checks}").as_bytes());
         checks += 1;
-        std::thread::sleep(Duration::from_secs(5));
+        std::thread::sleep(Duration::from_secs(2));
     }
     eprintln!(
         "{checks} checks during a {:?} outage passed",

@@ -6,6 +6,7 @@
 
 mod allocation;
 pub mod auth;
+pub mod binding;
 pub mod fuzzing;
 pub mod policy;
 pub mod server;

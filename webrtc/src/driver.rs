@@ -16,9 +16,9 @@ use tracing::{debug, warn};
 
 use crate::gather::{self, Server};
 use crate::peer::{Cmd, Incoming, PeerConfig, Role};
+use crate::{PathInfo, PeerState};
 use relay_core::rtc::signal::{IceServer, Signal};
 use relay_core::rtc::turn_client::{TurnClient, TurnEvent};
-use crate::{PathInfo, PeerState};
 use relay_core::stun;
 
 mod channels;

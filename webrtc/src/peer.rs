@@ -6,9 +6,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver;
 use crate::gather;
-use relay_core::rtc::signal::{IceServer, Signal};
 use crate::stream::ToDriver;
 use crate::{PathInfo, PeerState};
+use relay_core::rtc::signal::{IceServer, Signal};
 
 /// Which side of the offer/answer a peer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::AgentIdentity;
 use relay_core::mesh::EdgeConfig;
-use satellite::AgentIdentity;
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -19,14 +19,14 @@ struct Saved {
 }
 
 /// The state file and its contents.
-pub(crate) struct SatelliteState {
+pub(super) struct SatelliteState {
     path: PathBuf,
     saved: Mutex<Saved>,
 }
 
 impl SatelliteState {
     /// Loads the state kept in `path` (empty when missing or unreadable).
-    pub(crate) fn load(path: PathBuf) -> Self {
+    pub(super) fn load(path: PathBuf) -> Self {
         let saved = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -56,12 +56,12 @@ impl SatelliteState {
     }
 
     /// The configuration received last, if any.
-    pub(crate) fn config(&self) -> Option<EdgeConfig> {
+    pub(super) fn config(&self) -> Option<EdgeConfig> {
         self.with(|s| s.config.clone())
     }
 
     /// Remembers a configuration (written only when it changed).
-    pub(crate) fn set_config(&self, cfg: &EdgeConfig) {
+    pub(super) fn set_config(&self, cfg: &EdgeConfig) {
         self.with(|s| {
             let changed = s
                 .config
@@ -76,7 +76,7 @@ impl SatelliteState {
     }
 
     /// The agent the control plane vouched for under this token hash.
-    pub(crate) fn agent(&self, token_hash: &str) -> Option<AgentIdentity> {
+    pub(super) fn agent(&self, token_hash: &str) -> Option<AgentIdentity> {
         self.with(|s| {
             s.agents.get(token_hash).map(|(id, name)| AgentIdentity {
                 workspace_id: id.clone(),
@@ -86,7 +86,7 @@ impl SatelliteState {
     }
 
     /// Remembers (or, with `None`, forgets) an agent.
-    pub(crate) fn set_agent(&self, token_hash: &str, id: Option<&AgentIdentity>) {
+    pub(super) fn set_agent(&self, token_hash: &str, id: Option<&AgentIdentity>) {
         self.with(|s| {
             let new = id.map(|i| (i.workspace_id.clone(), i.workspace_name.clone()));
             if s.agents.get(token_hash) != new.as_ref() {

@@ -5,20 +5,22 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use perigee_api::http::HttpError;
 use relay_core::devurl::{Decision, Target};
 use serde_json::json;
 
 /// Largest answer read from the control plane.
 const MAX_ANSWER: usize = 16 * 1024;
 
-pub(crate) struct ControlPlaneDevUrls {
-    pub(crate) http: reqwest::Client,
-    pub(crate) primary_url: String,
-    pub(crate) token: String,
+/// Dev URL decisions and sign-in codes, asked of the control plane.
+pub(super) struct ControlPlaneDevUrls {
+    pub(super) http: reqwest::Client,
+    pub(super) primary_url: String,
+    pub(super) token: String,
 }
 
 impl ControlPlaneDevUrls {
-    async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, String> {
+    async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, HttpError> {
         let resp = self
             .http
             .post(format!("{}{path}", self.primary_url))
@@ -26,13 +28,12 @@ impl ControlPlaneDevUrls {
             .json(&body)
             .timeout(std::time::Duration::from_secs(10))
             .send()
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        crate::client::success_body(resp, MAX_ANSWER).await
+            .await?;
+        perigee_api::http::success_body(resp, MAX_ANSWER).await
     }
 }
 
-impl satellite::devurl::DevUrlResolver for ControlPlaneDevUrls {
+impl crate::devurl::DevUrlResolver for ControlPlaneDevUrls {
     fn resolve<'a>(
         &'a self,
         host: &'a str,
@@ -52,7 +53,7 @@ impl satellite::devurl::DevUrlResolver for ControlPlaneDevUrls {
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, %host, "dev URL decision failed");
-                    Decision::Unavailable(e)
+                    Decision::Unavailable(e.to_string())
                 }
             }
         })
