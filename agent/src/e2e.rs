@@ -8,56 +8,87 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use relay_core::wire::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-struct Terminator {
+type Pending = Arc<Mutex<HashMap<u64, TcpStream>>>;
+
+/// The agent's end of end-to-end streams: a loopback listener completing inner TLS
+/// sessions with the agent's identity. Its accept loop ends when the terminator is dropped.
+pub(crate) struct Terminator {
     addr: SocketAddr,
-    pending: Mutex<HashMap<u64, TcpStream>>,
+    pending: Pending,
+    accept: tokio::task::JoinHandle<()>,
 }
 
-static TERMINATOR: OnceLock<Arc<Terminator>> = OnceLock::new();
-
-/// Starts the terminator with the agent's inner-session identity; streams marked end-to-end
-/// are refused until it runs.
-pub async fn start(server: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let t = Arc::new(Terminator {
-        addr: listener.local_addr()?,
-        pending: Mutex::new(HashMap::new()),
-    });
-    if TERMINATOR.set(t.clone()).is_err() {
-        return Ok(());
+impl Drop for Terminator {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(server);
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let (t, acceptor) = (t.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                if let Err(e) = terminate(&t, &acceptor, sock).await {
-                    debug!(error = %e, "end-to-end stream ended");
-                }
-            });
+}
+
+impl Terminator {
+    /// Starts a terminator with the agent's inner-session identity.
+    pub(crate) async fn start(server: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let pending: Pending = Arc::default();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let waiting = pending.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (waiting, acceptor) = (waiting.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = terminate(&waiting, &acceptor, sock).await {
+                        debug!(error = %e, "end-to-end stream ended");
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            pending,
+            accept,
+        })
+    }
+
+    /// Puts the terminator in front of `tcp` (a connected workspace port): the stream to
+    /// splice with the edge.
+    pub(crate) async fn front(&self, tcp: TcpStream) -> Result<TcpStream, (StatusCode, String)> {
+        let id = relay_core::token::random_u64();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id, tcp);
         }
-    });
-    Ok(())
+        let fail = |e: std::io::Error| {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            (
+                StatusCode::ConnectFailed,
+                format!("end-to-end terminator: {e}"),
+            )
+        };
+        let mut front = TcpStream::connect(self.addr).await.map_err(fail)?;
+        let _ = front.set_nodelay(true);
+        front.write_u64(id).await.map_err(fail)?;
+        Ok(front)
+    }
 }
 
 async fn terminate(
-    t: &Terminator,
+    pending: &Pending,
     acceptor: &tokio_rustls::TlsAcceptor,
     mut sock: TcpStream,
 ) -> std::io::Result<()> {
     let id = sock.read_u64().await?;
-    let port = t
-        .pending
+    let port = pending
         .lock()
         .ok()
         .and_then(|mut p| p.remove(&id))
@@ -66,36 +97,4 @@ async fn terminate(
     let mut port = port;
     tokio::io::copy_bidirectional(&mut tls, &mut port).await?;
     Ok(())
-}
-
-/// Connects a stream to `127.0.0.1:port`; for an end-to-end stream, to the terminator in
-/// front of that connection.
-pub(crate) async fn connect(port: u16, e2e: bool) -> Result<TcpStream, (StatusCode, String)> {
-    let tcp = crate::serve::connect_port(port).await?;
-    if !e2e {
-        return Ok(tcp);
-    }
-    let Some(t) = TERMINATOR.get() else {
-        return Err((
-            StatusCode::ConnectFailed,
-            "this agent has no end-to-end key yet".into(),
-        ));
-    };
-    let id = relay_core::token::random_u64();
-    if let Ok(mut p) = t.pending.lock() {
-        p.insert(id, tcp);
-    }
-    let fail = |e: std::io::Error| {
-        if let Ok(mut p) = t.pending.lock() {
-            p.remove(&id);
-        }
-        (
-            StatusCode::ConnectFailed,
-            format!("end-to-end terminator: {e}"),
-        )
-    };
-    let mut front = TcpStream::connect(t.addr).await.map_err(fail)?;
-    let _ = front.set_nodelay(true);
-    front.write_u64(id).await.map_err(fail)?;
-    Ok(front)
 }

@@ -95,6 +95,7 @@ where
 pub(crate) async fn serve(
     conn: hyper::upgrade::Upgraded,
     active: Arc<AtomicUsize>,
+    streams: Arc<crate::serve::Streams>,
 ) -> Result<(), LinkError> {
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
@@ -106,7 +107,7 @@ pub(crate) async fn serve(
         .keep_alive_timeout(std::time::Duration::from_secs(20))
         .serve_connection(
             conn,
-            hyper::service::service_fn(move |req| stream(req, active.clone())),
+            hyper::service::service_fn(move |req| stream(req, active.clone(), streams.clone())),
         )
         .await
         .map_err(other)
@@ -136,6 +137,7 @@ impl Drop for Open {
 async fn stream(
     req: http::Request<Incoming>,
     active: Arc<AtomicUsize>,
+    streams: Arc<crate::serve::Streams>,
 ) -> Result<http::Response<Body>, Infallible> {
     let port = req
         .headers()
@@ -153,11 +155,7 @@ async fn stream(
         .headers()
         .get(wire::H2_SIGNAL_HEADER)
         .is_some_and(|v| v == "1");
-    let opened = if signal {
-        crate::rtc::connect(port).await
-    } else {
-        crate::e2e::connect(port, e2e).await
-    };
+    let opened = streams.open(port, e2e, signal).await;
     let tcp = match opened {
         Ok(s) => s,
         Err((code, message)) => return Ok(refuse(code, message)),

@@ -17,13 +17,12 @@ use relay_core::backoff::Backoff;
 use relay_core::token::Secret;
 use tracing::{info, warn};
 
-pub mod e2e;
+mod e2e;
 mod h2;
 mod quic;
+pub mod role;
 mod rtc;
 mod serve;
-
-pub use serve::redirect_ssh;
 
 /// How to reach the home edge.
 #[derive(Debug, Clone)]
@@ -40,6 +39,10 @@ pub struct AgentConfig {
     pub link: LinkChoice,
     /// While on the HTTP/2 fallback, how often to check whether QUIC answers again.
     pub quic_retry: Duration,
+    /// The agent's own SSH server on loopback: streams for port 22 go there.
+    pub ssh_port: Option<u16>,
+    /// The inner-session identity for end-to-end streams (refused without one).
+    pub e2e: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The agent link's transport.
@@ -137,6 +140,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let roots = relay_core::tls::roots(cfg.ca_cert.as_deref())
         .map_err(|e| LinkError::Other(e.to_string()))?;
     let roots = Arc::new(roots);
+    let streams = Arc::new(
+        serve::Streams::new(cfg.ssh_port, cfg.e2e.clone())
+            .await
+            .map_err(|e| LinkError::Other(format!("end-to-end terminator: {e}")))?,
+    );
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut refusals = 0u32;
     tokio::pin!(shutdown);
@@ -164,7 +172,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 {
                     Ok(Ok(conn)) => {
                         info!(edge = %target.addr, transport = "quic", "agent link up");
-                        return quic::serve(conn).await;
+                        return quic::serve(conn, streams.clone()).await;
                     }
                     Ok(Err(LinkError::Unauthorized(m))) => return Err(LinkError::Unauthorized(m)),
                     Ok(Err(e)) => warn!(error = %e, "QUIC link failed; trying HTTP/2 over TCP"),
@@ -177,12 +185,12 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             info!(edge = %target.addr, transport = "h2", "agent link up");
             let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             if h2_only {
-                return h2::serve(conn, active).await;
+                return h2::serve(conn, active, streams.clone()).await;
             }
             // Serve over HTTP/2 while probing QUIC; once UDP answers and no tunnel is open on
             // this link, end it so the loop reconnects over QUIC. Open tunnels are never cut.
             tokio::select! {
-                r = h2::serve(conn, active.clone()) => r,
+                r = h2::serve(conn, active.clone(), streams.clone()) => r,
                 () = quic::wait_until_usable(&target, &roots, cfg.quic_retry, cfg.quic_timeout, &active) => {
                     info!("UDP answers again; moving the agent link back to QUIC");
                     Ok(())

@@ -115,7 +115,10 @@ pub(crate) async fn connect(
 }
 
 /// Serves streams until the link closes.
-pub(crate) async fn serve(conn: quinn::Connection) -> Result<(), LinkError> {
+pub(crate) async fn serve(
+    conn: quinn::Connection,
+    streams: Arc<crate::serve::Streams>,
+) -> Result<(), LinkError> {
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(pair) => pair,
@@ -124,11 +127,15 @@ pub(crate) async fn serve(conn: quinn::Connection) -> Result<(), LinkError> {
             }
             Err(e) => return Err(other(e)),
         };
-        tokio::spawn(stream(send, recv));
+        tokio::spawn(stream(send, recv, streams.clone()));
     }
 }
 
-async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    streams: Arc<crate::serve::Streams>,
+) {
     let (port, session_id, e2e, signal) = match wire::read_frame(&mut recv).await {
         Ok(Frame::Open {
             port,
@@ -166,11 +173,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     };
     let span = tracing::debug_span!("stream", stream = session_id, port, path = "envproxy");
     async move {
-        let opened = if signal {
-            crate::rtc::connect(port).await
-        } else {
-            crate::e2e::connect(port, e2e).await
-        };
+        let opened = streams.open(port, e2e, signal).await;
         let tcp = match opened {
             Ok(s) => s,
             Err((code, message)) => {

@@ -13,59 +13,88 @@ use perigee_webrtc::{signal, Peer, PeerConfig, Role};
 use relay_core::wire::StatusCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument as _};
 
-struct Answerer {
+/// The agent's WebRTC answerer: a loopback listener taking signaling streams (started on
+/// the first one). Its accept loop ends when it is dropped.
+pub(crate) struct Answerer {
     addr: SocketAddr,
-    pending: Mutex<HashMap<u64, u16>>,
+    pending: Arc<Mutex<HashMap<u64, u16>>>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
-static ANSWERER: OnceCell<Arc<Answerer>> = OnceCell::const_new();
+impl Drop for Answerer {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
 
-async fn answerer() -> std::io::Result<Arc<Answerer>> {
-    ANSWERER
-        .get_or_try_init(|| async {
-            let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-            let a = Arc::new(Answerer {
-                addr: listener.local_addr()?,
-                pending: Mutex::new(HashMap::new()),
-            });
-            let a2 = a.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((sock, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let a = a2.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = accept(&a, sock).await {
-                            debug!(error = %e, "signaling session ended");
-                        }
-                    });
-                }
-            });
-            Ok(a)
+impl Answerer {
+    /// Starts an answerer whose data channels reach workspace ports (port 22: `ssh`).
+    pub(crate) async fn start(ssh: Option<u16>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let pending: Arc<Mutex<HashMap<u64, u16>>> = Arc::default();
+        let waiting = pending.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let waiting = waiting.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = accept(&waiting, sock, ssh).await {
+                        debug!(error = %e, "signaling session ended");
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            pending,
+            accept,
         })
-        .await
-        .cloned()
+    }
+
+    /// Connects a signaling stream for a session whose data channels reach `port` (already
+    /// checked to answer, so a client learns "nothing listens" as for a plain stream).
+    pub(crate) async fn front(&self, port: u16) -> Result<TcpStream, (StatusCode, String)> {
+        let id = relay_core::token::random_u64();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id, port);
+        }
+        let fail = |e: std::io::Error| {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            (StatusCode::ConnectFailed, format!("WebRTC answerer: {e}"))
+        };
+        let mut front = TcpStream::connect(self.addr).await.map_err(fail)?;
+        let _ = front.set_nodelay(true);
+        front.write_u64(id).await.map_err(fail)?;
+        Ok(front)
+    }
 }
 
-async fn accept(a: &Answerer, mut sock: TcpStream) -> std::io::Result<()> {
+async fn accept(
+    pending: &Mutex<HashMap<u64, u16>>,
+    mut sock: TcpStream,
+    ssh: Option<u16>,
+) -> std::io::Result<()> {
     let id = sock.read_u64().await?;
-    let port = a
-        .pending
+    let port = pending
         .lock()
         .ok()
         .and_then(|mut p| p.remove(&id))
         .ok_or_else(|| std::io::Error::other("unknown signaling session id"))?;
     let span = tracing::info_span!("webrtc", session = id, port);
-    session(sock, port).instrument(span).await;
+    session(sock, port, ssh).instrument(span).await;
     Ok(())
 }
 
 /// One peer connection: signaling on `sock`, every data channel to `port`.
-async fn session(sock: TcpStream, port: u16) {
+async fn session(sock: TcpStream, port: u16, ssh: Option<u16>) {
     let (rd, wr) = sock.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(signal::MAX_SIGNALS);
@@ -97,7 +126,7 @@ async fn session(sock: TcpStream, port: u16) {
     while let Some(ch) = incoming.recv().await {
         tokio::spawn(
             async move {
-                let mut tcp = match crate::serve::connect_port(port).await {
+                let mut tcp = match crate::serve::connect_port(port, ssh).await {
                     Ok(t) => t,
                     Err((_, msg)) => {
                         debug!(%msg, "data channel refused");
@@ -115,27 +144,4 @@ async fn session(sock: TcpStream, port: u16) {
         );
     }
     drop(peer);
-}
-
-/// Connects a signaling stream for a session whose data channels reach `port`: checks the
-/// port answers first (so a client learns "nothing listens" as for a plain stream).
-pub(crate) async fn connect(port: u16) -> Result<TcpStream, (StatusCode, String)> {
-    drop(crate::serve::connect_port(port).await?);
-    let a = answerer()
-        .await
-        .map_err(|e| (StatusCode::ConnectFailed, format!("WebRTC answerer: {e}")))?;
-    let id = relay_core::token::random_u64();
-    if let Ok(mut p) = a.pending.lock() {
-        p.insert(id, port);
-    }
-    let fail = |e: std::io::Error| {
-        if let Ok(mut p) = a.pending.lock() {
-            p.remove(&id);
-        }
-        (StatusCode::ConnectFailed, format!("WebRTC answerer: {e}"))
-    };
-    let mut front = TcpStream::connect(a.addr).await.map_err(fail)?;
-    let _ = front.set_nodelay(true);
-    front.write_u64(id).await.map_err(fail)?;
-    Ok(front)
 }

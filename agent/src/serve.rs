@@ -7,19 +7,71 @@ use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The port streams to port 22 go to: the agent's own SSH server, when it runs one.
-static SSH_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
-
-/// Sends streams for port 22 to the agent's SSH server listening on `127.0.0.1:port`.
-pub fn redirect_ssh(port: u16) {
-    let _ = SSH_PORT.set(port);
+/// Where the edge's streams go: workspace ports on loopback (port 22 to the agent's SSH
+/// server when it runs one), through the end-to-end terminator when asked, and signaling
+/// streams to the WebRTC answerer. One per running agent; nothing of it is process-wide,
+/// so several agents can share a process (tests do).
+pub(crate) struct Streams {
+    ssh: Option<u16>,
+    e2e: Option<crate::e2e::Terminator>,
+    rtc: tokio::sync::OnceCell<crate::rtc::Answerer>,
 }
 
-/// Connects to `127.0.0.1:port` (port 22: the agent's SSH server when it runs one),
-/// mapping failures to a link status and a message.
-pub(crate) async fn connect_port(port: u16) -> Result<TcpStream, (StatusCode, String)> {
+impl Streams {
+    /// Streams for an agent with its SSH server on `ssh` and end-to-end identity `e2e`.
+    pub(crate) async fn new(
+        ssh: Option<u16>,
+        e2e: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
+        let e2e = match e2e {
+            Some(server) => Some(crate::e2e::Terminator::start(server).await?),
+            None => None,
+        };
+        Ok(Self {
+            ssh,
+            e2e,
+            rtc: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Opens what a stream for `port` connects to.
+    pub(crate) async fn open(
+        &self,
+        port: u16,
+        e2e: bool,
+        signal: bool,
+    ) -> Result<TcpStream, (StatusCode, String)> {
+        let tcp = connect_port(port, self.ssh).await?;
+        if signal {
+            drop(tcp);
+            let answerer = self
+                .rtc
+                .get_or_try_init(|| crate::rtc::Answerer::start(self.ssh))
+                .await
+                .map_err(|e| (StatusCode::ConnectFailed, format!("WebRTC answerer: {e}")))?;
+            return answerer.front(port).await;
+        }
+        if !e2e {
+            return Ok(tcp);
+        }
+        match &self.e2e {
+            Some(t) => t.front(tcp).await,
+            None => Err((
+                StatusCode::ConnectFailed,
+                "this agent has no end-to-end key".into(),
+            )),
+        }
+    }
+}
+
+/// Connects to `127.0.0.1:port` (port 22: the agent's SSH server on `ssh` when it runs
+/// one), mapping failures to a link status and a message.
+pub(crate) async fn connect_port(
+    port: u16,
+    ssh: Option<u16>,
+) -> Result<TcpStream, (StatusCode, String)> {
     let asked = port;
-    let port = match (port, SSH_PORT.get()) {
+    let port = match (port, ssh.as_ref()) {
         (22, Some(p)) => *p,
         // The SSH server's own loopback port is reached only as port 22, so the control
         // plane's rule for port 22 (a provider's "external SSH off") cannot be bypassed by

@@ -35,23 +35,6 @@ pub(crate) async fn read_limited(
     Ok(body)
 }
 
-/// The body of a successful answer (at most `limit` bytes), or the error as one line
-/// (`HTTP 403: …`) for a role process to log.
-pub(crate) async fn success_body(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let status = resp.status();
-    let bytes = read_limited(resp, limit)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            String::from_utf8_lossy(&bytes)
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Reads a JSON answer of at most `limit` bytes.
 pub(crate) async fn json_limited(resp: reqwest::Response, limit: usize) -> anyhow::Result<Value> {
     let body = read_limited(resp, limit).await?;
