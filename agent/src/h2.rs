@@ -92,11 +92,14 @@ where
 
 /// Serves the edge's streams as the HTTP/2 server until the link closes.
 /// `active` counts the streams open on this link.
-pub(crate) async fn serve(
-    conn: hyper::upgrade::Upgraded,
+pub(crate) async fn serve<I>(
+    conn: I,
     active: Arc<AtomicUsize>,
     streams: Arc<crate::serve::Streams>,
-) -> Result<(), LinkError> {
+) -> Result<(), LinkError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(relay_core::link::STREAM_WINDOW)
         .initial_connection_window_size(relay_core::link::CONN_WINDOW)
@@ -195,3 +198,7 @@ async fn stream(
     });
     Ok(http::Response::new(resp_body.boxed()))
 }
+
+#[cfg(test)]
+#[path = "h2_tests.rs"]
+mod tests;
