@@ -168,3 +168,7 @@ where
     w.write_all(&[0x82, 0x00]).await?;
     w.flush().await
 }
+
+#[cfg(test)]
+#[path = "wsrelay_tests.rs"]
+mod tests;
