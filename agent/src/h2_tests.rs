@@ -54,7 +54,10 @@ async fn link() -> Edge {
 
 impl Edge {
     /// Opens a stream to the workspace's `port`: the sender of its body and the answer.
-    async fn open(&mut self, port: u16) -> (mpsc::Sender<Bytes>, http::Response<hyper::body::Incoming>) {
+    async fn open(
+        &mut self,
+        port: u16,
+    ) -> (mpsc::Sender<Bytes>, http::Response<hyper::body::Incoming>) {
         let (tx, body) = ChannelBody::new();
         let req = http::Request::post("http://agent/")
             .header(wire::H2_PORT_HEADER, port.to_string())
@@ -67,7 +70,12 @@ impl Edge {
 }
 
 async fn collect(resp: http::Response<hyper::body::Incoming>) -> Vec<u8> {
-    resp.into_body().collect().await.unwrap().to_bytes().to_vec()
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
 }
 
 #[tokio::test]
@@ -195,11 +203,11 @@ async fn a_stream_to_a_port_nothing_listens_on_is_refused_with_its_status() {
     let mut edge = link().await;
     let (_tx, resp) = edge.open(port).await;
     assert_eq!(resp.status(), http::StatusCode::BAD_GATEWAY);
-    let code = resp.headers()["perigee-status"].to_str().unwrap().to_owned();
-    assert_eq!(
-        code,
-        (wire::StatusCode::ConnectRefused as u8).to_string()
-    );
+    let code = resp.headers()["perigee-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code, (wire::StatusCode::ConnectRefused as u8).to_string());
     let body = String::from_utf8(collect(resp).await).unwrap();
     assert!(body.contains("nothing is listening"), "{body}");
 }

@@ -108,6 +108,7 @@ async fn session(sock: TcpStream, port: u16, ssh: Option<u16>) {
         ice_servers: Vec::new(),
         peer_ice_servers: Vec::new(),
         relay_only: false,
+        connect_timeout: perigee_webrtc::CONNECT_TIMEOUT,
     };
     let (peer, mut incoming) = match Peer::start(cfg, out_tx, in_rx).await {
         Ok(p) => p,

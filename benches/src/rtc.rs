@@ -55,6 +55,7 @@ async fn webrtc(secs: f64, streams: usize) -> anyhow::Result<(f64, String)> {
         ice_servers: vec![],
         peer_ice_servers: vec![],
         relay_only: false,
+        connect_timeout: perigee_webrtc::CONNECT_TIMEOUT,
     };
     let (o, _a, mut incoming) =
         rtc::in_process_pair(cfg(Role::Offerer), cfg(Role::Answerer)).await?;

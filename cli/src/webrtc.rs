@@ -40,6 +40,7 @@ pub(crate) async fn connect(
         peer_ice_servers: ice_servers.clone(),
         ice_servers,
         relay_only: std::env::var("PERIGEE_WEBRTC_RELAY_ONLY").is_ok_and(|v| v == "1"),
+        connect_timeout: perigee_webrtc::CONNECT_TIMEOUT,
     };
     let (peer, _incoming) = Peer::start(cfg, out_tx, in_rx).await?;
     let path = peer

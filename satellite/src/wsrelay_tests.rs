@@ -140,7 +140,10 @@ async fn relays_both_ways_with_a_half_close_each_way() {
                     break;
                 }
                 let end = (at + size).min(data.len());
-                client.write_all(&client_frame(0x2, &data[at..end])).await.unwrap();
+                client
+                    .write_all(&client_frame(0x2, &data[at..end]))
+                    .await
+                    .unwrap();
                 at = end;
             }
             client.write_all(&client_frame(0x2, &[])).await.unwrap();
@@ -152,9 +155,15 @@ async fn relays_both_ways_with_a_half_close_each_way() {
         .await
         .expect("the half-close reached the workspace");
     assert_eq!(got.len(), data.len());
-    assert!(got == data, "the workspace got other bytes than the client sent");
+    assert!(
+        got == data,
+        "the workspace got other bytes than the client sent"
+    );
     // …and still answers on the half-open stream, then ends its side.
-    ws.to_edge.send(Bytes::from_static(b"answer")).await.unwrap();
+    ws.to_edge
+        .send(Bytes::from_static(b"answer"))
+        .await
+        .unwrap();
     drop(ws.to_edge);
     let mut client = writer.await.unwrap();
     let mut answer = Vec::new();
@@ -208,8 +217,18 @@ async fn a_link_that_vanishes_mid_stream_ends_the_tunnel() {
     let (mut client, edge_side) = tokio::io::duplex(64 * 1024);
     let m = metrics();
     let relay = tokio::spawn(async move { relay(edge_side, tx, rx, &m).await });
-    client.write_all(&client_frame(0x2, b"hello")).await.unwrap();
-    let first = ws.from_edge.frame().await.unwrap().unwrap().into_data().unwrap();
+    client
+        .write_all(&client_frame(0x2, b"hello"))
+        .await
+        .unwrap();
+    let first = ws
+        .from_edge
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
     assert_eq!(&first[..], b"hello");
     // The agent's side of the link disappears without a goodbye.
     server.abort();
@@ -218,7 +237,10 @@ async fn a_link_that_vanishes_mid_stream_ends_the_tunnel() {
         .await
         .expect("the relay ended when the link vanished")
         .unwrap();
-    assert!(ended.is_err(), "a vanished link is an error, not a clean end");
+    assert!(
+        ended.is_err(),
+        "a vanished link is an error, not a clean end"
+    );
     // The client learns it: its stream ends (no hang).
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))

@@ -65,6 +65,7 @@ pub(crate) fn spawn(
         .set_sctp_max_buffered_amount(SCTP_BUFFERED)
         .set_sctp_max_message_size(256 * 1024)
         .build(Instant::now());
+    let deadline = Instant::now() + cfg.connect_timeout;
     let driver = Driver {
         cfg,
         rtc,
@@ -88,7 +89,7 @@ pub(crate) fn spawn(
         signal_out,
         incoming,
         cmds: cmd_tx.downgrade(),
-        deadline: Instant::now() + CONNECT_TIMEOUT,
+        deadline,
         next_timeout: Instant::now(),
     };
     tokio::spawn(driver.run(cmd_rx, signal_in, pkt_rx));
@@ -287,8 +288,8 @@ impl Driver {
     async fn on_timer(&mut self, now: Instant) {
         if !self.connected && now >= self.deadline {
             self.fail(format!(
-                "no ICE candidate pair worked within {} s",
-                CONNECT_TIMEOUT.as_secs()
+                "no ICE candidate pair worked within {:?}",
+                self.cfg.connect_timeout
             ));
             return;
         }

@@ -31,6 +31,9 @@ pub struct PeerConfig {
     /// Offer only the relayed candidate (WebRTC's `iceTransportPolicy: "relay"`): hides
     /// this side's addresses from the other, at the cost of a relay hop.
     pub relay_only: bool,
+    /// How long ICE may take before the peer gives up ([`crate::CONNECT_TIMEOUT`] unless a
+    /// caller knows better).
+    pub connect_timeout: std::time::Duration,
 }
 
 /// A stream the remote side opened.

@@ -21,6 +21,7 @@ pub fn cfg(role: Role) -> PeerConfig {
         ice_servers: vec![],
         peer_ice_servers: vec![],
         relay_only: false,
+        connect_timeout: perigee_webrtc::CONNECT_TIMEOUT,
     }
 }
 

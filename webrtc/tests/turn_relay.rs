@@ -10,6 +10,10 @@ use perigee_webrtc::{IceServer, Peer, PeerConfig, Role};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+/// ICE's give-up time here: loopback pairs connect in milliseconds, and the refused-peer test
+/// waits for exactly this (10 s in production).
+const TIMEOUT: Duration = Duration::from_secs(3);
 use turn::auth::{ephemeral_password, ephemeral_username};
 use turn::policy::PeerPolicy;
 use turn::{TurnConfig, TurnMetrics, TurnServer};
@@ -57,12 +61,14 @@ async fn relayed_pair(
         ice_servers: vec![],
         peer_ice_servers: vec![],
         relay_only: false,
+        connect_timeout: TIMEOUT,
     };
     let offerer = PeerConfig {
         role: Role::Offerer,
         ice_servers: ice(turn),
         peer_ice_servers: vec![],
         relay_only: true,
+        connect_timeout: TIMEOUT,
     };
     perigee_webrtc::in_process_pair(offerer, answerer)
         .await
