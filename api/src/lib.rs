@@ -9,3 +9,4 @@
 pub mod http;
 pub mod k8s_schema;
 pub mod provider_settings;
+pub mod providers;

@@ -35,29 +35,10 @@ pub(crate) async fn read_limited(
     Ok(body)
 }
 
-/// Reads a JSON answer of at most `limit` bytes.
-pub(crate) async fn json_limited(resp: reqwest::Response, limit: usize) -> anyhow::Result<Value> {
-    let body = read_limited(resp, limit).await?;
-    Ok(serde_json::from_slice(&body)?)
-}
-
 pub(crate) struct Client {
     http: reqwest::Client,
     pub(crate) base: String,
     token: String,
-}
-
-/// An HTTPS client for a role talking to the control plane: trusts the system roots plus
-/// `roots` (from `--ca-cert`), HTTP/2 or 1.1, 10 s per request.
-pub(crate) fn role_http(roots: rustls::RootCertStore) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(relay_core::tls::client_config(
-            roots,
-            &[b"h2", b"http/1.1"],
-        )?)
-        .timeout(std::time::Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .build()?)
 }
 
 impl Client {

@@ -13,7 +13,6 @@ mod isolation_args;
 mod kube_args;
 mod orgs;
 mod provider_cmd;
-mod provider_health;
 mod providers;
 mod regions;
 mod satellite_cmd;

@@ -120,7 +120,7 @@ pub(crate) async fn run(a: ServerArgs) -> anyhow::Result<()> {
     let tls_on = a.tls_self_signed || a.tls_cert.is_some();
     let on_kubernetes = a.provisioner == "kubernetes";
     let isolation = if on_kubernetes {
-        a.isolation.not_used()
+        a.isolation.not_used()?
     } else {
         a.isolation.decide(!exec_prefix.is_empty())?
     };

@@ -40,7 +40,13 @@ pub(crate) async fn connect(
         peer_ice_servers: ice_servers.clone(),
         ice_servers,
         relay_only: std::env::var("PERIGEE_WEBRTC_RELAY_ONLY").is_ok_and(|v| v == "1"),
-        connect_timeout: perigee_webrtc::CONNECT_TIMEOUT,
+        // How long ICE may try before the tunnel stays on envproxy for good (10 s unless
+        // PERIGEE_WEBRTC_TIMEOUT_MS says otherwise: networks known to block UDP).
+        connect_timeout: std::env::var("PERIGEE_WEBRTC_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(perigee_webrtc::CONNECT_TIMEOUT),
     };
     let (peer, _incoming) = Peer::start(cfg, out_tx, in_rx).await?;
     let path = peer

@@ -4,6 +4,9 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use perigee_api::providers::{
+    AgentTokenAnswer, AgentTokenRequest, AssignedWorkspace, Desired, HeartbeatAnswer,
+};
 use serde::Deserialize;
 
 use crate::api::{Body, Caller};
@@ -106,7 +109,7 @@ async fn heartbeat(
     State(cp): State<ControlPlane>,
     headers: http::HeaderMap,
     Body(hb): Body<crate::store_providers::ProviderHeartbeat>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let p = provider_caller(&cp, &headers).await?;
     if hb.heartbeat_secs == 0 || hb.heartbeat_secs > 3600 {
         return Err(ApiError::bad_request("heartbeat_secs: must be 1-3600").on("heartbeat_secs"));
@@ -142,19 +145,23 @@ async fn heartbeat(
             Some(u) => u.clone(),
             None => cp.edge_url(&w.home_edge).await?,
         };
-        workspaces.push(serde_json::json!({
-            "id": w.id,
-            "name": w.name,
-            "agent_url": agent_url,
-            "desired": if w.stopped { "stopped" } else { "running" },
-            "kubernetes": p.settings.pod_settings(&w.owner_email),
-        }));
+        workspaces.push(AssignedWorkspace {
+            kubernetes: p.settings.pod_settings(&w.owner_email),
+            id: w.id,
+            name: w.name,
+            agent_url,
+            desired: if w.stopped {
+                Desired::Stopped
+            } else {
+                Desired::Running
+            },
+        });
     }
-    Ok(Json(serde_json::json!({
-        "name": p.name,
-        "control_plane_version": env!("CARGO_PKG_VERSION"),
-        "workspaces": workspaces,
-    })))
+    Ok(Json(HeartbeatAnswer {
+        name: p.name,
+        control_plane_version: env!("CARGO_PKG_VERSION").to_owned(),
+        workspaces,
+    }))
 }
 
 /// The provider's REMOTE token from the `Authorization` header.
@@ -171,21 +178,17 @@ async fn provider_caller(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentTokenRequest {
-    workspace_id: String,
-}
-
 /// A provider's deployment asks for the agent token of a workspace it is about to start.
 async fn agent_token(
     State(cp): State<ControlPlane>,
     headers: http::HeaderMap,
     Body(req): Body<AgentTokenRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AgentTokenAnswer>, ApiError> {
     let p = provider_caller(&cp, &headers).await?;
     match cp.store.issue_agent_token(&p.id, &req.workspace_id).await? {
-        Some(t) => Ok(Json(serde_json::json!({ "token": t.expose() }))),
+        Some(t) => Ok(Json(AgentTokenAnswer {
+            token: t.expose().to_owned(),
+        })),
         None => Err(ApiError::not_found(format!(
             "workspace_id: no workspace {:?} on provider {:?}",
             req.workspace_id, p.name

@@ -71,49 +71,9 @@ pub struct PlacedWorkspace {
 /// Heartbeats a remote provider may miss before it is `error`.
 pub const MISSED_HEARTBEATS: i64 = 3;
 
-/// A remote provider's deployment reports in.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderHeartbeat {
-    /// Version it runs.
-    pub version: String,
-    /// Its heartbeat interval, seconds.
-    pub heartbeat_secs: u64,
-    /// A startup or runtime failure, when it has one.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The service account its deployment runs as (Kubernetes), which no workspace may be
-    /// given.
-    #[serde(default)]
-    pub service_account: Option<String>,
-    /// It runs workspaces without isolation, as its own user: only admins may create
-    /// workspaces on it.
-    #[serde(default)]
-    pub admins_only: bool,
-    /// Where each of its workspaces is, as its provisioner sees it.
-    #[serde(default)]
-    pub workspaces: Vec<WorkspaceReport>,
-}
-
-/// One workspace in a provider's heartbeat.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkspaceReport {
-    /// Workspace id.
-    pub id: String,
-    /// `starting`, `running`, `stopped`, `failed` or `missing`.
-    pub state: String,
-    /// Why, for `starting` and `failed`.
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-/// Most workspace reports taken from one heartbeat.
-pub const MAX_REPORTS: usize = 10_000;
-/// Longest report message kept (longer ones are cut).
-pub const MAX_REPORT_MESSAGE: usize = 500;
-/// The states a provider may report.
-pub const REPORT_STATES: &[&str] = &["starting", "running", "stopped", "failed", "missing"];
+pub use perigee_api::providers::{
+    ProviderHeartbeat, WorkspaceReport, MAX_REPORTS, MAX_REPORT_MESSAGE, REPORT_STATES,
+};
 
 /// A new remote provider.
 pub struct NewProvider<'a> {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod isolation_decision;
 pub mod local;
 pub mod local_isolation;
 
@@ -124,6 +125,10 @@ pub trait Provisioner: Send + Sync {
     fn admins_only(&self) -> Option<&'static str> {
         None
     }
+    /// Keeps the pod settings the control plane gave a workspace where people can look
+    /// (the local provisioner writes `kubernetes.json` beside it; the Kubernetes one applies
+    /// them to the pod instead).
+    fn note_pod_settings(&self, _id: &str, _settings: &Value) {}
 }
 
 impl Provisioner for crate::LocalProvisioner {
@@ -182,6 +187,19 @@ impl Provisioner for crate::LocalProvisioner {
 
     fn agent_pid(&self, id: &str) -> Option<u32> {
         crate::LocalProvisioner::agent_pid(self, id)
+    }
+
+    fn note_pod_settings(&self, id: &str, settings: &Value) {
+        if !self.has(id) {
+            return;
+        }
+        let path = self.dir(id).join("kubernetes.json");
+        let text = serde_json::to_string_pretty(settings).unwrap_or_default();
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            if let Err(e) = std::fs::write(&path, text) {
+                tracing::warn!(workspace = id, error = %e, "cannot write kubernetes.json");
+            }
+        }
     }
 
     fn admins_only(&self) -> Option<&'static str> {

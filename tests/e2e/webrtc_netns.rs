@@ -197,6 +197,8 @@ fn scenario(shared: bool, block_client_udp: bool, path_arg: &str, want: &str) {
         "ws",
     ])
     .args(["--port", &sshd.port.to_string(), "-o", "json"]);
+    // Where WebRTC must fail, give it 2 s rather than the default 10 s.
+    c.env("PERIGEE_WEBRTC_TIMEOUT_MS", "2000");
     server.session_env(&mut c);
     let out = c.output().expect("perigee ping");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

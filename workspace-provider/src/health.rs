@@ -1,4 +1,4 @@
-//! `perigee workspace-provider --health-address`: `/livez` (the process runs) and `/healthz`
+//! `--health-address`: `/livez` (the process runs) and `/healthz`
 //! (the control plane answered a heartbeat within three intervals), for Kubernetes probes.
 
 use std::sync::{Arc, Mutex};
@@ -55,8 +55,12 @@ impl Health {
         }
     }
 
-    /// Serves the probes on `listener` until the process ends.
-    pub(crate) fn serve(self, listener: tokio::net::TcpListener) {
+    /// Serves the probes on `listener` until `shutdown`.
+    pub(crate) fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let app = Router::new()
             .route("/livez", get(|| async { "ok\n" }))
             .route(
@@ -65,7 +69,10 @@ impl Health {
             )
             .with_state(self);
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
                 tracing::warn!(error = %e, "health endpoint stopped");
             }
         });
