@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::client::Client;
 use crate::ssh_config::{self, Block};
+use perigee_client::api::Client;
 
 /// Host names in the block are `perigee.WORKSPACE`.
 pub(crate) const HOST_PREFIX: &str = "perigee.";
@@ -62,7 +62,7 @@ fn home() -> anyhow::Result<PathBuf> {
 
 /// The user's perigee key and known-hosts file, in perigee's config directory.
 fn ssh_dir() -> anyhow::Result<PathBuf> {
-    Ok(crate::session::config_dir()?.join("ssh"))
+    Ok(perigee_client::session::config_dir()?.join("ssh"))
 }
 
 /// The perigee key pair, generated with OpenSSH's `ssh-keygen` when missing; returns the
@@ -218,11 +218,12 @@ pub(crate) async fn ssh(a: SshArgs) -> anyhow::Result<()> {
             a.command.is_empty(),
             "--stdio carries an SSH connection for OpenSSH; it runs no command"
         );
-        let args = crate::tunnel::TunnelArgs::for_ssh(&ws, a.port);
+        let o = perigee_client::Options::from_env();
         if a.port == SSH_PORT && !a.no_resume {
-            return crate::ssh_resume::stdio(args).await;
+            return perigee_client::resume::ssh(&ws, a.port, &o, crate::stdio::streams).await;
         }
-        return crate::tunnel::tunnel(args).await;
+        let (rd, wr) = crate::stdio::streams();
+        return perigee_client::tunnel::tunnel(&ws, a.port, &o, rd, wr).await;
     }
     // Interactive or one command: OpenSSH with perigee as its ProxyCommand.
     let dir = ssh_dir()?;

@@ -4,30 +4,24 @@
 use clap::{Parser, Subcommand};
 
 mod agent_cmd;
-mod client;
 mod config_ssh;
-mod dial;
-mod e2e_stream;
 mod edge_args;
 mod isolation_args;
 mod kube_args;
 mod orgs;
+mod ping;
 mod provider_cmd;
 mod providers;
-mod regions;
 mod satellite_cmd;
 mod satellites;
 mod server;
 mod session;
 mod ssh_config;
-mod ssh_resume;
 mod stdio;
 mod table;
-mod ticket;
 mod tunnel;
 mod turn_cmd;
 mod urls;
-mod webrtc;
 mod workspaces;
 
 /// perigee: cloud development workspaces, reached through the edge nearest to you.
@@ -85,7 +79,7 @@ enum Cmd {
     /// ProxyCommand `config-ssh` writes.
     Ssh(config_ssh::SshArgs),
     /// Measure the round trip to each region and show which one tunnels would use.
-    Ping(regions::PingArgs),
+    Ping(ping::PingArgs),
     /// Manage satellites (admins).
     #[command(subcommand)]
     Satellites(satellites::SatellitesCmd),
@@ -146,7 +140,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Start(a) => workspaces::stop_start(a, "start").await,
             Cmd::Tunnel(a) => tunnel::tunnel(a).await,
             Cmd::PortForward(a) => tunnel::port_forward(a).await,
-            Cmd::Ping(a) => regions::ping(a).await,
+            Cmd::Ping(a) => ping::ping(a).await,
             Cmd::ConfigSsh(a) => config_ssh::config_ssh(a).await,
             Cmd::Ssh(a) => config_ssh::ssh(a).await,
             Cmd::Satellite(a) => satellite_cmd::run(a).await,

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::client::Client;
 use crate::workspaces::Output;
+use perigee_client::api::Client;
 
 /// Manage workspace providers: the clusters workspaces run in.
 #[derive(clap::Subcommand)]

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::client::Client;
+use perigee_client::api::Client;
 
 /// Manage satellites: regional edges users connect through.
 #[derive(clap::Subcommand)]

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::client::Client;
+use perigee_client::api::Client;
 
 #[derive(clap::Args)]
 pub(crate) struct CreateArgs {

@@ -12,6 +12,7 @@
 //! * [`devurl`]: dev URL host names (`PORT--WORKSPACE--USER.HOST`), parsed the same on every edge.
 //! * [`resume`]: resumable byte streams, so an SSH session outlives a dropped tunnel.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
+//! * [`tunnel`]: the tunnel endpoint's path and headers.
 //!
 //! This crate never imports the other perigee crates.
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod stun;
 pub mod ticket;
 pub mod tls;
 pub mod token;
+pub mod tunnel;
 pub mod turn_creds;
 pub mod wire;
 pub mod wsframe;

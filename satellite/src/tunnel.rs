@@ -18,35 +18,14 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use relay_core::ticket::TicketError;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, Instrument as _};
 
 use crate::links::OpenError;
 use crate::{error_response, DropReason, Edge, PeerAddr};
 
-/// Path of the tunnel endpoint.
-pub const PATH: &str = "/api/v2/tunnel";
-/// Header naming the workspace port.
-pub const PORT_HEADER: &str = "perigee-port";
-/// Optional header naming the workspace id the client means; refused when the ticket is for
-/// another workspace.
-pub const WORKSPACE_HEADER: &str = "perigee-workspace";
-/// Header asking for a signaling stream (value `1`).
-pub const SIGNAL_HEADER: &str = "perigee-signal";
-
-/// Response header naming the edge that accepted the tunnel.
-pub const EDGE_HEADER: &str = "perigee-edge";
-/// Response header telling how the edge reaches the agent: `local` (the agent's link is on
-/// this edge) or `mesh:HOME` (forwarded over the mesh to the home edge HOME).
-pub const PATH_HEADER: &str = "perigee-path";
-
-/// WebSocket limits for tunnel clients (the edge streams frames itself: `wsrelay`).
-pub fn ws_config() -> WebSocketConfig {
-    let max = relay_core::splice::MAX_WS_MESSAGE;
-    WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
+pub use relay_core::tunnel::{
+    EDGE_HEADER, PATH, PATH_HEADER, PORT_HEADER, SIGNAL_HEADER, WORKSPACE_HEADER,
+};
 
 pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Response {
     let start = Instant::now();

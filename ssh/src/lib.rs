@@ -62,7 +62,7 @@ const CIPHERS: &[russh::cipher::Name] = &[
 ];
 
 /// Default for [`SshConfig::resume_grace`].
-pub const RESUME_GRACE: Duration = Duration::from_secs(60);
+pub const RESUME_GRACE: Duration = relay_core::resume::GRACE;
 /// Most resumable connections an agent keeps at once.
 const MAX_RESUMABLE: usize = 256;
 /// How long to wait for a client's first byte to tell a resumable stream (a zero byte) from

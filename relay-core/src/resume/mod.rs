@@ -34,6 +34,9 @@ use thiserror::Error;
 
 /// First bytes of a HELLO.
 pub const MAGIC: &[u8; 8] = b"\0PRGRSM1";
+/// How long an agent keeps a resumable session whose transport dropped, and how long a
+/// client goes on reconnecting to it.
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Largest DATA payload.
 pub const MAX_DATA: usize = 64 * 1024;
 /// Largest encoded frame (a DATA frame with the largest payload).

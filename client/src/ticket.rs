@@ -2,29 +2,29 @@
 //! carry their streams, and the copy on disk.
 
 /// Why streams stay on envproxy for a provider with end-to-end encryption.
-pub(crate) const WHY_E2E: &str =
+pub const WHY_E2E: &str =
     "end-to-end encryption is on and WebRTC's DTLS keys are not pinned to the agent yet";
 /// Why streams stay on envproxy for a provider with Networking v2 off.
-pub(crate) const WHY_V2_OFF: &str = "Networking v2 is off for the provider";
+pub const WHY_V2_OFF: &str = "Networking v2 is off for the provider";
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Ticket {
-    pub(crate) ticket: String,
-    pub(crate) expires_at: u64,
-    pub(crate) edge_url: String,
-    pub(crate) home_edge: String,
-    pub(crate) workspace_id: String,
+pub struct Ticket {
+    pub ticket: String,
+    pub expires_at: u64,
+    pub edge_url: String,
+    pub home_edge: String,
+    pub workspace_id: String,
     /// The agent's end-to-end key, when the provider encrypts tunnels end to end.
     #[serde(default)]
-    pub(crate) e2e_fingerprint: Option<String>,
+    pub e2e_fingerprint: Option<String>,
     /// STUN/TURN servers when the provider has Networking v2 on (empty: envproxy only).
     #[serde(default)]
-    pub(crate) ice_servers: Vec<EdgeIce>,
+    pub ice_servers: Vec<EdgeIce>,
 }
 
 /// A ticket's ICE server entry: the TURN server of one edge.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct EdgeIce {
+pub struct EdgeIce {
     #[serde(flatten)]
     server: perigee_webrtc::IceServer,
     #[serde(default)]
@@ -34,7 +34,7 @@ pub(crate) struct EdgeIce {
 impl Ticket {
     /// The TURN server of the edge the client entered through, so relayed bytes stay in
     /// its region; the home edge's when the entry edge runs none; any one otherwise.
-    pub(crate) fn ice_for(&self, entry: &str) -> Vec<perigee_webrtc::IceServer> {
+    pub fn ice_for(&self, entry: &str) -> Vec<perigee_webrtc::IceServer> {
         let pick = |name: &str| {
             self.ice_servers
                 .iter()
@@ -51,7 +51,7 @@ impl Ticket {
     /// Why streams stay on envproxy, when WebRTC may not carry them: the provider asks for
     /// end-to-end encryption, whose pinned key WebRTC's DTLS does not use yet, or has
     /// Networking v2 off (the ticket carries no ICE servers).
-    pub(crate) fn no_webrtc_reason(&self) -> Option<&'static str> {
+    pub fn no_webrtc_reason(&self) -> Option<&'static str> {
         if self.e2e_fingerprint.is_some() {
             Some(WHY_E2E)
         } else if self.ice_servers.is_empty() {
@@ -62,7 +62,7 @@ impl Ticket {
     }
 
     /// WebRTC may carry streams.
-    pub(crate) fn webrtc_allowed(&self) -> bool {
+    pub fn webrtc_allowed(&self) -> bool {
         self.no_webrtc_reason().is_none()
     }
 }
@@ -70,7 +70,7 @@ impl Ticket {
 /// Tickets kept on disk (mode 0600, next to the session) so that each `perigee tunnel`
 /// (one process per ssh connection) need not ask the control plane, and tunnels still open
 /// while it is unreachable. Keyed by deployment, workspace and port; pruned when expired.
-pub(crate) mod ticket_cache {
+pub mod ticket_cache {
     use std::collections::BTreeMap;
 
     use super::Ticket;
@@ -92,18 +92,13 @@ pub(crate) mod ticket_cache {
             .unwrap_or_default()
     }
 
-    pub(crate) fn get(
-        deployment: &str,
-        workspace: &str,
-        port: u16,
-        min_expiry: u64,
-    ) -> Option<Ticket> {
+    pub fn get(deployment: &str, workspace: &str, port: u16, min_expiry: u64) -> Option<Ticket> {
         load()
             .remove(&key(deployment, workspace, port))
             .filter(|t| t.expires_at > min_expiry)
     }
 
-    pub(crate) fn remove(deployment: &str, workspace: &str, port: u16) {
+    pub fn remove(deployment: &str, workspace: &str, port: u16) {
         let mut all = load();
         if all.remove(&key(deployment, workspace, port)).is_some() {
             if let (Some(p), Ok(bytes)) = (path(), serde_json::to_vec(&all)) {
@@ -112,7 +107,7 @@ pub(crate) mod ticket_cache {
         }
     }
 
-    pub(crate) fn put(deployment: &str, workspace: &str, port: u16, t: &Ticket) {
+    pub fn put(deployment: &str, workspace: &str, port: u16, t: &Ticket) {
         let now = relay_core::unix_now();
         let mut all = load();
         all.retain(|_, t| t.expires_at > now);

@@ -9,20 +9,20 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::WebSocketStream;
 
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
+pub type Ws = WebSocketStream<Box<dyn Io>>;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
+pub struct Target {
     tls: bool,
     host: String,
     port: u16,
 }
 
 impl Target {
-    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
         let uri: http::Uri = url.parse().with_context(|| format!("edge URL {url:?}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
@@ -122,10 +122,10 @@ async fn connect_tcp(t: &Target) -> anyhow::Result<TcpStream> {
 /// The edge answered the tunnel request with an HTTP error: another edge would answer the
 /// same (bad ticket, closed port), so the CLI does not try elsewhere.
 #[derive(Debug)]
-pub(crate) struct Refused {
-    pub(crate) message: String,
+pub struct Refused {
+    pub message: String,
     /// The edge's stable error code (`mesh_error` means another edge may do better).
-    pub(crate) code: String,
+    pub code: String,
 }
 
 impl std::fmt::Display for Refused {
@@ -137,16 +137,16 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 /// An open tunnel and how the edge reaches the workspace.
-pub(crate) struct Opened {
-    pub(crate) ws: Ws,
+pub struct Opened {
+    pub ws: Ws,
     /// The edge that accepted the tunnel.
-    pub(crate) edge: String,
+    pub edge: String,
     /// `local` or `mesh:HOME`.
-    pub(crate) path: String,
+    pub path: String,
 }
 
 /// Opens a tunnel to `port` of the workspace named by `ticket`.
-pub(crate) async fn open(
+pub async fn open(
     edge_url: &str,
     ticket: &str,
     workspace_id: &str,
@@ -172,23 +172,21 @@ pub(crate) async fn open(
         Box::new(tcp)
     };
     let scheme = if t.tls { "wss" } else { "ws" };
-    let mut req =
-        format!("{scheme}://{}{}", t.authority(), satellite::tunnel::PATH).into_client_request()?;
+    let mut req = format!("{scheme}://{}{}", t.authority(), relay_core::tunnel::PATH)
+        .into_client_request()?;
     req.headers_mut()
         .insert(relay_core::ticket::HEADER, ticket.parse()?);
     req.headers_mut()
-        .insert(satellite::tunnel::PORT_HEADER, port.into());
+        .insert(relay_core::tunnel::PORT_HEADER, port.into());
     req.headers_mut()
-        .insert(satellite::tunnel::WORKSPACE_HEADER, workspace_id.parse()?);
+        .insert(relay_core::tunnel::WORKSPACE_HEADER, workspace_id.parse()?);
     if signal {
         req.headers_mut().insert(
-            satellite::tunnel::SIGNAL_HEADER,
+            relay_core::tunnel::SIGNAL_HEADER,
             http::HeaderValue::from_static("1"),
         );
     }
-    match tokio_tungstenite::client_async_with_config(req, io, Some(satellite::tunnel::ws_config()))
-        .await
-    {
+    match tokio_tungstenite::client_async_with_config(req, io, Some(ws_config())).await {
         Ok((ws, resp)) => {
             let h = |name: &str| {
                 resp.headers()
@@ -199,8 +197,8 @@ pub(crate) async fn open(
             };
             Ok(Opened {
                 ws,
-                edge: h(satellite::tunnel::EDGE_HEADER),
-                path: h(satellite::tunnel::PATH_HEADER),
+                edge: h(relay_core::tunnel::EDGE_HEADER),
+                path: h(relay_core::tunnel::PATH_HEADER),
             })
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
@@ -222,4 +220,12 @@ pub(crate) async fn open(
         }
         Err(e) => Err(e).context("opening the tunnel"),
     }
+}
+
+/// WebSocket limits for tunnels (the edge sends at most one link chunk per frame).
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    let max = relay_core::splice::MAX_WS_MESSAGE;
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }

@@ -7,7 +7,7 @@ use crate::session::Session;
 
 /// The rustls client configuration every CLI connection uses: web roots plus
 /// `PERIGEE_CA_CERT` for self-signed deployments.
-pub(crate) fn tls_config(alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config(alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
     let extra = std::env::var_os("PERIGEE_CA_CERT")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
@@ -19,10 +19,7 @@ pub(crate) fn tls_config(alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig>
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
 /// Reads a response body, refusing more than `limit` bytes.
-pub(crate) async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> anyhow::Result<Vec<u8>> {
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> anyhow::Result<Vec<u8>> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         anyhow::ensure!(
@@ -35,14 +32,14 @@ pub(crate) async fn read_limited(
     Ok(body)
 }
 
-pub(crate) struct Client {
+pub struct Client {
     http: reqwest::Client,
-    pub(crate) base: String,
+    pub base: String,
     token: String,
 }
 
 impl Client {
-    pub(crate) fn new(s: &Session) -> anyhow::Result<Self> {
+    pub fn new(s: &Session) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(&[b"h2", b"http/1.1"])?)
             .timeout(std::time::Duration::from_secs(30))
@@ -55,7 +52,7 @@ impl Client {
         })
     }
 
-    pub(crate) fn from_session() -> anyhow::Result<Self> {
+    pub fn from_session() -> anyhow::Result<Self> {
         Self::new(&crate::session::load()?)
     }
 
@@ -118,23 +115,23 @@ impl Client {
         anyhow::bail!("{message} (HTTP {})", status.as_u16())
     }
 
-    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    pub(crate) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    pub(crate) async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 
-    pub(crate) async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
-    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 }

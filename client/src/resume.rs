@@ -1,4 +1,4 @@
-//! `perigee ssh --stdio` with a resumable stream (`relay_core::resume`) to the agent's SSH
+//! An SSH connection (`perigee ssh --stdio`) over a resumable stream (`relay_core::resume`) to the agent's SSH
 //! server: when the tunnel drops (a satellite restart, a network change), a new tunnel is
 //! opened — through whichever edge answers — and the SSH connection above carries on.
 //!
@@ -14,25 +14,25 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use relay_core::backoff::Backoff;
 use relay_core::resume::{hello, End, Id, Session, Welcome};
-use tokio::io::DuplexStream;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::task::JoinHandle;
 
-use crate::tunnel::{tunnel, tunnel_io, TunnelArgs};
+use crate::tunnel::{tunnel, Options};
 
 /// How long reconnecting goes on before the session is given up (the agent keeps it as long).
-const RESUME_WINDOW: Duration = perigee_ssh::RESUME_GRACE;
+const RESUME_WINDOW: Duration = relay_core::resume::GRACE;
 /// How long a new tunnel has to answer the HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Buffer between the session and the tunnel task.
 const PIPE_BUF: usize = 256 * 1024;
 
 /// Opens a tunnel in a task; its stream is the returned duplex end.
-fn open(a: &TunnelArgs) -> (DuplexStream, JoinHandle<anyhow::Result<()>>) {
+fn open(workspace: &str, port: u16, o: &Options) -> (DuplexStream, JoinHandle<anyhow::Result<()>>) {
     let (ours, theirs) = tokio::io::duplex(PIPE_BUF);
-    let a = a.clone();
+    let (workspace, o) = (workspace.to_owned(), o.clone());
     let task = tokio::spawn(async move {
         let (r, w) = tokio::io::split(theirs);
-        tunnel_io(a, r, w).await
+        tunnel(&workspace, port, &o, r, w).await
     });
     (ours, task)
 }
@@ -64,16 +64,29 @@ fn is_final(e: &anyhow::Error) -> bool {
     m.contains("(HTTP 4") && !m.contains("(HTTP 408") && !m.contains("(HTTP 429")
 }
 
-pub(crate) async fn stdio(a: TunnelArgs) -> anyhow::Result<()> {
-    let ws = a.workspace().to_owned();
-    let (rd, wr) = crate::stdio::streams();
+/// Joins the streams `io` gives (the ProxyCommand's stdin and stdout) to `port` of
+/// `workspace` over a resumable stream, reconnecting while the agent keeps the session; falls
+/// back to a plain tunnel (with fresh streams from `io`) where port 22 does not speak the
+/// resumable protocol.
+pub async fn ssh<R, W>(
+    workspace: &str,
+    port: u16,
+    o: &Options,
+    io: impl Fn() -> (R, W),
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = workspace.to_owned();
+    let (rd, wr) = io();
     let mut session = Session::new(rd, wr);
     let mut resume: Option<(Id, u64)> = None;
     let mut lost_at: Option<Instant> = None;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut last_failure: Option<String> = None;
     loop {
-        let (mut t, task) = open(&a);
+        let (mut t, task) = open(workspace, port, o);
         let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello(&mut t, resume)).await;
         let failure = match answer {
             Ok(Ok((Welcome::Ok, id, their))) => {
@@ -122,14 +135,16 @@ pub(crate) async fn stdio(a: TunnelArgs) -> anyhow::Result<()> {
             Ok(Ok((Welcome::Refused, ..))) if resume.is_none() => {
                 // The agent holds too many resumable sessions: a plain one still works.
                 task.abort();
-                return tunnel(a).await;
+                let (rd, wr) = io();
+                return tunnel(workspace, port, o, rd, wr).await;
             }
             Ok(Ok((Welcome::Refused, ..))) => anyhow::anyhow!("the agent refused to resume"),
             Ok(Err(e)) if resume.is_none() && e.kind() == std::io::ErrorKind::InvalidData => {
                 // An SSH banner: the workspace's own sshd, or an agent without resumable
                 // streams. Nothing was read from stdin yet, so a plain tunnel takes over.
                 task.abort();
-                return tunnel(a).await;
+                let (rd, wr) = io();
+                return tunnel(workspace, port, o, rd, wr).await;
             }
             Ok(Err(e)) => tunnel_error(task)
                 .await

@@ -12,9 +12,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::dial::Ws;
 
 /// Which path streams may take (`--path`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum PathChoice {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathChoice {
     /// Start both; a stream takes whichever is ready first, later ones WebRTC once up.
+    #[default]
     Auto,
     /// WebRTC only (direct or through a TURN relay); fail if it cannot connect.
     Webrtc,
@@ -22,12 +23,22 @@ pub(crate) enum PathChoice {
     Envproxy,
 }
 
+impl std::str::FromStr for PathChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "webrtc" => Ok(Self::Webrtc),
+            "envproxy" => Ok(Self::Envproxy),
+            other => Err(format!("{other:?} is not auto, webrtc or envproxy")),
+        }
+    }
+}
+
 /// Starts an offering peer whose signaling goes over `ws` (a signaling stream from the
 /// edge) and waits until it connects.
-pub(crate) async fn connect(
-    ws: Ws,
-    ice_servers: Vec<IceServer>,
-) -> anyhow::Result<(Peer, PathInfo)> {
+pub async fn connect(ws: Ws, ice_servers: Vec<IceServer>) -> anyhow::Result<(Peer, PathInfo)> {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(signal::MAX_SIGNALS);
     tokio::spawn(async move {
@@ -105,7 +116,7 @@ async fn pump(
 
 /// Moves bytes between a data-channel stream and a local reader/writer until both
 /// directions end; gives the driver a moment to deliver the final half-close.
-pub(crate) async fn splice<R, W>(s: DuplexStream, mut rd: R, mut wr: W) -> anyhow::Result<()>
+pub async fn splice<R, W>(s: DuplexStream, mut rd: R, mut wr: W) -> anyhow::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

@@ -12,13 +12,13 @@ use crate::dial::Ws;
 const PIPE: usize = 256 * 1024;
 
 /// An established inner session and the task pumping its ciphertext through the tunnel.
-pub(crate) struct E2eStream {
+pub struct E2eStream {
     tls: TlsStream<DuplexStream>,
     outer: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// Runs the inner TLS handshake over `ws` with the agent holding `fingerprint`'s key.
-pub(crate) async fn connect(ws: Ws, fingerprint: &str) -> anyhow::Result<E2eStream> {
+pub async fn connect(ws: Ws, fingerprint: &str) -> anyhow::Result<E2eStream> {
     let (near, far) = tokio::io::duplex(PIPE);
     let (far_rd, far_wr) = tokio::io::split(far);
     let outer = tokio::spawn(crate::tunnel::splice(ws, far_rd, far_wr));
@@ -38,7 +38,7 @@ pub(crate) async fn connect(ws: Ws, fingerprint: &str) -> anyhow::Result<E2eStre
 impl E2eStream {
     /// Moves plaintext between the session and a local reader/writer until both directions
     /// end (each end's EOF becomes the session's close, then the tunnel's half-close).
-    pub(crate) async fn splice<R, W>(self, mut rd: R, mut wr: W) -> anyhow::Result<()>
+    pub async fn splice<R, W>(self, mut rd: R, mut wr: W) -> anyhow::Result<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
