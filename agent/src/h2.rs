@@ -190,7 +190,7 @@ async fn stream(
     let (tx, resp_body) = ChannelBody::new();
     tokio::spawn(async move {
         let _open = open2;
-        while let Ok(Some(chunk)) = crate::serve::read_chunk(&mut rd).await {
+        while let Ok(Some(chunk)) = crate::port::read_chunk(&mut rd).await {
             if tx.send(chunk).await.is_err() {
                 break;
             }

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 mod e2e;
 mod h2;
+mod port;
 mod quic;
 pub mod role;
 mod rtc;

@@ -200,7 +200,7 @@ async fn stream(
         let (mut rd, mut wr) = tcp.into_split();
         let up = async {
             // Workspace → edge: hand owned chunks to quinn (no copy into a send buffer).
-            while let Some(chunk) = crate::serve::read_chunk(&mut rd).await? {
+            while let Some(chunk) = crate::port::read_chunk(&mut rd).await? {
                 send.write_chunk(chunk)
                     .await
                     .map_err(std::io::Error::other)?;

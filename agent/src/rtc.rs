@@ -127,7 +127,7 @@ async fn session(sock: TcpStream, port: u16, ssh: Option<u16>) {
     while let Some(ch) = incoming.recv().await {
         tokio::spawn(
             async move {
-                let mut tcp = match crate::serve::connect_port(port, ssh).await {
+                let mut tcp = match crate::port::connect(port, ssh).await {
                     Ok(t) => t,
                     Err((_, msg)) => {
                         debug!(%msg, "data channel refused");

@@ -2,6 +2,7 @@
 
 use std::io::BufRead as _;
 
+use anyhow::Context as _;
 use perigee_client::session::Session;
 
 /// Arguments of `perigee login`.
@@ -34,10 +35,15 @@ pub(crate) async fn login(a: LoginArgs) -> anyhow::Result<()> {
         url,
         token: token.trim().to_owned(),
     };
-    let (user, path) = perigee_client::session::save(&session).await?;
+    let me = perigee_client::api::Client::new(&session)?
+        .get("/api/v2/users/me")
+        .await
+        .context("checking the token")?;
+    let path = perigee_client::session::save(&session)?;
     eprintln!(
-        "Logged in to {} as {user}. Session saved in {}.",
+        "Logged in to {} as {}. Session saved in {}.",
         session.url,
+        me["username"].as_str().unwrap_or("?"),
         path.display()
     );
     Ok(())

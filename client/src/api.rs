@@ -76,7 +76,7 @@ impl Client {
             Ok(r) => r,
             Err(e) if e.is_connect() => {
                 let mut found = None;
-                for url in crate::regions::known_urls(&self.base) {
+                for url in crate::known::urls(&self.base) {
                     if url == self.base {
                         continue;
                     }

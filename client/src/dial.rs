@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -228,4 +231,45 @@ fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+}
+
+/// Moves bytes between a tunnel and a local reader/writer until both directions end.
+/// An empty binary message is a half-close (see `relay_core::splice`).
+pub async fn splice<R, W>(ws: Ws, mut rd: R, mut wr: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    let up = async {
+        let mut buf = BytesMut::with_capacity(relay_core::splice::BUF_SIZE);
+        loop {
+            buf.reserve(relay_core::splice::BUF_SIZE);
+            let n = rd.read_buf(&mut buf).await?;
+            if n == 0 {
+                sink.send(Message::Binary(Bytes::new())).await?;
+                return anyhow::Ok(sink);
+            }
+            sink.send(Message::Binary(buf.split().freeze())).await?;
+        }
+    };
+    let down = async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Binary(b))) if b.is_empty() => break,
+                Some(Ok(Message::Binary(b))) => {
+                    wr.write_all(&b).await?;
+                    wr.flush().await?;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow::Error::from(e).context("edge connection")),
+            }
+        }
+        wr.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let (mut sink, ()) = tokio::try_join!(up, down)?;
+    let _ = sink.send(Message::Close(None)).await;
+    Ok(())
 }

@@ -21,7 +21,7 @@ pub struct E2eStream {
 pub async fn connect(ws: Ws, fingerprint: &str) -> anyhow::Result<E2eStream> {
     let (near, far) = tokio::io::duplex(PIPE);
     let (far_rd, far_wr) = tokio::io::split(far);
-    let outer = tokio::spawn(crate::tunnel::splice(ws, far_rd, far_wr));
+    let outer = tokio::spawn(crate::dial::splice(ws, far_rd, far_wr));
     let connector = tokio_rustls::TlsConnector::from(relay_core::e2e::client_config(fingerprint)?);
     match connector
         .connect(relay_core::e2e::server_name(), near)

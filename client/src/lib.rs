@@ -12,6 +12,7 @@
 pub mod api;
 pub mod dial;
 pub mod e2e_stream;
+pub mod known;
 pub mod regions;
 pub mod resume;
 pub mod session;

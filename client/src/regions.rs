@@ -61,40 +61,8 @@ pub async fn regions(c: &Client) -> anyhow::Result<Vec<Region>> {
         .map(|r| r.access_url.clone())
         .collect();
     urls.dedup();
-    store_known_urls(&c.base, urls);
+    crate::known::store(&c.base, urls);
     Ok(list)
-}
-
-fn known_path() -> anyhow::Result<PathBuf> {
-    Ok(crate::session::config_dir()?.join("known-edges.json"))
-}
-
-/// The edge URLs of a deployment (by session URL) from its last regions list.
-pub fn known_urls(deployment: &str) -> Vec<String> {
-    let all: std::collections::BTreeMap<String, Vec<String>> = known_path()
-        .ok()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    all.get(deployment).cloned().unwrap_or_default()
-}
-
-fn store_known_urls(deployment: &str, urls: Vec<String>) {
-    let Ok(path) = known_path() else { return };
-    let mut all: std::collections::BTreeMap<String, Vec<String>> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if all.get(deployment) == Some(&urls) {
-        return;
-    }
-    all.insert(deployment.to_owned(), urls);
-    if let Ok(bytes) = serde_json::to_vec_pretty(&all) {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = relay_core::tls::write_private(&path, &bytes);
-    }
 }
 
 /// Measures one region: RTT median and the reported mesh RTT to `home`.

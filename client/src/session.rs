@@ -48,18 +48,12 @@ pub fn load() -> anyhow::Result<Session> {
     }
 }
 
-/// Checks `session` against the deployment (`GET /api/v2/users/me`) and stores it, mode
-/// 0600; answers the user name and where it was saved.
-pub async fn save(session: &Session) -> anyhow::Result<(String, PathBuf)> {
-    let client = crate::api::Client::new(session)?;
-    let me = client
-        .get("/api/v2/users/me")
-        .await
-        .context("checking the token")?;
+/// Stores `session`, mode 0600; answers where.
+pub fn save(session: &Session) -> anyhow::Result<PathBuf> {
     let dir = config_dir()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = session_path()?;
     relay_core::tls::write_private(&path, &serde_json::to_vec_pretty(session)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok((me["username"].as_str().unwrap_or("?").to_owned(), path))
+    Ok(path)
 }

@@ -5,11 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::api::Client;
 use crate::dial::{self, Ws};
@@ -252,7 +249,7 @@ impl Stream {
         W: AsyncWrite + Unpin,
     {
         match self {
-            Stream::Plain(ws) => splice(ws, rd, wr).await,
+            Stream::Plain(ws) => crate::dial::splice(ws, rd, wr).await,
             Stream::E2e(s) => s.splice(rd, wr).await,
         }
     }
@@ -718,46 +715,5 @@ pub async fn port_forward(
     for t in tasks {
         t.abort();
     }
-    Ok(())
-}
-
-/// Moves bytes between a tunnel and a local reader/writer until both directions end.
-/// An empty binary message is a half-close (see `relay_core::splice`).
-pub async fn splice<R, W>(ws: Ws, mut rd: R, mut wr: W) -> anyhow::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let (mut sink, mut stream) = ws.split();
-    let up = async {
-        let mut buf = BytesMut::with_capacity(relay_core::splice::BUF_SIZE);
-        loop {
-            buf.reserve(relay_core::splice::BUF_SIZE);
-            let n = rd.read_buf(&mut buf).await?;
-            if n == 0 {
-                sink.send(Message::Binary(Bytes::new())).await?;
-                return anyhow::Ok(sink);
-            }
-            sink.send(Message::Binary(buf.split().freeze())).await?;
-        }
-    };
-    let down = async {
-        loop {
-            match stream.next().await {
-                Some(Ok(Message::Binary(b))) if b.is_empty() => break,
-                Some(Ok(Message::Binary(b))) => {
-                    wr.write_all(&b).await?;
-                    wr.flush().await?;
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(anyhow::Error::from(e).context("edge connection")),
-            }
-        }
-        wr.shutdown().await?;
-        anyhow::Ok(())
-    };
-    let (mut sink, ()) = tokio::try_join!(up, down)?;
-    let _ = sink.send(Message::Close(None)).await;
     Ok(())
 }

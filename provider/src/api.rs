@@ -1,12 +1,12 @@
 //! REST API v2. Authentication: `Authorization: Bearer <API token>` (never a query parameter).
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::routing::{get, post};
+use axum::extract::{Path, State};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http::request::Parts;
 use relay_core::ticket::{Claims, MAX_PORTS};
 use serde::{Deserialize, Serialize};
 
+use crate::request::{bearer, validate_label, Body, Caller};
 use crate::store::{User, Workspace};
 use crate::{AgentStatus, ApiError, ControlPlane};
 
@@ -26,6 +26,10 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         )
         .route("/api/v2/users/me", get(me))
         .route(
+            "/api/v2/users/me/password",
+            put(crate::signin::set_password),
+        )
+        .route(
             "/api/v2/users/me/tokens",
             post(create_token).get(crate::tokens_api::list_tokens),
         )
@@ -42,118 +46,6 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         .route("/api/v2/workspaces/{name}/start", post(start_workspace))
         .route("/api/v2/workspaceagent/e2e-key", post(agent_e2e_key))
         .with_state(cp)
-}
-
-/// The token in an `Authorization: Bearer` header.
-pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-}
-
-/// A JSON request body. A body that is not JSON, or not the expected shape, is a 400 in the
-/// API's error format naming the field at fault; a missing JSON content type is a 415.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let json = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
-            return Err(ApiError::new(
-                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the request body as JSON (Content-Type: application/json)",
-            ));
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "bad_body", e.body_text()))?;
-        // PostgreSQL text cannot hold NUL, and no field has a use for it.
-        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
-            return Err(ApiError::bad_request(
-                "invalid request body: strings may not contain NUL (\\u0000)",
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let err = ApiError::bad_request(format!("invalid request body: {}", e.inner()));
-            if path == "." {
-                err
-            } else {
-                err.on(path)
-            }
-        })?;
-        de.end()
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-        Ok(Body(value))
-    }
-}
-
-/// Largest API request body.
-pub const MAX_BODY: usize = 1 << 20;
-
-/// Reads the whole (small) request body before any handler or extractor runs. A request
-/// refused early (no token) then leaves nothing unread on the connection: closing a socket
-/// with unread input makes the kernel reset it, and the client would see a broken connection
-/// instead of the 401.
-pub(crate) async fn read_body_first(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => {
-            next.run(axum::extract::Request::from_parts(
-                parts,
-                axum::body::Body::from(bytes),
-            ))
-            .await
-        }
-        Err(_) => ApiError::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("request bodies are at most {MAX_BODY} bytes"),
-        )
-        .into_response(),
-    }
-}
-
-/// The caller, from the `Authorization` header.
-pub struct Caller(pub User);
-
-impl Caller {
-    /// Refuses the request unless the caller's site role is one of `roles`.
-    pub fn require(&self, roles: &[&str], what: &str) -> Result<(), ApiError> {
-        if roles.contains(&self.0.role.as_str()) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "only {} can {what} (you are {:?})",
-                roles.join(" and "),
-                self.0.role
-            )))
-        }
-    }
-}
-
-impl FromRequestParts<ControlPlane> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let crate::tokens_api::TokenCaller(user, _) =
-            crate::tokens_api::TokenCaller::from_request_parts(parts, cp).await?;
-        Ok(Caller(user))
-    }
 }
 
 async fn buildinfo() -> Json<serde_json::Value> {
@@ -271,24 +163,6 @@ async fn workspace_org(
 /// Workspace names are DNS labels (they appear in dev URL host names).
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
     validate_label("workspace name", name)
-}
-
-/// Names that appear in host names: 1-32 lowercase letters, digits and single hyphens.
-pub fn validate_label(what: &str, name: &str) -> Result<(), ApiError> {
-    let ok = (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {what} {name:?}: use 1-32 lowercase letters, digits and single hyphens, not at either end"
-        )))
-    }
 }
 
 async fn create_workspace(
@@ -541,7 +415,7 @@ async fn find_for_connection(
 
 async fn create_ticket(
     State(cp): State<ControlPlane>,
-    crate::tokens_api::TokenCaller(user, token_id): crate::tokens_api::TokenCaller,
+    crate::request::TokenCaller(user, token_id): crate::request::TokenCaller,
     Path(name): Path<String>,
     Body(req): Body<TicketRequest>,
 ) -> Result<Json<TicketResponse>, ApiError> {

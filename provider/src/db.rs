@@ -9,8 +9,6 @@ use std::path::Path;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Transaction};
 
-use crate::store::{now, Store, StoreError};
-
 /// Embedded migrations, applied in order; a version is never edited once released.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
@@ -36,6 +34,37 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0016_provider_own_account.sql"),
     ),
 ];
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+    pub(crate) backend: Backend,
+}
+
+/// The database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQL failure.
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// The database URL is not usable.
+    #[error("database URL: {0}")]
+    Url(String),
+    /// A migration failed.
+    #[error("database migration {version}: {source}")]
+    Migration {
+        /// Version.
+        version: i64,
+        /// Cause.
+        source: sqlx::Error,
+    },
+}
+
+/// Now, in Unix seconds (as the store keeps times).
+pub(crate) fn now() -> i64 {
+    i64::try_from(relay_core::unix_now()).unwrap_or(i64::MAX)
+}
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

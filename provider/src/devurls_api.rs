@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use crate::api::{Body, Caller};
+use crate::request::{Body, Caller};
 use crate::store::Workspace;
 use crate::{ApiError, ControlPlane};
 

@@ -8,7 +8,7 @@ use http::request::Parts;
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Body, Caller};
+use crate::request::{Body, Caller};
 use crate::store_edges::{Heartbeat, Satellite};
 use crate::{ApiError, ControlPlane};
 
@@ -167,7 +167,7 @@ async fn create(
     Body(req): Body<CreateSatellite>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&caller)?;
-    crate::api::validate_label("satellite name", &req.name).map_err(|e| e.on("name"))?;
+    crate::request::validate_label("satellite name", &req.name).map_err(|e| e.on("name"))?;
     if req.name == PRIMARY_EDGE {
         return Err(ApiError::bad_request(format!(
             "{PRIMARY_EDGE:?} is the control plane's own edge; choose another name"
@@ -234,7 +234,7 @@ impl FromRequestParts<ControlPlane> for SatelliteCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        let token = crate::api::bearer(&parts.headers).ok_or_else(|| {
+        let token = crate::request::bearer(&parts.headers).ok_or_else(|| {
             ApiError::unauthorized("missing satellite token (Authorization: Bearer)")
         })?;
         match cp.store.satellite_by_token(token.trim()).await? {

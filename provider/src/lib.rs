@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod orgs_api;
 pub use perigee_api::provider_settings;
 pub mod providers_api;
+pub mod request;
 pub mod signin;
 pub mod ssh_keys_api;
 pub mod store;
@@ -216,7 +217,7 @@ impl ControlPlane {
         self.api_router()
             .merge(signin::router(self.clone()))
             .merge(webui::router(self.clone()))
-            .layer(axum::middleware::from_fn(api::read_body_first))
+            .layer(axum::middleware::from_fn(request::read_body_first))
     }
 
     /// The JSON API alone (what the CLI calls; the admin pages call it in process).

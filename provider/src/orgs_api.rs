@@ -5,7 +5,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::api::{validate_label, Body, Caller};
+use crate::request::{validate_label, Body, Caller};
 use crate::store_orgs::ROLES;
 use crate::{ApiError, ControlPlane};
 

@@ -9,8 +9,8 @@ use perigee_api::providers::{
 };
 use serde::Deserialize;
 
-use crate::api::{Body, Caller};
 use crate::provider_settings::ProviderEdit;
+use crate::request::{Body, Caller};
 use crate::store_provider_edit::Edited;
 use crate::store_providers::{NewProvider, Provider};
 use crate::{ApiError, ControlPlane};
@@ -169,7 +169,7 @@ async fn provider_caller(
     cp: &ControlPlane,
     headers: &http::HeaderMap,
 ) -> Result<Provider, ApiError> {
-    let token = crate::api::bearer(headers)
+    let token = crate::request::bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("missing provider token (Authorization: Bearer)"))?;
     cp.store.provider_by_token(token.trim()).await?.ok_or_else(|| {
         ApiError::unauthorized(
@@ -266,7 +266,7 @@ async fn create(
         ApiError::bad_request(format!("cluster_address: {e}")).on("cluster_address")
     })?;
     if let Some(ns) = &req.namespace {
-        crate::api::validate_label("namespace", ns).map_err(|e| e.on("namespace"))?;
+        crate::request::validate_label("namespace", ns).map_err(|e| e.on("namespace"))?;
     }
     let new = NewProvider {
         name: &req.name,
@@ -294,7 +294,7 @@ async fn create(
 const RESERVED: &[&str] = &["heartbeat", "agent-token"];
 
 fn check_provider_name(name: &str) -> Result<(), ApiError> {
-    crate::api::validate_label("name", name).map_err(|e| e.on("name"))?;
+    crate::request::validate_label("name", name).map_err(|e| e.on("name"))?;
     if RESERVED.contains(&name) {
         return Err(ApiError::bad_request(format!("name: {name:?} is reserved")).on("name"));
     }

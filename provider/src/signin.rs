@@ -18,7 +18,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use sqlx::Row as _;
 
-use crate::api::{Body, Caller};
+use crate::request::{Body, Caller};
 use crate::{ApiError, ControlPlane};
 
 /// Password checks at once: each is ~100 ms of CPU on purpose, so a flood of sign-ins
@@ -74,6 +74,10 @@ const MAX_PASSWORD: usize = 1024;
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/login", get(form).post(submit))
+        .route(
+            "/api/v2/users/me/password",
+            axum::routing::put(set_password),
+        )
         .with_state(cp)
 }
 

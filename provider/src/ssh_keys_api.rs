@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use crate::api::{bearer, Body, Caller};
+use crate::request::{bearer, Body, Caller};
 use crate::{ApiError, ControlPlane};
 
 /// Longest public key line accepted (an RSA-16384 key fits).

@@ -1,18 +1,13 @@
 //! Persistence: users, tokens, workspaces and signing keys (opening and migrating: `db`).
 
 use relay_core::token;
-use relay_core::unix_now;
 use sqlx::Row as _;
+
+pub(crate) use crate::db::now;
+pub use crate::db::{Store, StoreError};
 
 /// Name of the built-in provider.
 pub const BUILT_IN_PROVIDER: &str = "built-in";
-
-/// The database.
-#[derive(Clone)]
-pub struct Store {
-    pub(crate) pool: crate::db::Pool,
-    pub(crate) backend: crate::db::Backend,
-}
 
 /// A user.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -62,25 +57,6 @@ pub struct Workspace {
     pub provider_state: Option<String>,
     /// Why, for `starting` and `failed` (e.g. `ErrImagePull: …`).
     pub provider_message: Option<String>,
-}
-
-/// The database could not be opened or migrated.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// SQL failure.
-    #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
-    /// The database URL is not usable.
-    #[error("database URL: {0}")]
-    Url(String),
-    /// A migration failed.
-    #[error("database migration {version}: {source}")]
-    Migration {
-        /// Version.
-        version: i64,
-        /// Cause.
-        source: sqlx::Error,
-    },
 }
 
 impl Store {
@@ -369,10 +345,6 @@ pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> 
         username: r.try_get(1)?,
         role: r.try_get(2)?,
     })
-}
-
-pub(crate) fn now() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ impl Store {
                     ApiError::bad_request("the built-in provider keeps its name").on("name"),
                 );
             }
-            crate::api::validate_label("provider name", new).map_err(|e| e.on("name"))?;
+            crate::request::validate_label("provider name", new).map_err(|e| e.on("name"))?;
             let r = sqlx::query(
                 "UPDATE providers SET name = $1 WHERE id = $2 \
                  AND NOT EXISTS (SELECT 1 FROM providers WHERE name = $1)",

@@ -6,48 +6,18 @@
 //! may be valid, so tunnels and SSH sessions cannot start with a ticket cached before.
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, put};
+use axum::routing::delete;
 use axum::{Json, Router};
-use http::request::Parts;
 
-use crate::api::bearer;
 use crate::error::ApiError;
-use crate::store::{ApiToken, User};
+use crate::request::TokenCaller;
+use crate::store::ApiToken;
 use crate::ControlPlane;
 
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/api/v2/users/me/tokens/{id}", delete(revoke_token))
-        .route(
-            "/api/v2/users/me/password",
-            put(crate::signin::set_password),
-        )
         .with_state(cp)
-}
-
-/// The caller and the id of the token they called with.
-pub struct TokenCaller(pub User, pub String);
-
-impl axum::extract::FromRequestParts<ControlPlane> for TokenCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, cp: &ControlPlane) -> Result<Self, ApiError> {
-        // The admin pages calling in process for a signed-in browser (never set by a client).
-        if let Some(crate::webui::SessionUser(user)) = parts.extensions.get() {
-            return Ok(TokenCaller(user.clone(), String::new()));
-        }
-        let Some(token) = bearer(&parts.headers) else {
-            return Err(ApiError::unauthorized(
-                "missing API token: send `Authorization: Bearer <token>` (run `perigee login`)",
-            ));
-        };
-        match cp.store.token_holder(token.trim()).await? {
-            Some((user, id)) => Ok(TokenCaller(user, id)),
-            None => Err(ApiError::unauthorized(
-                "API token not recognised (revoked, or for another deployment)",
-            )),
-        }
-    }
 }
 
 /// A token in the caller's list.

@@ -17,8 +17,8 @@ use axum::Router;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+pub(crate) use crate::request::SessionUser;
 use session::Session;
-pub(crate) use session::SessionUser;
 
 use crate::ControlPlane;
 

@@ -14,11 +14,6 @@ use crate::{ApiError, ControlPlane};
 /// How long a browser session lasts.
 pub(crate) const SESSION_SECS: i64 = 12 * 3600;
 
-/// The API caller for a request the admin pages make on a signed-in user's behalf. Only
-/// this crate can put it in a request's extensions; a client's request never carries it.
-#[derive(Clone)]
-pub(crate) struct SessionUser(pub(crate) User);
-
 /// The session cookie's name for this deployment.
 pub(crate) fn cookie_name(cp: &ControlPlane) -> &'static str {
     if cp.primary.access_url.starts_with("https://") {
