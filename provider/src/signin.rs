@@ -74,10 +74,6 @@ const MAX_PASSWORD: usize = 1024;
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
         .route("/login", get(form).post(submit))
-        .route(
-            "/api/v2/users/me/password",
-            axum::routing::put(set_password),
-        )
         .with_state(cp)
 }
 
