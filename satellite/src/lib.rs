@@ -34,7 +34,7 @@ pub use listener::{
     bind_pair, https_config, serve_http, stun_handler, HttpSettings, Io, PeerAddr, Serving,
     StunHandler, STUN_ALPN,
 };
-pub use metrics::{DropReason, EdgeMetrics};
+pub use metrics::{DropReason, EdgeMetrics, Side};
 
 /// Boxed future returned by [`AgentAuthenticator`].
 pub type AuthFuture<'a> =

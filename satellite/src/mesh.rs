@@ -528,7 +528,8 @@ async fn forwarded_stream(
             signal,
         }) => (port, session_id, ticket, signal),
         Ok(_) | Err(_) => {
-            m.drop(DropReason::BadRequest);
+            // From an authenticated edge: the link's side, not a client's.
+            m.drop_on(DropReason::BadRequest, crate::Side::Link);
             let _ = send
                 .write_all(&reply(StatusCode::BadFrame, "expected MESH_OPEN".into()))
                 .await;

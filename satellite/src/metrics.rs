@@ -31,7 +31,43 @@ pub enum DropReason {
     MeshError,
 }
 
+/// Which party a drop is blamed on: the `side` label of `perigee_edge_drops_total`, so a
+/// client sending garbage is never counted against the link or the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client (a tunnel, a browser, an API caller).
+    Client,
+    /// The workspace: its agent or its ports.
+    Workspace,
+    /// The transport between edge and agent or between edges (agent link, mesh).
+    Link,
+    /// This edge itself.
+    Internal,
+}
+
+impl Side {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Workspace => "workspace",
+            Self::Link => "link",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 impl DropReason {
+    /// The side a drop for this reason is usually blamed on ([`EdgeMetrics::drop_on`] says
+    /// otherwise where the request came from elsewhere, e.g. a malformed frame from an agent).
+    pub fn side(self) -> Side {
+        match self {
+            Self::BadRequest | Self::BadTicket | Self::ExpiredTicket => Side::Client,
+            Self::NoAgent | Self::PortRefused | Self::AgentAuth => Side::Workspace,
+            Self::LinkError | Self::MeshAuth | Self::MeshError => Side::Link,
+        }
+    }
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,7 +103,7 @@ pub struct EdgeMetrics {
     pub link_handshake_seconds: HistogramVec,
     /// Time from a tunnel request to the agent's answer that the port is connected.
     pub stream_setup_seconds: Histogram,
-    /// Refused or cut requests, by reason.
+    /// Refused or cut requests, by reason and side.
     pub drops: IntCounterVec,
     /// Mesh links to and from other edges open now, by direction (`out` dialed, `in` accepted).
     pub mesh_links_open: IntGaugeVec,
@@ -130,9 +166,9 @@ impl EdgeMetrics {
         let drops = IntCounterVec::new(
             Opts::new(
                 "perigee_edge_drops_total",
-                "Requests refused or cut, by reason",
+                "Requests refused or cut, by reason and by the side blamed",
             ),
-            &["reason"],
+            &["reason", "side"],
         )?;
         r.register(Box::new(drops.clone()))?;
         let mesh_links_open = IntGaugeVec::new(
@@ -185,9 +221,16 @@ impl EdgeMetrics {
         c.with_label_values(&[path]).inc();
     }
 
-    /// Counts one drop.
+    /// Counts one drop, blamed on the reason's usual side.
     pub fn drop(&self, reason: DropReason) {
-        self.drops.with_label_values(&[reason.as_str()]).inc();
+        self.drop_on(reason, reason.side());
+    }
+
+    /// Counts one drop blamed on `side`.
+    pub fn drop_on(&self, reason: DropReason, side: Side) {
+        self.drops
+            .with_label_values(&[reason.as_str(), side.as_str()])
+            .inc();
     }
 }
 

@@ -195,8 +195,14 @@ pub(crate) async fn handle(State(edge): State<Edge>, mut req: Request) -> Respon
             let result = crate::wsrelay::relay(TokioIo::new(upgraded), tx, rx, &metrics).await;
             metrics.streams_open.dec();
             if let Err(e) = result {
-                metrics.drop(DropReason::LinkError);
-                debug!(error = %e, "stream ended with error");
+                // Blamed where it failed: a client breaking the protocol is a bad request
+                // of the client's, not a link error.
+                let reason = match e {
+                    crate::wsrelay::RelayError::ClientProtocol(_) => DropReason::BadRequest,
+                    _ => DropReason::LinkError,
+                };
+                metrics.drop_on(reason, e.side());
+                debug!(error = %e, side = e.side().as_str(), "stream ended with error");
             }
         }
         .instrument(span),

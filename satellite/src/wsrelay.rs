@@ -13,7 +13,40 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::Mutex;
 
 use crate::links::{LinkRecv, LinkSend};
-use crate::EdgeMetrics;
+use crate::{EdgeMetrics, Side};
+
+/// Why a relay ended early, by the side that failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    /// The client broke the WebSocket protocol (unmasked or text frames, a stream cut inside
+    /// a frame).
+    #[error("client protocol: {0}")]
+    ClientProtocol(#[source] io::Error),
+    /// The client's connection failed.
+    #[error("client connection: {0}")]
+    Client(#[source] io::Error),
+    /// The agent link's stream failed.
+    #[error("agent link: {0}")]
+    Link(#[source] io::Error),
+}
+
+impl RelayError {
+    /// The side blamed.
+    pub(crate) fn side(&self) -> Side {
+        match self {
+            Self::ClientProtocol(_) | Self::Client(_) => Side::Client,
+            Self::Link(_) => Side::Link,
+        }
+    }
+
+    /// An error on the client's side: a protocol violation or a failed connection.
+    fn client(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Self::ClientProtocol(e),
+            _ => Self::Client(e),
+        }
+    }
+}
 
 /// How the client side ended.
 enum UpEnd {
@@ -28,7 +61,12 @@ fn protocol(msg: impl Into<String>) -> io::Error {
 }
 
 /// Runs the relay until both directions end, the client closes, or either side fails.
-pub(crate) async fn relay<S>(io: S, tx: LinkSend, rx: LinkRecv, m: &EdgeMetrics) -> io::Result<()>
+pub(crate) async fn relay<S>(
+    io: S,
+    tx: LinkSend,
+    rx: LinkRecv,
+    m: &EdgeMetrics,
+) -> Result<(), RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -84,18 +122,20 @@ async fn client_to_workspace<R, W>(
     mut tx: LinkSend,
     wr: &Mutex<W>,
     m: &EdgeMetrics,
-) -> io::Result<UpEnd>
+) -> Result<UpEnd, RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     loop {
-        let Some(h) = read_header(&mut rd).await? else {
+        let Some(h) = read_header(&mut rd).await.map_err(RelayError::client)? else {
             tx.finish();
             return Ok(UpEnd::Eof);
         };
         let Some(mask) = h.mask else {
-            return Err(protocol("client WebSocket frames must be masked"));
+            return Err(RelayError::ClientProtocol(protocol(
+                "client WebSocket frames must be masked",
+            )));
         };
         match h.opcode {
             Opcode::Binary if h.len == 0 && h.fin => {
@@ -107,12 +147,16 @@ where
                 while left > 0 {
                     let want = left.min(BUF_SIZE as u64) as usize;
                     let mut buf = BytesMut::with_capacity(want);
-                    let n = (&mut rd).take(want as u64).read_buf(&mut buf).await?;
+                    let n = (&mut rd)
+                        .take(want as u64)
+                        .read_buf(&mut buf)
+                        .await
+                        .map_err(RelayError::client)?;
                     if n == 0 {
-                        return Err(io::Error::new(
+                        return Err(RelayError::ClientProtocol(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "tunnel ended inside a frame",
-                        ));
+                        )));
                     }
                     wsframe::unmask(&mut buf, mask, offset);
                     offset += n as u64;
@@ -124,10 +168,14 @@ where
                     } else {
                         buf.freeze()
                     };
-                    tx.write(chunk).await?;
+                    tx.write(chunk).await.map_err(RelayError::Link)?;
                 }
             }
-            Opcode::Text => return Err(protocol("text message on a tunnel (binary only)")),
+            Opcode::Text => {
+                return Err(RelayError::ClientProtocol(protocol(
+                    "text message on a tunnel (binary only)",
+                )))
+            }
             Opcode::Close => {
                 tx.finish();
                 return Ok(UpEnd::Close);
@@ -135,38 +183,46 @@ where
             Opcode::Ping | Opcode::Pong => {
                 let mut payload = [0u8; 125];
                 let len = h.len as usize;
-                rd.read_exact(&mut payload[..len]).await?;
+                rd.read_exact(&mut payload[..len])
+                    .await
+                    .map_err(RelayError::client)?;
                 if h.opcode == Opcode::Ping {
                     wsframe::unmask(&mut payload[..len], mask, 0);
                     let mut frame = Vec::with_capacity(2 + len);
                     Header::encode_server(Opcode::Pong, len, &mut frame);
                     frame.extend_from_slice(&payload[..len]);
                     let mut w = wr.lock().await;
-                    w.write_all(&frame).await?;
-                    w.flush().await?;
+                    w.write_all(&frame).await.map_err(RelayError::client)?;
+                    w.flush().await.map_err(RelayError::client)?;
                 }
             }
         }
     }
 }
 
-async fn workspace_to_client<W>(mut rx: LinkRecv, wr: &Mutex<W>, m: &EdgeMetrics) -> io::Result<()>
+async fn workspace_to_client<W>(
+    mut rx: LinkRecv,
+    wr: &Mutex<W>,
+    m: &EdgeMetrics,
+) -> Result<(), RelayError>
 where
     W: AsyncWrite + Unpin,
 {
-    while let Some(chunk) = rx.read().await? {
+    while let Some(chunk) = rx.read().await.map_err(RelayError::Link)? {
         m.bytes_to_client.inc_by(chunk.len() as u64);
         // Header and payload in one write, so TLS seals one record rather than two.
         let mut frame = Vec::with_capacity(chunk.len() + 10);
         Header::encode_server(Opcode::Binary, chunk.len(), &mut frame);
         frame.extend_from_slice(&chunk);
         let mut w = wr.lock().await;
-        w.write_all(&frame).await?;
-        w.flush().await?;
+        w.write_all(&frame).await.map_err(RelayError::client)?;
+        w.flush().await.map_err(RelayError::client)?;
     }
     let mut w = wr.lock().await;
-    w.write_all(&[0x82, 0x00]).await?;
-    w.flush().await
+    w.write_all(&[0x82, 0x00])
+        .await
+        .map_err(RelayError::client)?;
+    w.flush().await.map_err(RelayError::client)
 }
 
 #[cfg(test)]

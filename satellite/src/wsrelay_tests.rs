@@ -263,7 +263,10 @@ async fn a_client_that_vanishes_mid_stream_ends_the_workspace_stream() {
         .await
         .expect("the relay ended when the client vanished")
         .unwrap();
-    assert!(ended.is_err(), "a tunnel cut inside a frame is an error");
+    let e = ended.expect_err("a tunnel cut inside a frame is an error");
+    // Blamed on the client (it broke off inside a frame), not on the link.
+    assert!(matches!(e, super::RelayError::ClientProtocol(_)), "{e}");
+    assert_eq!(e.side(), crate::Side::Client);
     // The workspace's stream ends too (reset or end), rather than waiting forever.
     tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(f) = ws.from_edge.frame().await {

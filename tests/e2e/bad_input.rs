@@ -276,19 +276,27 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
             .text()
             .await
             .expect("text");
-        for reason in [
-            "bad_ticket",
-            "expired_ticket",
-            "no_agent",
-            "port_refused",
-            "agent_auth",
-            "bad_request",
+        // …and by the side blamed: the client's garbage is never the link's or the
+        // workspace's fault.
+        for (reason, side) in [
+            ("bad_ticket", "client"),
+            ("expired_ticket", "client"),
+            ("no_agent", "workspace"),
+            ("port_refused", "workspace"),
+            ("agent_auth", "workspace"),
+            ("bad_request", "client"),
         ] {
             assert!(
-                metrics.contains(&format!("perigee_edge_drops_total{{reason=\"{reason}\"}}")),
-                "no {reason} drop counted:\n{metrics}"
+                metrics.contains(&format!(
+                    "perigee_edge_drops_total{{reason=\"{reason}\",side=\"{side}\"}}"
+                )),
+                "no {reason} drop counted on the {side}'s side:\n{metrics}"
             );
         }
+        assert!(
+            !metrics.contains("reason=\"link_error\",side=\"link\""),
+            "a client's abuse was counted against the link:\n{metrics}"
+        );
     });
     assert!(server.is_running(), "the server survived");
 }

@@ -540,7 +540,7 @@ fn bad_ticket_drops(server: &Server) -> u64 {
         &server.data().join("tls/ca.pem"),
     );
     m.lines()
-        .find(|l| l.starts_with("perigee_edge_drops_total{reason=\"bad_ticket\"}"))
+        .find(|l| l.starts_with("perigee_edge_drops_total{reason=\"bad_ticket\",side=\"client\"}"))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)

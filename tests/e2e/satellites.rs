@@ -173,7 +173,7 @@ fn satellite_registers_serves_the_api_and_forwards_tunnels_over_the_mesh() {
     });
     let m = fetch(&format!("{}/metrics", server.url), &cas);
     assert!(
-        m.contains("perigee_edge_drops_total{reason=\"mesh_auth\"} 2"),
+        m.contains("perigee_edge_drops_total{reason=\"mesh_auth\",side=\"link\"} 2"),
         "{m}"
     );
 
