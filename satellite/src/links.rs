@@ -68,10 +68,54 @@ pub enum OpenError {
     },
     /// The link failed.
     #[error("agent link failed: {0}")]
-    Link(String),
+    Link(#[from] LinkFault),
     /// The agent did not answer in time.
     #[error("the agent did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl OpenError {
+    /// The side blamed: the workspace for its ports, the link for the rest.
+    pub fn side(&self) -> crate::Side {
+        match self {
+            Self::Refused(_) | Self::Failed { .. } => crate::Side::Workspace,
+            Self::Link(_) | Self::Timeout(_) => crate::Side::Link,
+        }
+    }
+}
+
+/// How a link (agent link or mesh) failed while opening a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkFault {
+    /// The QUIC connection is gone.
+    #[error("QUIC connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing the stream's opening frame failed.
+    #[error("QUIC stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The answer frame could not be read.
+    #[error("answer: {0}")]
+    Read(#[from] wire::ReadFrameError),
+    /// The HTTP/2 link failed.
+    #[error("HTTP/2: {0}")]
+    H2(#[from] hyper::Error),
+    /// The stream request could not be made.
+    #[error("request: {0}")]
+    Request(#[from] http::Error),
+    /// The far side answered something else than the protocol allows.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// Reaching the home edge over the mesh failed.
+    #[error(transparent)]
+    Mesh(#[from] crate::mesh::MeshError),
+    /// The home edge refused with a status other than the port's.
+    #[error("home edge {home}: {message}")]
+    HomeRefused {
+        /// The home edge.
+        home: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,10 +205,7 @@ impl AgentLink {
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
         match &self.conn {
             LinkConn::Quic(conn) => {
-                let (mut send, mut recv) = conn
-                    .open_bi()
-                    .await
-                    .map_err(|e| OpenError::Link(e.to_string()))?;
+                let (mut send, mut recv) = conn.open_bi().await.map_err(LinkFault::from)?;
                 let open = Frame::Open {
                     port,
                     session_id,
@@ -173,17 +214,14 @@ impl AgentLink {
                 };
                 send.write_all(&open.to_bytes())
                     .await
-                    .map_err(|e| OpenError::Link(e.to_string()))?;
-                match wire::read_frame(&mut recv)
-                    .await
-                    .map_err(|e| OpenError::Link(e.to_string()))?
-                {
+                    .map_err(LinkFault::from)?;
+                match wire::read_frame(&mut recv).await.map_err(LinkFault::from)? {
                     Frame::Status {
                         code: StatusCode::Ok,
                         ..
                     } => Ok((LinkSend::Quic(send), LinkRecv::Quic(recv))),
                     Frame::Status { code, message } => Err(status_error(port, code, message)),
-                    other => Err(OpenError::Link(format!("unexpected frame {other:?}"))),
+                    other => Err(LinkFault::Unexpected(format!("{other:?}")).into()),
                 }
             }
             LinkConn::H2(sender) => {
@@ -198,15 +236,9 @@ impl AgentLink {
                 if signal {
                     req = req.header(wire::H2_SIGNAL_HEADER, "1");
                 }
-                let req = req.body(body).map_err(|e| OpenError::Link(e.to_string()))?;
-                sender
-                    .ready()
-                    .await
-                    .map_err(|e| OpenError::Link(e.to_string()))?;
-                let resp = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| OpenError::Link(e.to_string()))?;
+                let req = req.body(body).map_err(LinkFault::from)?;
+                sender.ready().await.map_err(LinkFault::from)?;
+                let resp = sender.send_request(req).await.map_err(LinkFault::from)?;
                 if resp.status() == http::StatusCode::OK {
                     return Ok((LinkSend::H2(tx), LinkRecv::H2(resp.into_body())));
                 }

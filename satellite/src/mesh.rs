@@ -19,7 +19,7 @@ use relay_core::wire::{self, Frame, StatusCode};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::links::{LinkRecv, LinkSend, OpenError};
+use crate::links::{LinkFault, LinkRecv, LinkSend, OpenError};
 use crate::{DropReason, Edge};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,13 +150,94 @@ pub enum MeshError {
     #[error("this edge is not part of a mesh (not registered with a control plane)")]
     NotConfigured,
     /// Dialing or authenticating failed.
-    #[error("mesh link to {edge}: {message}")]
+    #[error("mesh link to {edge}: {cause}")]
     Dial {
         /// Peer.
         edge: String,
         /// Cause.
-        message: String,
+        #[source]
+        cause: DialFault,
     },
+}
+
+/// How dialing another edge failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialFault {
+    /// This edge has no mesh endpoint or keys yet.
+    #[error("this edge is not part of a mesh (not registered with a control plane)")]
+    NotConfigured,
+    /// Replicas only dial replicas.
+    #[error("this edge is not a control-plane replica")]
+    NotReplica,
+    /// The peer's access URL is unusable.
+    #[error("access URL {url:?}: {why}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The peer's host did not resolve.
+    #[error("resolving {host}: {why}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        why: String,
+    },
+    /// QUIC could not start the connection.
+    #[error("QUIC: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The QUIC connection failed.
+    #[error("QUIC: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing the hello failed.
+    #[error("QUIC stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading the peer's answer failed.
+    #[error("handshake: {0}")]
+    Read(#[from] wire::ReadFrameError),
+    /// TLS keying material could not be exported.
+    #[error("TLS exporter unavailable")]
+    Exporter,
+    /// This edge's mesh key is malformed.
+    #[error("malformed mesh key")]
+    BadKey,
+    /// The peer refused the hello.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The peer answered outside the protocol.
+    #[error("unexpected answer {0}")]
+    Unexpected(String),
+    /// A replica did not prove the mesh key.
+    #[error("{0} did not prove the mesh key")]
+    NoProof(String),
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why an edge's mesh hello was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HelloRefused {
+    /// The hello stream did not come.
+    #[error("no hello stream: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The first frame was not a hello.
+    #[error("expected MESH_HELLO, got {0}")]
+    NotHello(String),
+    /// The hello could not be read.
+    #[error("{0}")]
+    Read(#[from] wire::ReadFrameError),
+    /// The name is not an edge of this deployment.
+    #[error("edge {0:?} is not a registered edge of this deployment")]
+    UnknownEdge(String),
+    /// TLS keying material could not be exported.
+    #[error("TLS exporter unavailable")]
+    Exporter,
+    /// The MAC does not verify.
+    #[error("mesh handshake from {0:?} not accepted (bad MAC)")]
+    BadMac(String),
 }
 
 impl Edge {
@@ -177,13 +258,13 @@ impl Edge {
                 return Ok(c.clone());
             }
         }
-        let dial_err = |message: String| MeshError::Dial {
+        let dial_err = |cause: DialFault| MeshError::Dial {
             edge: peer.to_owned(),
-            message,
+            cause,
         };
         let conn = tokio::time::timeout(DIAL_TIMEOUT, self.mesh_dial(&entry))
             .await
-            .map_err(|_| dial_err(format!("no answer within {DIAL_TIMEOUT:?}")))?
+            .map_err(|_| dial_err(DialFault::Timeout(DIAL_TIMEOUT)))?
             .map_err(dial_err)?;
         let metrics = self.metrics().clone();
         metrics.mesh_links_open.with_label_values(&["out"]).inc();
@@ -209,31 +290,33 @@ impl Edge {
         Ok(conn)
     }
 
-    async fn mesh_dial(&self, peer: &EdgeEntry) -> Result<quinn::Connection, String> {
+    async fn mesh_dial(&self, peer: &EdgeEntry) -> Result<quinn::Connection, DialFault> {
         let mesh = self.mesh();
         let Some((ep, client)) = read(&mesh.endpoint) else {
-            return Err(MeshError::NotConfigured.to_string());
+            return Err(DialFault::NotConfigured);
         };
         // Another replica of the control plane: its certificate may come from its own local
         // CA, so it proves the mesh key instead (below).
         let to_replica = peer.name.starts_with(REPLICA_PREFIX);
         let client = match (to_replica, read(&mesh.replica_client)) {
             (true, Some(c)) => c,
-            (true, None) => return Err("this edge is not a control-plane replica".into()),
+            (true, None) => return Err(DialFault::NotReplica),
             (false, _) => client,
         };
         let me = self.mesh_name();
         let keys = read(&mesh.keys);
-        let key = keys
-            .first()
-            .ok_or_else(|| MeshError::NotConfigured.to_string())?;
+        let key = keys.first().ok_or(DialFault::NotConfigured)?;
+        let bad_url = |why: String| DialFault::BadUrl {
+            url: peer.access_url.clone(),
+            why,
+        };
         let uri: http::Uri = peer
             .access_url
             .parse()
-            .map_err(|e| format!("access URL {:?}: {e}", peer.access_url))?;
+            .map_err(|e: http::uri::InvalidUri| bad_url(e.to_string()))?;
         let host = uri
             .host()
-            .ok_or("access URL has no host")?
+            .ok_or_else(|| bad_url("no host".into()))?
             .trim_matches(['[', ']'])
             .to_owned();
         let port = uri
@@ -243,28 +326,26 @@ impl Edge {
             } else {
                 80
             });
+        let resolve = |why: String| DialFault::Resolve {
+            host: host.clone(),
+            why,
+        };
         let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| format!("resolving {host}: {e}"))?
+            .map_err(|e| resolve(e.to_string()))?
             .next()
-            .ok_or_else(|| format!("{host} has no address"))?;
-        let conn = ep
-            .connect_with(client, addr, &host)
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| format!("QUIC to {addr}: {e}"))?;
+            .ok_or_else(|| resolve("no address".into()))?;
+        let conn = ep.connect_with(client, addr, &host)?.await?;
         let mut exported = [0u8; 32];
         conn.export_keying_material(&mut exported, EXPORTER_LABEL, me.as_bytes())
-            .map_err(|_| "TLS exporter unavailable".to_owned())?;
-        let mac = key.mac(&me, &exported).ok_or("malformed mesh key")?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            .map_err(|_| DialFault::Exporter)?;
+        let mac = key.mac(&me, &exported).ok_or(DialFault::BadKey)?;
+        let (mut send, mut recv) = conn.open_bi().await?;
         let hello = Frame::MeshHello {
             edge: me.clone(),
             mac,
         };
-        send.write_all(&hello.to_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+        send.write_all(&hello.to_bytes()).await?;
         let _ = send.finish();
         match wire::read_frame(&mut recv).await {
             Ok(Frame::Status {
@@ -276,25 +357,26 @@ impl Edge {
                 ..
             }) => {
                 // The replica's proof: the mesh key over this connection, under its name.
-                let (name, mac) = match wire::read_frame(&mut recv).await {
-                    Ok(Frame::MeshHello { edge, mac }) => (edge, mac),
-                    Ok(other) => {
-                        return Err(format!("expected the replica's proof, got {other:?}"))
+                let (name, mac) = match wire::read_frame(&mut recv).await? {
+                    Frame::MeshHello { edge, mac } => (edge, mac),
+                    other => {
+                        return Err(DialFault::Unexpected(format!(
+                            "{other:?} instead of the replica's proof"
+                        )))
                     }
-                    Err(e) => return Err(format!("replica proof: {e}")),
                 };
                 let mut theirs = [0u8; 32];
                 conn.export_keying_material(&mut theirs, EXPORTER_LABEL, name.as_bytes())
-                    .map_err(|_| "TLS exporter unavailable".to_owned())?;
+                    .map_err(|_| DialFault::Exporter)?;
                 if name != peer.name || !relay_core::mesh::verify(&keys, &name, &theirs, &mac) {
                     conn.close(3u32.into(), b"replica proof not accepted");
-                    return Err(format!("{} did not prove the mesh key", peer.name));
+                    return Err(DialFault::NoProof(peer.name.clone()));
                 }
                 Ok(conn)
             }
-            Ok(Frame::Status { message, .. }) => Err(format!("refused: {message}")),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(format!("handshake: {e}")),
+            Ok(Frame::Status { message, .. }) => Err(DialFault::Refused(message)),
+            Ok(other) => Err(DialFault::Unexpected(format!("{other:?}"))),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -334,14 +416,8 @@ impl Edge {
         session_id: u64,
         signal: bool,
     ) -> Result<(LinkSend, LinkRecv), OpenError> {
-        let conn = self
-            .mesh_conn(home)
-            .await
-            .map_err(|e| OpenError::Link(e.to_string()))?;
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| OpenError::Link(format!("mesh: {e}")))?;
+        let conn = self.mesh_conn(home).await.map_err(LinkFault::from)?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(LinkFault::from)?;
         let open = Frame::MeshOpen {
             port,
             session_id,
@@ -350,7 +426,7 @@ impl Edge {
         };
         send.write_all(&open.to_bytes())
             .await
-            .map_err(|e| OpenError::Link(format!("mesh: {e}")))?;
+            .map_err(LinkFault::from)?;
         match wire::read_frame(&mut recv).await {
             Ok(Frame::Status {
                 code: StatusCode::Ok,
@@ -359,10 +435,14 @@ impl Edge {
             Ok(Frame::Status { code, message }) => Err(match code {
                 StatusCode::ConnectRefused => OpenError::Refused(port),
                 StatusCode::ConnectFailed => OpenError::Failed { port, message },
-                _ => OpenError::Link(format!("home edge {home}: {message}")),
+                _ => LinkFault::HomeRefused {
+                    home: home.to_owned(),
+                    message,
+                }
+                .into(),
             }),
-            Ok(other) => Err(OpenError::Link(format!("mesh: unexpected {other:?}"))),
-            Err(e) => Err(OpenError::Link(format!("mesh: {e}"))),
+            Ok(other) => Err(LinkFault::Unexpected(format!("{other:?}")).into()),
+            Err(e) => Err(LinkFault::from(e).into()),
         }
     }
 }
@@ -411,12 +491,12 @@ async fn relay_to_replica(
 pub(crate) async fn serve_peer(edge: Edge, conn: quinn::Connection) {
     let peer = match tokio::time::timeout(HELLO_TIMEOUT, mesh_hello(&edge, &conn)).await {
         Ok(Ok(name)) => name,
-        Ok(Err(reason)) => {
+        Ok(Err(refused)) => {
             edge.metrics().drop(DropReason::MeshAuth);
-            warn!(%reason, "mesh link refused");
+            warn!(reason = %refused, "mesh link refused");
             // Give the STATUS a moment to leave before closing.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            conn.close(3u32.into(), reason.as_bytes());
+            conn.close(3u32.into(), refused.to_string().as_bytes());
             return;
         }
         Err(_) => {
@@ -451,17 +531,17 @@ pub(crate) async fn serve_peer(edge: Edge, conn: quinn::Connection) {
     m.mesh_links_open.with_label_values(&["in"]).dec();
 }
 
-async fn mesh_hello(edge: &Edge, conn: &quinn::Connection) -> Result<String, String> {
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+async fn mesh_hello(edge: &Edge, conn: &quinn::Connection) -> Result<String, HelloRefused> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
     let verdict = check_hello(edge, conn, &mut recv).await;
     let status = match &verdict {
         Ok(_) => Frame::Status {
             code: StatusCode::Ok,
             message: String::new(),
         },
-        Err(message) => Frame::Status {
+        Err(refused) => Frame::Status {
             code: StatusCode::Unauthorized,
-            message: message.clone(),
+            message: refused.to_string(),
         },
     };
     let _ = send.write_all(&status.to_bytes()).await;
@@ -489,25 +569,20 @@ async fn check_hello(
     edge: &Edge,
     conn: &quinn::Connection,
     recv: &mut quinn::RecvStream,
-) -> Result<String, String> {
-    let (name, mac) = match wire::read_frame(recv).await {
-        Ok(Frame::MeshHello { edge, mac }) => (edge, mac),
-        Ok(other) => return Err(format!("expected MESH_HELLO, got {other:?}")),
-        Err(e) => return Err(e.to_string()),
+) -> Result<String, HelloRefused> {
+    let (name, mac) = match wire::read_frame(recv).await? {
+        Frame::MeshHello { edge, mac } => (edge, mac),
+        other => return Err(HelloRefused::NotHello(format!("{other:?}"))),
     };
     let mesh = edge.mesh();
     if name == edge.name() || name == edge.mesh_name() || mesh.edge(&name).is_none() {
-        return Err(format!(
-            "edge {name:?} is not a registered edge of this deployment"
-        ));
+        return Err(HelloRefused::UnknownEdge(name));
     }
     let mut exported = [0u8; 32];
     conn.export_keying_material(&mut exported, EXPORTER_LABEL, name.as_bytes())
-        .map_err(|_| "TLS exporter unavailable".to_owned())?;
+        .map_err(|_| HelloRefused::Exporter)?;
     if !relay_core::mesh::verify(&read(&mesh.keys), &name, &exported, &mac) {
-        return Err(format!(
-            "mesh handshake from {name:?} not accepted (bad MAC)"
-        ));
+        return Err(HelloRefused::BadMac(name));
     }
     Ok(name)
 }

@@ -70,7 +70,7 @@ async fn accept(edge: Edge, incoming: quinn::Incoming) {
         Ok(Ok(id)) => id,
         Ok(Err(reason)) => {
             warn!(%reason, "agent link refused");
-            conn.close(2u32.into(), reason.as_bytes());
+            conn.close(2u32.into(), reason.to_string().as_bytes());
             return;
         }
         Err(_) => {
@@ -85,9 +85,32 @@ async fn accept(edge: Edge, incoming: quinn::Incoming) {
         .await;
 }
 
+/// Why an agent link was refused at its HELLO.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HelloRefused {
+    /// The connection failed before or during the hello.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Answering failed.
+    #[error("answering: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The first frame was not a hello.
+    #[error("expected HELLO, got {0}")]
+    NotHello(String),
+    /// The hello could not be read.
+    #[error("{0}")]
+    Read(#[from] wire::ReadFrameError),
+    /// The token was not accepted.
+    #[error("{0}")]
+    Auth(#[from] crate::AuthError),
+}
+
 /// Reads the agent's HELLO on the first bi-stream and answers it.
-async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIdentity, String> {
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+async fn hello(
+    edge: &Edge,
+    conn: &quinn::Connection,
+) -> Result<crate::AgentIdentity, HelloRefused> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
     let reply = |code, message: &str| {
         Frame::Status {
             code,
@@ -102,7 +125,7 @@ async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIden
             let _ = send
                 .write_all(&reply(StatusCode::BadFrame, "expected HELLO"))
                 .await;
-            return Err(format!("expected HELLO, got {other:?}"));
+            return Err(HelloRefused::NotHello(format!("{other:?}")));
         }
         Err(e) => {
             edge.metrics().drop(DropReason::BadRequest);
@@ -111,14 +134,12 @@ async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIden
                 .await;
             let _ = send.finish();
             let _ = send.stopped().await;
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
     match edge.authenticator().authenticate(&token).await {
         Ok(id) => {
-            send.write_all(&reply(StatusCode::Ok, ""))
-                .await
-                .map_err(|e| e.to_string())?;
+            send.write_all(&reply(StatusCode::Ok, "")).await?;
             let _ = send.finish();
             Ok(id)
         }
@@ -129,7 +150,7 @@ async fn hello(edge: &Edge, conn: &quinn::Connection) -> Result<crate::AgentIden
                 .await;
             let _ = send.finish();
             let _ = send.stopped().await;
-            Err(e.to_string())
+            Err(e.into())
         }
     }
 }
