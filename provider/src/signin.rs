@@ -163,42 +163,55 @@ struct FormQuery {
     redirect: String,
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// The sign-in page's style.
+const SIGNIN_STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:22em;margin:3em auto;padding:0 1em}label{display:block;margin-top:1em}input{width:100%;font:inherit;padding:.3em;box-sizing:border-box}button{margin-top:1.2em;font:inherit;padding:.4em 1.2em}.err{color:#b00}";
 
 /// Name of the sign-in form's CSRF cookie.
 const CSRF_COOKIE: &str = "perigee-login-csrf";
 
 fn page(status: http::StatusCode, redirect: &str, note: &str) -> Response {
     let csrf = b64().encode(relay_core::token::random_bytes::<18>());
-    let note = if note.is_empty() {
-        String::new()
-    } else {
-        format!("<p role=\"alert\" class=\"err\">{}</p>", esc(note))
+    // maud escapes every value (the note, the redirect a link carried) by construction.
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width";
+                title { "Sign in · perigee" }
+                style { (maud::PreEscaped(SIGNIN_STYLE)) }
+            }
+            body {
+                h1 { "Sign in" }
+                @if !note.is_empty() {
+                    p role="alert" class="err" { (note) }
+                }
+                form method="post" action="/login" {
+                    label for="u" { "User name" }
+                    input id="u" name="username" autocomplete="username" required autofocus;
+                    label for="p" { "Password" }
+                    input id="p" name="password" type="password" autocomplete="current-password" required;
+                    input type="hidden" name="redirect" value=(redirect);
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { "Sign in" }
+                }
+            }
+        }
     };
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>Sign in · perigee</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:22em;margin:3em auto;padding:0 1em}}\
-         label{{display:block;margin-top:1em}}input{{width:100%;font:inherit;padding:.3em;box-sizing:border-box}}button{{margin-top:1.2em;font:inherit;padding:.4em 1.2em}}.err{{color:#b00}}</style></head>\
-         <body><h1>Sign in</h1>{note}<form method=\"post\" action=\"/login\">\
-         <label for=\"u\">User name</label><input id=\"u\" name=\"username\" autocomplete=\"username\" required autofocus>\
-         <label for=\"p\">Password</label><input id=\"p\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <input type=\"hidden\" name=\"redirect\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\">Sign in</button></form></body></html>",
-        esc(redirect)
-    );
-    let mut r = Html(html).into_response();
+    let mut r = Html(html.into_string()).into_response();
     // Double-submit token: the form carries what the cookie holds, which another site's
     // page can neither read nor set (SameSite=Strict, HttpOnly).
-    if let Ok(v) = http::HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"
-    )) {
-        r.headers_mut().insert(http::header::SET_COOKIE, v);
-    }
+    relay_core::cookies::add(
+        r.headers_mut(),
+        CSRF_COOKIE,
+        &csrf,
+        relay_core::cookies::Attributes {
+            path: "/login",
+            max_age: std::time::Duration::from_secs(3600),
+            same_site: relay_core::cookies::SameSite::Strict,
+            secure: false,
+        },
+    );
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
@@ -282,7 +295,7 @@ async fn submit(
     headers: http::HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let cookie = relay_core::devurl::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let cookie = relay_core::cookies::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
     if f.csrf.is_empty() || !relay_core::token::same_secret(&f.csrf, cookie) {
         return Ok(page(
             http::StatusCode::FORBIDDEN,
@@ -352,7 +365,7 @@ async fn submit(
     let Some(Target { origin, host, path }) = target else {
         let cookie = crate::webui::session::start(&cp, &user_id).await?;
         let mut r = axum::response::Redirect::to(local.unwrap_or("/manage")).into_response();
-        if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+        if let Some(v) = cookie {
             r.headers_mut().insert(http::header::SET_COOKIE, v);
         }
         return Ok(r);

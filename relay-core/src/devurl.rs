@@ -206,20 +206,7 @@ pub fn parse(host: &str, base: &str) -> Result<Option<Target>, HostError> {
 }
 
 /// `name=value` pairs of every `Cookie` header of a request (the edge's session cookie, the
-/// control plane's sign-in and session cookies all read through here).
-pub fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-}
-
-/// The value of cookie `name`, if the request has it.
-pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    cookies(headers).find(|(k, _)| *k == name).map(|(_, v)| v)
-}
+pub use crate::cookies::{cookie, cookies};
 
 /// A dev URL session cookie's value for `user` on exactly `host`, good until `exp` (Unix
 /// seconds): `USER.EXP.MAC`, the MAC an HMAC-SHA256 under the edge's key over the host too,

@@ -9,6 +9,7 @@
 //!   the peers' TURN client.
 //! * [`rtc`]: the signaling codec of Networking v2 and the TURN client (the peers, on str0m,
 //!   are the `perigee-webrtc` crate).
+//! * [`cookies`]: reading `Cookie` and writing `Set-Cookie` (the `cookie` crate), one place.
 //! * [`devurl`]: dev URL host names (`PORT--WORKSPACE--USER.HOST`), parsed the same on every edge.
 //! * [`resume`]: resumable byte streams, so an SSH session outlives a dropped tunnel.
 //! * [`splice`]: copy buffer sizes and small helpers shared by edge, agent and CLI.
@@ -20,6 +21,7 @@
 
 pub mod accept;
 pub mod backoff;
+pub mod cookies;
 pub mod devurl;
 pub mod e2e;
 #[doc(hidden)]

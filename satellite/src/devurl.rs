@@ -128,7 +128,7 @@ impl DevUrls {
     /// The signed-in user, from this host's session cookie.
     fn viewer(&self, headers: &http::HeaderMap, host: &str) -> Option<String> {
         let name = self.cookie_name();
-        relay_core::devurl::cookies(headers)
+        relay_core::cookies::cookies(headers)
             .filter(|(k, _)| *k == name)
             .find_map(|(_, v)| {
                 relay_core::devurl::cookie_user(&self.cookie_key, v, host, relay_core::unix_now())
@@ -138,7 +138,7 @@ impl DevUrls {
 
 /// The `Cookie` headers without the edge's own cookie (the workspace never sees it).
 fn strip_session_cookie(headers: &mut http::HeaderMap, name: &str) {
-    let kept: Vec<String> = relay_core::devurl::cookies(headers)
+    let kept: Vec<String> = relay_core::cookies::cookies(headers)
         .filter(|(k, _)| *k != name)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
@@ -178,12 +178,19 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a, str
 }
 
 /// `r` setting the session cookie (no `Domain`: this host only).
-fn set_cookie(mut r: Response, name: &str, value: &str, max_age: u64, secure: &str) -> Response {
-    if let Ok(v) = http::HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
-    )) {
-        r.headers_mut().insert(http::header::SET_COOKIE, v);
-    }
+fn set_cookie(mut r: Response, name: &str, value: &str, max_age: u64, secure: bool) -> Response {
+    use relay_core::cookies::{Attributes, SameSite};
+    relay_core::cookies::add(
+        r.headers_mut(),
+        name,
+        value,
+        Attributes {
+            path: "/",
+            max_age: std::time::Duration::from_secs(max_age),
+            same_site: SameSite::Lax,
+            secure,
+        },
+    );
     r
 }
 
@@ -193,11 +200,7 @@ async fn own_path(devurls: &DevUrls, host: &str, path: &str, query: &str) -> Opt
         return None;
     }
     let name = devurls.cookie_name();
-    let secure = if devurls.scheme == "https" {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = devurls.scheme == "https";
     Some(match path {
         "/.perigee/auth" => {
             let code = query_param(query, "code").unwrap_or_default();
@@ -677,23 +680,30 @@ fn forward_request(
     Some(http::Request::from_parts(parts, body))
 }
 
+/// The error pages' style.
+const PAGE_STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}h1{font-size:1.4em}code{background:#eee;padding:0 .2em}";
+
 /// A small HTML error page (the status says what happened; the text says what to do).
 pub(crate) fn page(status: http::StatusCode, title: &str, text: &str) -> Response {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
+    // maud escapes every value it interpolates: nothing a request carries (a host, a path,
+    // a workspace's error text) can become markup.
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width";
+                title { (title) }
+                style { (maud::PreEscaped(PAGE_STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                p { (text) }
+                p { small { "perigee · " (status.as_u16()) } }
+            }
+        }
     };
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title>\
-         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}}h1{{font-size:1.4em}}code{{background:#eee;padding:0 .2em}}</style></head>\
-         <body><h1>{t}</h1><p>{x}</p><p><small>perigee · {s}</small></p></body></html>",
-        t = esc(title),
-        x = esc(text),
-        s = status.as_u16()
-    );
-    let mut r = Response::new(Body::from(Bytes::from(html)));
+    let mut r = Response::new(Body::from(Bytes::from(html.into_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

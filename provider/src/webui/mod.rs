@@ -192,7 +192,7 @@ async fn logout(State(cp): State<ControlPlane>, s: Session, body: axum::body::By
     let mut r = Redirect::to("/login").into_response();
     match session::end(&cp, &s.secret).await {
         Ok(c) => {
-            if let Ok(v) = http::HeaderValue::from_str(&c) {
+            if let Some(v) = c {
                 r.headers_mut().insert(http::header::SET_COOKIE, v);
             }
             r

@@ -23,21 +23,27 @@ pub(crate) fn cookie_name(cp: &ControlPlane) -> &'static str {
     }
 }
 
-/// The `Set-Cookie` value carrying `value` for `max_age` seconds (0: cleared).
-fn set_cookie(cp: &ControlPlane, value: &str, max_age: i64) -> String {
-    let secure = if cp.primary.access_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
-        cookie_name(cp)
+/// The `Set-Cookie` value carrying `value` for `max_age` seconds (0: cleared): host-only,
+/// `HttpOnly`, `SameSite=Strict`, `Secure` on HTTPS.
+fn set_cookie(cp: &ControlPlane, value: &str, max_age: i64) -> Option<http::HeaderValue> {
+    use relay_core::cookies::{Attributes, SameSite};
+    relay_core::cookies::set_cookie(
+        cookie_name(cp),
+        value,
+        Attributes {
+            path: "/",
+            max_age: std::time::Duration::from_secs(u64::try_from(max_age).unwrap_or(0)),
+            same_site: SameSite::Strict,
+            secure: cp.primary.access_url.starts_with("https://"),
+        },
     )
 }
 
 /// Starts a session for `user_id`; the `Set-Cookie` value that carries it.
-pub(crate) async fn start(cp: &ControlPlane, user_id: &str) -> Result<String, ApiError> {
+pub(crate) async fn start(
+    cp: &ControlPlane,
+    user_id: &str,
+) -> Result<Option<http::HeaderValue>, ApiError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let secret = b64.encode(relay_core::token::random_bytes::<32>());
     let csrf = b64.encode(relay_core::token::random_bytes::<24>());
@@ -60,7 +66,10 @@ pub(crate) async fn start(cp: &ControlPlane, user_id: &str) -> Result<String, Ap
 }
 
 /// Ends the session with cookie secret `secret`; the `Set-Cookie` value that clears it.
-pub(crate) async fn end(cp: &ControlPlane, secret: &str) -> Result<String, ApiError> {
+pub(crate) async fn end(
+    cp: &ControlPlane,
+    secret: &str,
+) -> Result<Option<http::HeaderValue>, ApiError> {
     sqlx::query("DELETE FROM web_sessions WHERE hash = $1")
         .bind(relay_core::token::hash(secret))
         .execute(&cp.store.pool)
@@ -96,7 +105,7 @@ impl FromRequestParts<ControlPlane> for Session {
             }
             r
         };
-        let Some(secret) = relay_core::devurl::cookie(&parts.headers, cookie_name(cp)) else {
+        let Some(secret) = relay_core::cookies::cookie(&parts.headers, cookie_name(cp)) else {
             return Err(to_login());
         };
         let row = sqlx::query(
