@@ -8,5 +8,8 @@
 #[cfg(feature = "client")]
 pub mod http;
 pub mod k8s_schema;
+pub mod orgs;
 pub mod provider_settings;
 pub mod providers;
+pub mod users;
+pub mod workspaces;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde_json::json;
+use perigee_api::users::{AddKey, KeyAdded};
 
 use crate::ssh_config::{self, Block};
 use perigee_client::api::Client;
@@ -146,18 +146,17 @@ pub(crate) async fn config_ssh(a: ConfigSshArgs) -> anyhow::Result<()> {
             ensure_key(&dir)?
         };
         if !a.dry_run {
-            let r = client
+            let r: KeyAdded = client
                 .post(
                     "/api/v2/users/me/ssh-keys",
-                    &json!({ "public_key": public }),
+                    &AddKey {
+                        public_key: public.clone(),
+                    },
                 )
                 .await
                 .context("uploading your public key")?;
-            if r["created"] == true {
-                eprintln!(
-                    "perigee: uploaded public key {}",
-                    r["fingerprint"].as_str().unwrap_or("")
-                );
+            if r.created {
+                eprintln!("perigee: uploaded public key {}", r.fingerprint);
             }
         }
         let binary = std::env::current_exe()

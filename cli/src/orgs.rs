@@ -1,6 +1,10 @@
 //! `perigee orgs …`, `perigee users …` and `perigee tokens …`.
 
-use serde_json::{json, Value};
+use perigee_api::orgs::{
+    AddMember, CreateOrg, CreateUser, MemberAdded, Org, OrgView, PasswordRequest, PasswordSet,
+    UserCreated, UserView,
+};
+use perigee_api::users::{NewToken, Revoked, TokenRequest, TokenView};
 
 use crate::workspaces::Output;
 use perigee_client::api::Client;
@@ -82,50 +86,50 @@ pub(crate) async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
         TokensCmd::Create { name } => {
-            let v = c
-                .post("/api/v2/users/me/tokens", &json!({ "name": name }))
+            let t: NewToken = c
+                .post(
+                    "/api/v2/users/me/tokens",
+                    &TokenRequest { name: name.clone() },
+                )
                 .await?;
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            println!("{}", t.token);
             eprintln!("Created API token {name:?}. It is shown only once.");
         }
         TokensCmd::Ls { output } => {
-            let v = c.get("/api/v2/users/me/tokens").await?;
-            print(output, &v, &["ID", "NAME", "CREATED", ""], |t| {
-                let mark = if t["current"] == true { "*" } else { "" };
+            let list: Vec<TokenView> = c.get("/api/v2/users/me/tokens").await?;
+            print(output, &list, &["ID", "NAME", "CREATED", ""], |t| {
                 vec![
-                    s(t, "id"),
-                    s(t, "name"),
-                    s(t, "created_at"),
-                    mark.to_owned(),
+                    t.token.id.clone(),
+                    t.token.name.clone(),
+                    t.token.created_at.to_string(),
+                    if t.current { "*" } else { "" }.to_owned(),
                 ]
             });
         }
         TokensCmd::Rm { id } => {
-            c.delete(&format!("/api/v2/users/me/tokens/{id}")).await?;
+            let _: Revoked = c.delete(&format!("/api/v2/users/me/tokens/{id}")).await?;
             eprintln!("Revoked API token {id}.");
         }
     }
     Ok(())
 }
 
-fn print(output: Output, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+/// `items` as JSON or as a table of `row`s.
+fn print<T: serde::Serialize>(
+    output: Output,
+    items: &[T],
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(items).unwrap_or_default()
+        ),
         Output::Table => {
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .map(|a| a.iter().map(&row).collect())
-                .unwrap_or_default();
+            let rows: Vec<Vec<String>> = items.iter().map(row).collect();
             print!("{}", crate::table::render(header, &rows));
         }
-    }
-}
-
-fn s(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
     }
 }
 
@@ -133,21 +137,30 @@ pub(crate) async fn orgs(cmd: OrgsCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
         OrgsCmd::Create { name } => {
-            c.post("/api/v2/orgs", &json!({ "name": name })).await?;
+            let _: Org = c
+                .post("/api/v2/orgs", &CreateOrg { name: name.clone() })
+                .await?;
             eprintln!("Created organization {name}. It may use the built-in provider.");
         }
         OrgsCmd::Ls { output } => {
-            let v = c.get("/api/v2/orgs").await?;
-            print(output, &v, &["NAME", "MEMBERS", "WORKSPACES"], |o| {
-                vec![s(o, "name"), s(o, "members"), s(o, "workspaces")]
+            let list: Vec<OrgView> = c.get("/api/v2/orgs").await?;
+            print(output, &list, &["NAME", "MEMBERS", "WORKSPACES"], |o| {
+                vec![
+                    o.org.name.clone(),
+                    o.members.to_string(),
+                    o.workspaces.to_string(),
+                ]
             });
         }
         OrgsCmd::AddMember { org, username } => {
-            c.post(
-                &format!("/api/v2/orgs/{org}/members"),
-                &json!({ "username": username }),
-            )
-            .await?;
+            let _: MemberAdded = c
+                .post(
+                    &format!("/api/v2/orgs/{org}/members"),
+                    &AddMember {
+                        username: username.clone(),
+                    },
+                )
+                .await?;
             eprintln!("Added {username} to {org}.");
         }
     }
@@ -163,13 +176,18 @@ pub(crate) async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
             orgs,
             email,
         } => {
-            let v = c
+            let u: UserCreated = c
                 .post(
                     "/api/v2/users",
-                    &json!({ "username": username, "role": role, "orgs": orgs, "email": email }),
+                    &CreateUser {
+                        username: username.clone(),
+                        role: role.clone(),
+                        orgs,
+                        email,
+                    },
                 )
                 .await?;
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            println!("{}", u.token);
             eprintln!(
                 "Created {role} {username}. The API token above is shown only once; they log in with:\n\n  perigee login {} --token TOKEN\n",
                 c.base
@@ -182,26 +200,23 @@ pub(crate) async fn users(cmd: UsersCmd) -> anyhow::Result<()> {
             }
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            let v = c
-                .put(
-                    "/api/v2/users/me/password",
-                    &json!({ "password": password }),
-                )
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            let v: PasswordSet = c
+                .put("/api/v2/users/me/password", &PasswordRequest { password })
                 .await?;
             eprintln!(
                 "Password set for {}; sign in to dev URLs with it.",
-                v["updated"].as_str().unwrap_or_default()
+                v.updated
             );
         }
         UsersCmd::Ls { output } => {
-            let v = c.get("/api/v2/users").await?;
-            print(output, &v, &["USERNAME", "ROLE", "ORGS"], |u| {
-                let orgs: Vec<&str> = u["orgs"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                vec![s(u, "username"), s(u, "role"), orgs.join(",")]
+            let list: Vec<UserView> = c.get("/api/v2/users").await?;
+            print(output, &list, &["USERNAME", "ROLE", "ORGS"], |u| {
+                vec![
+                    u.user.username.clone(),
+                    u.user.role.clone(),
+                    u.orgs.join(","),
+                ]
             });
         }
     }

@@ -27,11 +27,9 @@ pub(crate) async fn ping(a: PingArgs) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     let home = match &a.workspace {
         Some(ws) => {
-            let w = c.get(&format!("/api/v2/workspaces/{ws}")).await?;
-            w["home_edge"]
-                .as_str()
-                .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
-                .to_owned()
+            let w: perigee_api::workspaces::WorkspaceView =
+                c.get(&format!("/api/v2/workspaces/{ws}")).await?;
+            w.workspace.home_edge
         }
         None => relay_core::mesh::PRIMARY_EDGE.to_owned(),
     };

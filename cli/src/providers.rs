@@ -248,7 +248,7 @@ pub(crate) async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
             namespace,
             output,
         } => {
-            let v = c
+            let v: Value = c
                 .post(
                     "/api/v2/providers",
                     &json!({
@@ -270,7 +270,7 @@ pub(crate) async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
             }
         }
         ProvidersCmd::Ls { output } => {
-            let v = c.get("/api/v2/providers").await?;
+            let v: Value = c.get("/api/v2/providers").await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 Output::Table => {
@@ -283,12 +283,12 @@ pub(crate) async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
             }
         }
         ProvidersCmd::Show { name } => {
-            let v = c.get(&path_of(&name)?).await?;
+            let v: Value = c.get(&path_of(&name)?).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         ProvidersCmd::Edit(a) => {
             let body = edit_body(&a)?;
-            let v = c.patch(&path_of(&a.name)?, &body).await?;
+            let v: Value = c.patch(&path_of(&a.name)?, &body).await?;
             for w in v["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
             }
@@ -302,19 +302,21 @@ pub(crate) async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
             }
         }
         ProvidersCmd::Rm { name } => {
-            c.delete(&path_of(&name)?).await?;
+            let _: Value = c.delete(&path_of(&name)?).await?;
             eprintln!("Deleted provider {name}; its REMOTE token no longer works.");
         }
         ProvidersCmd::Cordon { name, reason } => {
-            c.post(
-                &format!("{}/cordon", path_of(&name)?),
-                &json!({ "reason": reason }),
-            )
-            .await?;
+            let _: Value = c
+                .post(
+                    &format!("{}/cordon", path_of(&name)?),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
             eprintln!("Cordoned provider {name}: new workspaces are refused there; existing ones keep running.");
         }
         ProvidersCmd::Uncordon { name } => {
-            c.post(&format!("{}/uncordon", path_of(&name)?), &json!({}))
+            let _: Value = c
+                .post(&format!("{}/uncordon", path_of(&name)?), &json!({}))
                 .await?;
             eprintln!("Uncordoned provider {name}: it takes new workspaces again.");
         }

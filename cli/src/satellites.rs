@@ -56,7 +56,7 @@ pub(crate) async fn run(cmd: SatellitesCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
         SatellitesCmd::Create(a) => {
-            let v = c
+            let v: Value = c
                 .post(
                     "/api/v2/satellites",
                     &json!({
@@ -77,7 +77,7 @@ pub(crate) async fn run(cmd: SatellitesCmd) -> anyhow::Result<()> {
             );
         }
         SatellitesCmd::Ls(a) => {
-            let v = c.get("/api/v2/satellites").await?;
+            let v: Value = c.get("/api/v2/satellites").await?;
             match a.output {
                 crate::workspaces::Output::Json => {
                     println!("{}", serde_json::to_string_pretty(&v)?)
@@ -86,7 +86,7 @@ pub(crate) async fn run(cmd: SatellitesCmd) -> anyhow::Result<()> {
             }
         }
         SatellitesCmd::Rm(a) => {
-            c.delete(&format!("/api/v2/satellites/{}", a.name)).await?;
+            let _: Value = c.delete(&format!("/api/v2/satellites/{}", a.name)).await?;
             eprintln!(
                 "Removed satellite {}. Its token no longer works; the mesh key was rotated.",
                 a.name
@@ -163,7 +163,7 @@ pub(crate) async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
         KeysCmd::Rotate => {
-            let v = c.post("/api/v2/keys/rotate", &json!({})).await?;
+            let v: Value = c.post("/api/v2/keys/rotate", &json!({})).await?;
             eprintln!(
                 "New ticket-signing key {}. {}",
                 v["kid"].as_str().unwrap_or("?"),

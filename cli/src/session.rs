@@ -35,7 +35,7 @@ pub(crate) async fn login(a: LoginArgs) -> anyhow::Result<()> {
         url,
         token: token.trim().to_owned(),
     };
-    let me = perigee_client::api::Client::new(&session)?
+    let me: perigee_api::workspaces::User = perigee_client::api::Client::new(&session)?
         .get("/api/v2/users/me")
         .await
         .context("checking the token")?;
@@ -43,7 +43,7 @@ pub(crate) async fn login(a: LoginArgs) -> anyhow::Result<()> {
     eprintln!(
         "Logged in to {} as {}. Session saved in {}.",
         session.url,
-        me["username"].as_str().unwrap_or("?"),
+        me.username,
         path.display()
     );
     Ok(())

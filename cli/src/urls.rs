@@ -61,7 +61,7 @@ pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
             access,
             https,
         } => {
-            let v = c
+            let v: Value = c
                 .post(
                     &format!("/api/v2/workspaces/{workspace}/urls"),
                     &json!({ "port": port, "name": name, "access": access, "https": https }),
@@ -79,7 +79,7 @@ pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
                 Some(w) => format!("/api/v2/workspaces/{w}/urls"),
                 None => "/api/v2/urls".to_owned(),
             };
-            let v = c.get(&path).await?;
+            let v: Value = c.get(&path).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 Output::Table => {
@@ -110,7 +110,8 @@ pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
             }
         }
         UrlsCmd::Rm { workspace, port } => {
-            c.delete(&format!("/api/v2/workspaces/{workspace}/urls/{port}"))
+            let _: Value = c
+                .delete(&format!("/api/v2/workspaces/{workspace}/urls/{port}"))
                 .await?;
             eprintln!("Port {port} of {workspace} is private again.");
         }

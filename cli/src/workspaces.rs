@@ -1,6 +1,6 @@
 //! `perigee create`, `ls`, `delete`.
 
-use serde_json::{json, Value};
+use perigee_api::workspaces::{CreateWorkspace, Deleted, Empty, WorkspaceView};
 
 use perigee_client::api::Client;
 
@@ -42,24 +42,27 @@ pub(crate) struct DeleteArgs {
 
 pub(crate) async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let c = Client::from_session()?;
-    let ws = c
+    let ws: WorkspaceView = c
         .post(
             "/api/v2/workspaces",
-            &json!({ "name": a.name, "edge": a.edge, "org": a.org, "provider": a.provider }),
+            &CreateWorkspace {
+                name: a.name.clone(),
+                edge: a.edge,
+                org: a.org,
+                provider: a.provider,
+            },
         )
         .await?;
     eprintln!(
         "Created workspace {} on provider {}. Connect with: perigee tunnel {} PORT",
-        ws["name"].as_str().unwrap_or("?"),
-        ws["provider"].as_str().unwrap_or("?"),
-        a.name
+        ws.workspace.name, ws.workspace.provider, a.name
     );
     Ok(())
 }
 
 pub(crate) async fn ls(a: LsArgs) -> anyhow::Result<()> {
     let c = Client::from_session()?;
-    let list = c.get("/api/v2/workspaces").await?;
+    let list: Vec<WorkspaceView> = c.get("/api/v2/workspaces").await?;
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
         Output::Table => print_table(&list),
@@ -67,34 +70,30 @@ pub(crate) async fn ls(a: LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(list: &Value) {
+fn print_table(list: &[WorkspaceView]) {
     let rows: Vec<Vec<String>> = list
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|w| {
-                    let agent = match w["agent"]["transport"].as_str() {
-                        Some(t) => format!("connected ({t})"),
-                        None => "disconnected".into(),
-                    };
-                    let s = |k: &str| w[k].as_str().unwrap_or("").to_owned();
-                    // What the provider reports wins while it is not plainly running.
-                    let status = match w["provider_state"].as_str() {
-                        Some(st @ ("starting" | "failed" | "stopped" | "missing")) => st.to_owned(),
-                        _ => s("status"),
-                    };
-                    vec![
-                        s("name"),
-                        s("org"),
-                        status,
-                        agent,
-                        s("home_edge"),
-                        s("provider"),
-                    ]
-                })
-                .collect()
+        .iter()
+        .map(|v| {
+            let w = &v.workspace;
+            let agent = match &v.agent {
+                Some(a) => format!("connected ({})", a.transport),
+                None => "disconnected".into(),
+            };
+            // What the provider reports wins while it is not plainly running.
+            let status = match w.provider_state.as_deref() {
+                Some(st @ ("starting" | "failed" | "stopped" | "missing")) => st.to_owned(),
+                _ => w.status.clone(),
+            };
+            vec![
+                w.name.clone(),
+                w.org.clone(),
+                status,
+                agent,
+                w.home_edge.clone(),
+                w.provider.clone(),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     print!(
         "{}",
         crate::table::render(
@@ -106,12 +105,11 @@ fn print_table(list: &Value) {
         eprintln!("No workspaces yet. Create one with: perigee create NAME");
     }
     // Why a workspace is not running, as its provider reported.
-    for w in list.as_array().into_iter().flatten() {
-        if let (Some(st), Some(msg)) =
-            (w["provider_state"].as_str(), w["provider_message"].as_str())
-        {
+    for v in list {
+        let w = &v.workspace;
+        if let (Some(st), Some(msg)) = (&w.provider_state, &w.provider_message) {
             if st != "running" {
-                eprintln!("{}: {st}: {msg}", w["name"].as_str().unwrap_or("?"));
+                eprintln!("{}: {st}: {msg}", w.name);
             }
         }
     }
@@ -120,13 +118,10 @@ fn print_table(list: &Value) {
 /// `perigee stop` / `perigee start`.
 pub(crate) async fn stop_start(a: DeleteArgs, verb: &str) -> anyhow::Result<()> {
     let c = Client::from_session()?;
-    let w = c
-        .post(
-            &format!("/api/v2/workspaces/{}/{verb}", a.name),
-            &serde_json::json!({}),
-        )
+    let w: WorkspaceView = c
+        .post(&format!("/api/v2/workspaces/{}/{verb}", a.name), &Empty {})
         .await?;
-    let remote = w["provider"].as_str().is_some_and(|p| p != "built-in");
+    let remote = w.workspace.provider != "built-in";
     let when = if remote {
         " (its provider acts on it at its next heartbeat)"
     } else {
@@ -142,7 +137,7 @@ pub(crate) async fn stop_start(a: DeleteArgs, verb: &str) -> anyhow::Result<()> 
 
 pub(crate) async fn delete(a: DeleteArgs) -> anyhow::Result<()> {
     let c = Client::from_session()?;
-    c.delete(&format!("/api/v2/workspaces/{}", a.name)).await?;
+    let _: Deleted = c.delete(&format!("/api/v2/workspaces/{}", a.name)).await?;
     eprintln!("Deleted workspace {}.", a.name);
     Ok(())
 }

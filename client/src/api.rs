@@ -1,6 +1,7 @@
 //! REST API client.
 
 use anyhow::Context as _;
+use perigee_api::workspaces::ErrorBody;
 use serde_json::Value;
 
 use crate::session::Session;
@@ -59,12 +60,12 @@ impl Client {
     /// Sends a request to the session's URL; when that URL cannot be reached at all, tries
     /// the other edges of the deployment last seen in `/api/v2/regions` (every edge serves the
     /// API), so a dead satellite does not lock its users out.
-    async fn send(
+    async fn send<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<T> {
         let build = |base: &str| {
             let mut r = self.http.request(method.clone(), format!("{base}{path}"));
             if let Some(b) = body {
@@ -101,13 +102,13 @@ impl Client {
             return serde_json::from_slice(&body)
                 .with_context(|| format!("unexpected answer from {}", self.base));
         }
-        let parsed = serde_json::from_slice::<Value>(&body).ok();
+        let parsed = serde_json::from_slice::<ErrorBody>(&body).ok();
         let mut message = parsed
             .as_ref()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .map(|e| e.error.clone())
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         // Name the field at fault, unless the message already starts with it.
-        if let Some(field) = parsed.as_ref().and_then(|v| v["field"].as_str()) {
+        if let Some(field) = parsed.as_ref().and_then(|e| e.field.as_deref()) {
             if !message.starts_with(field) {
                 message = format!("{field}: {message}");
             }
@@ -115,23 +116,43 @@ impl Client {
         anyhow::bail!("{message} (HTTP {})", status.as_u16())
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// `GET path`, the answer as `T` (an API type of `perigee_api`).
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::POST, path, Some(body)).await
+    /// `POST path` with a JSON body.
+    pub async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_value(body)?;
+        self.send(reqwest::Method::POST, path, Some(&body)).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    /// `PATCH path` with a JSON body.
+    pub async fn patch<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_value(body)?;
+        self.send(reqwest::Method::PATCH, path, Some(&body)).await
     }
 
-    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::PUT, path, Some(body)).await
+    /// `PUT path` with a JSON body.
+    pub async fn put<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_value(body)?;
+        self.send(reqwest::Method::PUT, path, Some(&body)).await
     }
 
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    /// `DELETE path`.
+    pub async fn delete<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 }

@@ -206,15 +206,12 @@ pub async fn open(
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let body = resp.body().as_deref().unwrap_or_default();
-            let json = serde_json::from_slice::<serde_json::Value>(body).ok();
-            let msg = json
+            let answer = serde_json::from_slice::<perigee_api::workspaces::ErrorBody>(body).ok();
+            let msg = answer
                 .as_ref()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .map(|a| a.error.clone())
                 .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-            let code = json
-                .as_ref()
-                .and_then(|v| v["code"].as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let code = answer.and_then(|a| a.code).unwrap_or_default();
             Err(Refused {
                 message: format!("{msg} (HTTP {})", resp.status().as_u16()),
                 code,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::api::Client;
 
@@ -21,6 +20,13 @@ pub const CACHE_SECS: u64 = 300;
 const PROBES: usize = 5;
 /// Longest wait for one region's probes.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An edge's `/latency-check` answer: its mesh round trips to the other edges, ms.
+#[derive(Deserialize)]
+struct LatencyCheck {
+    #[serde(default)]
+    mesh_rtt_ms: std::collections::HashMap<String, f64>,
+}
 
 /// A region from `GET /api/v2/regions`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,8 +57,7 @@ impl Measured {
 }
 
 pub async fn regions(c: &Client) -> anyhow::Result<Vec<Region>> {
-    let v = c.get("/api/v2/regions").await?;
-    let list: Vec<Region> = serde_json::from_value(v).context("unexpected regions list")?;
+    let list: Vec<Region> = c.get("/api/v2/regions").await.context("the regions list")?;
     // Primary first: it is the API's home when the session's satellite is down.
     let mut urls: Vec<String> = list
         .iter()
@@ -104,8 +109,9 @@ async fn probe(url: &str, home: &str) -> anyhow::Result<(f64, Option<f64>)> {
         let body = crate::api::read_limited(resp, 64 * 1024).await?;
         let rtt = start.elapsed().as_secs_f64() * 1e3;
         if i == 0 {
-            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-            mesh = v["mesh_rtt_ms"][home].as_f64();
+            mesh = serde_json::from_slice::<LatencyCheck>(&body)
+                .ok()
+                .and_then(|l| l.mesh_rtt_ms.get(home).copied());
             continue;
         }
         samples.push(rtt);

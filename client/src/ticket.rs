@@ -26,9 +26,9 @@ pub struct Ticket {
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct EdgeIce {
     #[serde(flatten)]
-    server: perigee_webrtc::IceServer,
+    pub server: perigee_webrtc::IceServer,
     #[serde(default)]
-    edge: String,
+    pub edge: String,
 }
 
 impl Ticket {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::api::Client;
@@ -13,6 +12,7 @@ use crate::dial::{self, Ws};
 use crate::regions;
 use crate::ticket::{ticket_cache, Ticket, WHY_V2_OFF};
 use crate::webrtc::{self, PathChoice};
+use perigee_api::workspaces::{TicketRequest, TicketResponse};
 
 /// How a tunnel is opened.
 #[derive(Debug, Clone, Default)]
@@ -91,30 +91,34 @@ impl Tickets {
             *cached = Some(t.clone());
             return Ok(t);
         }
-        let v = self
+        let r: TicketResponse = self
             .client
             .post(
                 &format!("/api/v2/workspaces/{}/ticket", self.workspace),
-                &json!({ "ports": [self.port] }),
+                &TicketRequest {
+                    ports: vec![self.port],
+                },
             )
             .await?;
         let t = Ticket {
-            ticket: v["ticket"]
-                .as_str()
-                .context("no ticket in answer")?
-                .to_owned(),
-            expires_at: v["expires_at"].as_u64().unwrap_or(0),
-            edge_url: v["edge_url"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| self.client.base.clone()),
-            home_edge: v["home_edge"]
-                .as_str()
-                .unwrap_or(relay_core::mesh::PRIMARY_EDGE)
-                .to_owned(),
-            workspace_id: v["workspace_id"].as_str().unwrap_or_default().to_owned(),
-            e2e_fingerprint: v["e2e_fingerprint"].as_str().map(str::to_owned),
-            ice_servers: serde_json::from_value(v["ice_servers"].clone()).unwrap_or_default(),
+            ticket: r.ticket,
+            expires_at: r.expires_at,
+            edge_url: r.edge_url,
+            home_edge: r.home_edge,
+            workspace_id: r.workspace_id,
+            e2e_fingerprint: r.e2e_fingerprint,
+            ice_servers: r
+                .ice_servers
+                .into_iter()
+                .map(|s| crate::ticket::EdgeIce {
+                    edge: s.edge,
+                    server: perigee_webrtc::IceServer {
+                        urls: s.urls,
+                        username: s.username,
+                        credential: s.credential,
+                    },
+                })
+                .collect(),
         };
         ticket_cache::put(&self.client.base, &self.workspace, self.port, &t);
         *cached = Some(t.clone());

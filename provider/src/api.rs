@@ -4,11 +4,16 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use relay_core::ticket::{Claims, MAX_PORTS};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::request::{bearer, validate_label, Body, Caller};
+use perigee_api::users::{NewToken, TokenRequest};
+pub use perigee_api::workspaces::{
+    CreateWorkspace, Deleted, IceServer, TicketRequest, TicketResponse, WorkspaceView,
+};
+
 use crate::store::{User, Workspace};
-use crate::{AgentStatus, ApiError, ControlPlane};
+use crate::{ApiError, ControlPlane};
 
 /// The port SSH tunnels reach (`ssh -o ProxyCommand='perigee tunnel WS %p'`); refused on
 /// providers with external SSH off.
@@ -56,35 +61,18 @@ async fn me(Caller(user): Caller) -> Json<User> {
     Json(user)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    name: String,
-}
-
 async fn create_token(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
     Body(req): Body<TokenRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<NewToken>, ApiError> {
     if req.name.is_empty() || req.name.len() > 64 {
         return Err(ApiError::bad_request("token name must be 1-64 characters"));
     }
     let secret = cp.store.create_api_token(&user.id, &req.name).await?;
-    Ok(Json(serde_json::json!({ "token": secret.expose() })))
-}
-
-/// A workspace as the API shows it.
-#[derive(Serialize)]
-pub struct WorkspaceView {
-    #[serde(flatten)]
-    ws: Workspace,
-    /// Whether the agent is connected to its edge.
-    agent_connected: bool,
-    /// The agent link, when connected.
-    agent: Option<AgentStatus>,
-    /// Local provisioner: the agent's process id.
-    agent_pid: Option<u32>,
+    Ok(Json(NewToken {
+        token: secret.expose().to_owned(),
+    }))
 }
 
 fn view(cp: &ControlPlane, ws: Workspace) -> WorkspaceView {
@@ -98,7 +86,7 @@ fn view(cp: &ControlPlane, ws: Workspace) -> WorkspaceView {
         agent_connected: agent.is_some(),
         agent,
         agent_pid,
-        ws,
+        workspace: ws,
     }
 }
 
@@ -108,21 +96,6 @@ async fn list_workspaces(
 ) -> Result<Json<Vec<WorkspaceView>>, ApiError> {
     let list = cp.store.workspaces_of(&user.id).await?;
     Ok(Json(list.into_iter().map(|ws| view(&cp, ws)).collect()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateWorkspace {
-    name: String,
-    /// The edge the agent should link to (default: the primary edge).
-    #[serde(default)]
-    edge: Option<String>,
-    /// The organization (default: the caller's only organization).
-    #[serde(default)]
-    org: Option<String>,
-    /// The workspace provider (default: the default provider).
-    #[serde(default)]
-    provider: Option<String>,
 }
 
 /// The organization a new workspace of `user` goes to.
@@ -262,7 +235,7 @@ async fn delete_workspace(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let ws = find(&cp, &user, &name).await?;
     // Revoke first (the agent token stops working), then cut the link, then clean up.
     cp.store.delete_workspace(&ws.id).await?;
@@ -271,7 +244,7 @@ async fn delete_workspace(
         .delete(&ws.id)
         .await
         .map_err(|e| ApiError::internal(format!("removing workspace {}: {e}", ws.name)))?;
-    Ok(Json(serde_json::json!({ "deleted": ws.name })))
+    Ok(Json(Deleted { deleted: ws.name }))
 }
 
 /// Stops a workspace: its home and token stay, its agent (process or pod) goes; a remote
@@ -312,49 +285,6 @@ async fn set_running(
     }
     let ws = find(cp, user, name).await?;
     Ok(Json(view(cp, ws)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TicketRequest {
-    ports: Vec<u16>,
-}
-
-/// A signed connection ticket and where to use it.
-#[derive(Serialize)]
-pub struct TicketResponse {
-    /// The ticket (send it in the `Perigee-Ticket` header).
-    pub ticket: String,
-    /// Expiry, Unix seconds.
-    pub expires_at: u64,
-    /// Workspace id.
-    pub workspace_id: String,
-    /// The workspace's home edge's URL (any healthy edge also works: see `/api/v2/regions`).
-    pub edge_url: String,
-    /// The workspace's home edge's name.
-    pub home_edge: String,
-    /// Fingerprint (SHA-256, hex) of the agent's end-to-end key when the workspace's provider
-    /// has end-to-end encryption on: streams then carry a TLS session with exactly that key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub e2e_fingerprint: Option<String>,
-    /// STUN/TURN servers with ephemeral credentials for the WebRTC path, when the
-    /// workspace's provider has Networking v2 on (empty otherwise).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ice_servers: Vec<IceServer>,
-}
-
-/// One ICE server entry, in the WebRTC `RTCIceServer` shape, and the edge running it.
-#[derive(Serialize)]
-pub struct IceServer {
-    /// `stun:`, `turn:` and `turns:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username (`EXPIRY:USER-ID`).
-    pub username: String,
-    /// TURN password.
-    pub credential: String,
-    /// The edge whose TURN server this is: clients use the one of the edge they enter
-    /// through, so that relayed bytes stay in their region.
-    pub edge: String,
 }
 
 /// How long TURN credentials in a ticket answer last (allocations are refreshed with them).

@@ -52,14 +52,7 @@ pub trait EdgeHooks: Send + Sync + 'static {
     fn devurls_changed(&self) {}
 }
 
-/// A connected agent, as shown by `perigee ls`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct AgentStatus {
-    /// `quic` or `h2`.
-    pub transport: String,
-    /// Seconds since the link came up.
-    pub uptime_secs: u64,
-}
+pub use perigee_api::workspaces::AgentStatus;
 
 /// Everything the REST API handlers share.
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use perigee_api::orgs::{AddMember, CreateOrg, CreateUser, MemberAdded, OrgView, UserCreated};
 
 use crate::request::{validate_label, Body, Caller};
 use crate::store_orgs::ROLES;
@@ -20,7 +20,7 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
 async fn list_orgs(
     State(cp): State<ControlPlane>,
     caller: Caller,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Vec<OrgView>>, ApiError> {
     let mine: Vec<String> = cp
         .store
         .orgs_of(&caller.0.id)
@@ -35,23 +35,13 @@ async fn list_orgs(
         .await?
         .into_iter()
         .filter(|(o, _, _)| all_visible || mine.contains(&o.name))
-        .map(|(o, members, workspaces)| {
-            serde_json::json!({
-                "name": o.name,
-                "id": o.id,
-                "created_at": o.created_at,
-                "members": members,
-                "workspaces": workspaces,
-            })
+        .map(|(org, members, workspaces)| OrgView {
+            org,
+            members,
+            workspaces,
         })
         .collect();
     Ok(Json(out))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateOrg {
-    name: String,
 }
 
 async fn create_org(
@@ -70,18 +60,12 @@ async fn create_org(
     Ok(Json(cp.store.create_org(&req.name).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddMember {
-    username: String,
-}
-
 async fn add_member(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Path(name): Path<String>,
     Body(req): Body<AddMember>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MemberAdded>, ApiError> {
     caller.require(&["admin"], "change organization membership")?;
     let org = cp
         .store
@@ -92,9 +76,10 @@ async fn add_member(
         ApiError::bad_request(format!("username: no user named {:?}", req.username))
     })?;
     cp.store.add_member(&org.id, &user.id).await?;
-    Ok(Json(
-        serde_json::json!({ "org": org.name, "member": user.username }),
-    ))
+    Ok(Json(MemberAdded {
+        org: org.name,
+        member: user.username,
+    }))
 }
 
 async fn list_users(
@@ -103,18 +88,6 @@ async fn list_users(
 ) -> Result<Json<Vec<crate::store_orgs::UserView>>, ApiError> {
     caller.require(&["admin", "site-manager"], "list users")?;
     Ok(Json(cp.store.users().await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateUser {
-    username: String,
-    #[serde(default = "member")]
-    role: String,
-    #[serde(default)]
-    orgs: Vec<String>,
-    #[serde(default)]
-    email: Option<String>,
 }
 
 /// A plausible e-mail address: one `@`, something on each side, a dot in the domain, no
@@ -132,16 +105,12 @@ fn check_email(e: &str) -> Result<(), ApiError> {
     }
 }
 
-fn member() -> String {
-    "member".into()
-}
-
 /// Creates a user (admins only), adds them to `orgs` and returns their first API token once.
 async fn create_user(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Body(req): Body<CreateUser>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserCreated>, ApiError> {
     caller.require(&["admin"], "create users")?;
     validate_label("username", &req.username).map_err(|e| e.on("username"))?;
     if !ROLES.contains(&req.role.as_str()) {
@@ -178,9 +147,9 @@ async fn create_user(
         .store
         .create_api_token(&user.id, "created by an admin")
         .await?;
-    Ok(Json(serde_json::json!({
-        "user": user,
-        "orgs": req.orgs,
-        "token": token.expose(),
-    })))
+    Ok(Json(UserCreated {
+        user,
+        orgs: req.orgs,
+        token: token.expose().to_owned(),
+    }))
 }

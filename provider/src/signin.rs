@@ -8,6 +8,7 @@
 //! the edge trades it for a cookie of its own on that host. The user's API token is never
 //! involved.
 
+use perigee_api::orgs::{PasswordRequest, PasswordSet};
 use std::num::NonZeroU32;
 
 use axum::extract::{Query, State};
@@ -128,17 +129,11 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
     .is_ok()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PasswordRequest {
-    password: String,
-}
-
 pub(crate) async fn set_password(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
     Body(req): Body<PasswordRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PasswordSet>, ApiError> {
     let n = req.password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
         return Err(ApiError::bad_request(format!(
@@ -154,7 +149,9 @@ pub(crate) async fn set_password(
         .bind(&user.id)
         .execute(&cp.store.pool)
         .await?;
-    Ok(Json(serde_json::json!({ "updated": user.username })))
+    Ok(Json(PasswordSet {
+        updated: user.username,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use perigee_api::users::{AddKey, KeyAdded};
+use serde::Serialize;
 use sqlx::Row as _;
 
 use crate::request::{bearer, Body, Caller};
@@ -131,24 +132,19 @@ async fn list_keys(
     Ok(Json(keys_of(&cp, &user.id).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddKey {
-    public_key: String,
-}
-
 /// Adds a key; adding one already there is not an error (`created: false`).
 async fn add_key(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
     Body(req): Body<AddKey>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<KeyAdded>, ApiError> {
     let key = parse_public_key(&req.public_key).map_err(ApiError::bad_request)?;
     let have = keys_of(&cp, &user.id).await?;
     if have.iter().any(|k| k.fingerprint == key.fingerprint) {
-        return Ok(Json(
-            serde_json::json!({ "fingerprint": key.fingerprint, "created": false }),
-        ));
+        return Ok(Json(KeyAdded {
+            fingerprint: key.fingerprint,
+            created: false,
+        }));
     }
     if have.len() as i64 >= MAX_KEYS {
         return Err(ApiError::conflict(format!(
@@ -165,9 +161,10 @@ async fn add_key(
     .bind(crate::store::now())
     .execute(&cp.store.pool)
     .await?;
-    Ok(Json(
-        serde_json::json!({ "fingerprint": key.fingerprint, "created": true }),
-    ))
+    Ok(Json(KeyAdded {
+        fingerprint: key.fingerprint,
+        created: true,
+    }))
 }
 
 async fn remove_key(

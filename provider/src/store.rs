@@ -5,59 +5,11 @@ use sqlx::Row as _;
 
 pub(crate) use crate::db::now;
 pub use crate::db::{Store, StoreError};
+pub use perigee_api::users::ApiToken;
+pub use perigee_api::workspaces::{User, Workspace};
 
 /// Name of the built-in provider.
 pub const BUILT_IN_PROVIDER: &str = "built-in";
-
-/// A user.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct User {
-    /// Id.
-    pub id: String,
-    /// Login name.
-    pub username: String,
-    /// `admin` or `member`.
-    pub role: String,
-}
-
-/// An API token as its holder sees it (never the secret or its hash).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ApiToken {
-    /// Id (what `perigee tokens rm` takes).
-    pub id: String,
-    /// Name given at creation.
-    pub name: String,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-/// A workspace row.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Workspace {
-    /// Id.
-    pub id: String,
-    /// Name, unique per owner.
-    pub name: String,
-    /// Owner's user id.
-    pub owner_id: String,
-    /// Owner's user name.
-    pub owner: String,
-    /// Provider name.
-    pub provider: String,
-    /// `running` or `stopped`.
-    pub status: String,
-    /// Creation time (Unix seconds).
-    pub created_at: i64,
-    /// The edge the agent links to (`primary` unless it homes on a satellite).
-    pub home_edge: String,
-    /// The organization it belongs to.
-    pub org: String,
-    /// What its provider last reported (`starting`, `running`, `stopped`, `failed`,
-    /// `missing`; remote providers).
-    pub provider_state: Option<String>,
-    /// Why, for `starting` and `failed` (e.g. `ErrImagePull: …`).
-    pub provider_message: Option<String>,
-}
 
 impl Store {
     /// Creates the built-in provider if missing; returns its id. Replicas starting together

@@ -1,5 +1,6 @@
 //! Persistence of organizations, their members, site roles and provider allowlists.
 
+pub use perigee_api::orgs::{Org, UserView};
 use relay_core::token;
 use sqlx::Row as _;
 
@@ -10,27 +11,6 @@ pub const DEFAULT_ORG: &str = "default";
 
 /// Site roles, most powerful first.
 pub const ROLES: &[&str] = &["admin", "site-manager", "member"];
-
-/// An organization.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Org {
-    /// Id.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// Creation time (Unix seconds).
-    pub created_at: i64,
-}
-
-/// A user with the organizations they belong to.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct UserView {
-    /// The user.
-    #[serde(flatten)]
-    pub user: User,
-    /// Names of their organizations.
-    pub orgs: Vec<String>,
-}
 
 fn org_from_row(r: &sqlx::any::AnyRow) -> Result<Org, sqlx::Error> {
     Ok(Org {

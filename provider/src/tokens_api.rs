@@ -11,8 +11,8 @@ use axum::{Json, Router};
 
 use crate::error::ApiError;
 use crate::request::TokenCaller;
-use crate::store::ApiToken;
 use crate::ControlPlane;
+use perigee_api::users::Revoked;
 
 pub(crate) fn router(cp: ControlPlane) -> Router {
     Router::new()
@@ -20,14 +20,7 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         .with_state(cp)
 }
 
-/// A token in the caller's list.
-#[derive(serde::Serialize)]
-pub struct TokenView {
-    #[serde(flatten)]
-    token: ApiToken,
-    /// The token this request was made with.
-    current: bool,
-}
+pub use perigee_api::users::TokenView;
 
 pub(crate) async fn list_tokens(
     State(cp): State<ControlPlane>,
@@ -49,7 +42,7 @@ async fn revoke_token(
     State(cp): State<ControlPlane>,
     TokenCaller(user, _): TokenCaller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     if !cp.store.revoke_api_token(&user.id, &id).await? {
         return Err(ApiError::not_found(format!(
             "no API token {id:?} of yours (see `perigee tokens ls`)"
@@ -58,5 +51,5 @@ async fn revoke_token(
     tracing::info!(user = %user.username, token = %id, "API token revoked");
     // The built-in edge refuses its tickets now; satellites at their next heartbeat.
     cp.refresh_edges().await?;
-    Ok(Json(serde_json::json!({ "revoked": id })))
+    Ok(Json(Revoked { revoked: id }))
 }
