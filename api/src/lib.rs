@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod devurls;
 #[cfg(feature = "client")]
 pub mod http;
 pub mod k8s_schema;
 pub mod orgs;
 pub mod provider_settings;
 pub mod providers;
+pub mod satellites;
 pub mod users;
 pub mod workspaces;

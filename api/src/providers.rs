@@ -99,3 +99,103 @@ pub struct AgentTokenAnswer {
     /// The token.
     pub token: String,
 }
+
+/// A provider as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Provider {
+    /// Id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The control plane's own cluster.
+    pub built_in: bool,
+    /// Where new workspaces go when no provider is named.
+    pub default: bool,
+    /// `pending | ready | error`.
+    pub status: String,
+    /// Why it is in `error`.
+    pub status_message: Option<String>,
+    /// URL its edge serves (remote providers).
+    pub hostname: Option<String>,
+    /// Kubernetes API server URL (remote providers).
+    pub cluster_address: Option<String>,
+    /// Namespace workspaces go to.
+    pub namespace: Option<String>,
+    /// Organizations allowed to create workspaces there, by name.
+    pub orgs: Vec<String>,
+    /// Workspaces it holds.
+    pub workspaces: i64,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Last heartbeat of its `perigee workspace-provider` (Unix seconds).
+    pub last_heartbeat_at: Option<i64>,
+    /// Version its deployment runs.
+    pub version: Option<String>,
+    /// The Kubernetes service account its own deployment runs as (reported with its
+    /// heartbeat): never a workspace's.
+    pub own_service_account: Option<String>,
+    /// Its deployment runs workspaces without isolation (a local provisioner not run as
+    /// root): only admins may create workspaces there.
+    pub admins_only: bool,
+    /// Why it takes no new workspaces (`None`: not cordoned).
+    pub cordon_reason: Option<String>,
+    /// When it was cordoned (Unix seconds).
+    pub cordoned_at: Option<i64>,
+    /// Features and Kubernetes settings.
+    pub settings: crate::provider_settings::ProviderSettings,
+    /// The pod affinity its workspaces get (the configured one, else the default).
+    pub effective_affinity: serde_json::Value,
+}
+
+/// What an edit did, with warnings worth showing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Edited {
+    /// The provider after the edit.
+    pub provider: Provider,
+    /// e.g. an empty allowlist.
+    pub warnings: Vec<String>,
+}
+
+/// `POST /api/v2/providers` (admins and site managers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvider {
+    /// Unique name (a DNS label).
+    pub name: String,
+    /// The URL its edge serves (a subdomain of the control plane's).
+    pub hostname: String,
+    /// Its Kubernetes API server's URL.
+    pub cluster_address: String,
+    /// The namespace workspaces go to.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// The answer: the provider, its REMOTE token (shown once) and the Helm command that
+/// installs its deployment (also as data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderCreated {
+    /// The provider (`pending` until its deployment registers).
+    pub provider: Provider,
+    /// Its REMOTE token.
+    pub token: String,
+    /// `helm upgrade --install …` with the token.
+    pub helm_command: String,
+    /// The same as data: release, chart, version and `--set` values.
+    pub helm: Value,
+}
+
+/// `POST /api/v2/providers/{name}/cordon`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CordonRequest {
+    /// Why it takes no new workspaces.
+    pub reason: String,
+}
+
+/// `DELETE /api/v2/providers/{name}`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderDeleted {
+    /// The provider's name.
+    pub deleted: String,
+}

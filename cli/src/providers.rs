@@ -1,5 +1,9 @@
 //! `perigee providers …` (admins and site managers).
 
+use perigee_api::providers::{
+    CordonRequest, CreateProvider, Edited, Provider, ProviderCreated, ProviderDeleted,
+};
+use perigee_api::workspaces::Empty;
 use serde_json::{json, Value};
 
 use crate::workspaces::Output;
@@ -248,21 +252,21 @@ pub(crate) async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
             namespace,
             output,
         } => {
-            let v: Value = c
+            let v: ProviderCreated = c
                 .post(
                     "/api/v2/providers",
-                    &json!({
-                        "name": name,
-                        "hostname": hostname,
-                        "cluster_address": cluster_address,
-                        "namespace": namespace,
-                    }),
+                    &CreateProvider {
+                        name: name.clone(),
+                        hostname,
+                        cluster_address,
+                        namespace,
+                    },
                 )
                 .await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 Output::Table => {
-                    println!("{}", v["helm_command"].as_str().unwrap_or_default());
+                    println!("{}", v.helm_command);
                     eprintln!(
                         "Created provider {name} (pending until it registers). Run the command above against the cluster; the REMOTE token in it is shown only once."
                     );
@@ -270,53 +274,49 @@ pub(crate) async fn run(cmd: ProvidersCmd) -> anyhow::Result<()> {
             }
         }
         ProvidersCmd::Ls { output } => {
-            let v: Value = c.get("/api/v2/providers").await?;
+            let v: Vec<Provider> = c.get("/api/v2/providers").await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 Output::Table => {
-                    let rows: Vec<Vec<String>> = v
-                        .as_array()
-                        .map(|a| a.iter().map(row).collect())
-                        .unwrap_or_default();
+                    let rows: Vec<Vec<String>> = v.iter().map(row).collect();
                     print!("{}", crate::table::render(&COLUMNS, &rows));
                 }
             }
         }
         ProvidersCmd::Show { name } => {
-            let v: Value = c.get(&path_of(&name)?).await?;
+            let v: Provider = c.get(&path_of(&name)?).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         ProvidersCmd::Edit(a) => {
             let body = edit_body(&a)?;
-            let v: Value = c.patch(&path_of(&a.name)?, &body).await?;
-            for w in v["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            let v: Edited = c.patch(&path_of(&a.name)?, &body).await?;
+            for w in &v.warnings {
+                eprintln!("warning: {w}");
             }
             match a.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&v["provider"])?),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&v.provider)?),
                 Output::Table => {
-                    let p = &v["provider"];
-                    print!("{}", crate::table::render(&COLUMNS, &[row(p)]));
-                    eprintln!("Updated provider {}.", p["name"].as_str().unwrap_or("?"));
+                    print!("{}", crate::table::render(&COLUMNS, &[row(&v.provider)]));
+                    eprintln!("Updated provider {}.", v.provider.name);
                 }
             }
         }
         ProvidersCmd::Rm { name } => {
-            let _: Value = c.delete(&path_of(&name)?).await?;
+            let _: ProviderDeleted = c.delete(&path_of(&name)?).await?;
             eprintln!("Deleted provider {name}; its REMOTE token no longer works.");
         }
         ProvidersCmd::Cordon { name, reason } => {
-            let _: Value = c
+            let _: Provider = c
                 .post(
                     &format!("{}/cordon", path_of(&name)?),
-                    &json!({ "reason": reason }),
+                    &CordonRequest { reason },
                 )
                 .await?;
             eprintln!("Cordoned provider {name}: new workspaces are refused there; existing ones keep running.");
         }
         ProvidersCmd::Uncordon { name } => {
-            let _: Value = c
-                .post(&format!("{}/uncordon", path_of(&name)?), &json!({}))
+            let _: Provider = c
+                .post(&format!("{}/uncordon", path_of(&name)?), &Empty {})
                 .await?;
             eprintln!("Uncordoned provider {name}: it takes new workspaces again.");
         }
@@ -333,29 +333,24 @@ const COLUMNS: [&str; 6] = [
     "HOSTNAME",
 ];
 
-fn row(p: &Value) -> Vec<String> {
-    let str_of = |k: &str| p[k].as_str().unwrap_or("").to_owned();
-    let mut status = str_of("status");
-    if let Some(m) = p["status_message"].as_str() {
+fn row(p: &Provider) -> Vec<String> {
+    let mut status = p.status.clone();
+    if let Some(m) = &p.status_message {
         status = format!("{status}: {m}");
     }
-    if let Some(r) = p["cordon_reason"].as_str() {
+    if let Some(r) = &p.cordon_reason {
         status = format!("{status}, cordoned: {r}");
     }
-    let orgs: Vec<&str> = p["orgs"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
     vec![
-        str_of("name"),
+        p.name.clone(),
         status,
-        if p["default"] == true { "default" } else { "" }.to_owned(),
-        if orgs.is_empty() {
+        if p.default { "default" } else { "" }.to_owned(),
+        if p.orgs.is_empty() {
             "(none)".to_owned()
         } else {
-            orgs.join(",")
+            p.orgs.join(",")
         },
-        p["workspaces"].to_string(),
-        str_of("hostname"),
+        p.workspaces.to_string(),
+        p.hostname.clone().unwrap_or_default(),
     ]
 }

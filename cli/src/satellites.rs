@@ -1,6 +1,7 @@
 //! `perigee satellites create|ls|rm` and `perigee keys rotate` (admins).
 
-use serde_json::{json, Value};
+use perigee_api::satellites::{CreateSatellite, KeyRotated, SatelliteCreated, SatelliteList};
+use perigee_api::workspaces::{Deleted, Empty};
 
 use perigee_client::api::Client;
 
@@ -56,28 +57,26 @@ pub(crate) async fn run(cmd: SatellitesCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
         SatellitesCmd::Create(a) => {
-            let v: Value = c
+            let v: SatelliteCreated = c
                 .post(
                     "/api/v2/satellites",
-                    &json!({
-                        "name": a.name,
-                        "region": a.region,
-                        "access_url": a.access_url,
-                        "devurl_host": a.devurl_host,
-                    }),
+                    &CreateSatellite {
+                        name: a.name.clone(),
+                        region: a.region.clone(),
+                        access_url: a.access_url.clone(),
+                        devurl_host: a.devurl_host.clone(),
+                    },
                 )
                 .await?;
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            println!("{}", v.token);
             eprintln!(
                 "Created satellite {} (region {}). The token above is shown only once.\n\
                  Start the satellite on a host in that region with:\n\n  {}\n",
-                a.name,
-                a.region,
-                v["command"].as_str().unwrap_or_default()
+                a.name, a.region, v.command
             );
         }
         SatellitesCmd::Ls(a) => {
-            let v: Value = c.get("/api/v2/satellites").await?;
+            let v: SatelliteList = c.get("/api/v2/satellites").await?;
             match a.output {
                 crate::workspaces::Output::Json => {
                     println!("{}", serde_json::to_string_pretty(&v)?)
@@ -86,7 +85,7 @@ pub(crate) async fn run(cmd: SatellitesCmd) -> anyhow::Result<()> {
             }
         }
         SatellitesCmd::Rm(a) => {
-            let _: Value = c.delete(&format!("/api/v2/satellites/{}", a.name)).await?;
+            let _: Deleted = c.delete(&format!("/api/v2/satellites/{}", a.name)).await?;
             eprintln!(
                 "Removed satellite {}. Its token no longer works; the mesh key was rotated.",
                 a.name
@@ -106,33 +105,33 @@ fn ago(t: Option<i64>) -> String {
     }
 }
 
-fn print_table(v: &Value) {
-    let cp_version = v["control_plane_version"].as_str().unwrap_or("?");
-    let sats = v["satellites"].as_array().cloned().unwrap_or_default();
+fn print_table(v: &SatelliteList) {
+    let cp_version = &v.control_plane_version;
     let mut warnings = Vec::new();
-    let rows: Vec<Vec<String>> = sats
+    let rows: Vec<Vec<String>> = v
+        .satellites
         .iter()
         .map(|s| {
-            let str_of = |k: &str| s[k].as_str().unwrap_or("").to_owned();
-            let mut version = s["version"].as_str().unwrap_or("-").to_owned();
-            if s["version_mismatch"].as_bool() == Some(true) {
+            let sat = &s.satellite;
+            let mut version = sat.version.clone().unwrap_or_else(|| "-".into());
+            if s.version_mismatch {
                 version.push_str(" (!)");
                 warnings.push(format!(
                     "warning: satellite {} runs {} but the control plane runs {cp_version}",
-                    str_of("name"),
-                    str_of("version")
+                    sat.name,
+                    sat.version.as_deref().unwrap_or("")
                 ));
             }
-            let health = match s["error"].as_str() {
-                Some(e) => format!("{}: {e}", str_of("health")),
-                None => str_of("health"),
+            let health = match &s.error {
+                Some(e) => format!("{}: {e}", s.health.as_str()),
+                None => s.health.as_str().to_owned(),
             };
             vec![
-                str_of("name"),
-                str_of("region"),
-                str_of("access_url"),
+                sat.name.clone(),
+                sat.region.clone(),
+                sat.access_url.clone(),
                 version,
-                ago(s["last_heartbeat_at"].as_i64()),
+                ago(sat.last_heartbeat_at),
                 health,
             ]
         })
@@ -163,12 +162,8 @@ pub(crate) async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
         KeysCmd::Rotate => {
-            let v: Value = c.post("/api/v2/keys/rotate", &json!({})).await?;
-            eprintln!(
-                "New ticket-signing key {}. {}",
-                v["kid"].as_str().unwrap_or("?"),
-                v["note"].as_str().unwrap_or("")
-            );
+            let v: KeyRotated = c.post("/api/v2/keys/rotate", &Empty {}).await?;
+            eprintln!("New ticket-signing key {}. {}", v.kid, v.note);
         }
     }
     Ok(())

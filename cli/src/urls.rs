@@ -1,6 +1,6 @@
 //! `perigee urls`: share a workspace's web ports as dev URLs.
 
-use serde_json::{json, Value};
+use perigee_api::devurls::{DevUrl, ShareRequest, Unshared};
 
 use crate::workspaces::Output;
 use perigee_client::api::Client;
@@ -43,14 +43,6 @@ pub(crate) enum UrlsCmd {
     },
 }
 
-fn s(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
 pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
     let c = Client::from_session()?;
     match cmd {
@@ -61,13 +53,18 @@ pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
             access,
             https,
         } => {
-            let v: Value = c
+            let v: DevUrl = c
                 .post(
                     &format!("/api/v2/workspaces/{workspace}/urls"),
-                    &json!({ "port": port, "name": name, "access": access, "https": https }),
+                    &ShareRequest {
+                        port,
+                        name,
+                        access: Some(access.clone()),
+                        https,
+                    },
                 )
                 .await?;
-            match v["url"].as_str() {
+            match &v.url {
                 Some(url) => println!("{url}"),
                 None => eprintln!(
                     "Shared port {port} of {workspace} ({access}); this deployment has no dev URL host yet (`perigee server --devurl-host`)."
@@ -79,26 +76,22 @@ pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
                 Some(w) => format!("/api/v2/workspaces/{w}/urls"),
                 None => "/api/v2/urls".to_owned(),
             };
-            let v: Value = c.get(&path).await?;
+            let v: Vec<DevUrl> = c.get(&path).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = v
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|u| {
-                                    vec![
-                                        s(u, "workspace"),
-                                        s(u, "port"),
-                                        s(u, "access"),
-                                        s(u, "name"),
-                                        s(u, "url"),
-                                    ]
-                                })
-                                .collect()
+                        .iter()
+                        .map(|u| {
+                            vec![
+                                u.workspace.clone(),
+                                u.port.to_string(),
+                                u.access.as_str().to_owned(),
+                                u.name.clone().unwrap_or_else(|| "-".into()),
+                                u.url.clone().unwrap_or_else(|| "-".into()),
+                            ]
                         })
-                        .unwrap_or_default();
+                        .collect();
                     print!(
                         "{}",
                         crate::table::render(
@@ -110,7 +103,7 @@ pub(crate) async fn run(cmd: UrlsCmd) -> anyhow::Result<()> {
             }
         }
         UrlsCmd::Rm { workspace, port } => {
-            let _: Value = c
+            let _: Unshared = c
                 .delete(&format!("/api/v2/workspaces/{workspace}/urls/{port}"))
                 .await?;
             eprintln!("Port {port} of {workspace} is private again.");

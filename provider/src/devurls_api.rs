@@ -8,49 +8,12 @@
 use axum::extract::{Path, State};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+pub use perigee_api::devurls::{Access, DevUrl, ShareRequest, Unshared};
 use sqlx::Row as _;
 
 use crate::request::{Body, Caller};
 use crate::store::Workspace;
 use crate::{ApiError, ControlPlane};
-
-/// Who may open a dev URL, from narrowest to widest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// The workspace's owner.
-    Private,
-    /// Members of the workspace's organization.
-    Org,
-    /// Any signed-in user.
-    Authed,
-    /// Anyone.
-    Public,
-}
-
-impl Access {
-    /// The level's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Private => "private",
-            Access::Org => "org",
-            Access::Authed => "authed",
-            Access::Public => "public",
-        }
-    }
-
-    /// Parses a level's name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "private" => Access::Private,
-            "org" => Access::Org,
-            "authed" => Access::Authed,
-            "public" => Access::Public,
-            _ => return None,
-        })
-    }
-}
 
 /// Longest URL name (it is a DNS label together with `--USER`).
 const MAX_NAME_LEN: usize = 32;
@@ -68,35 +31,6 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         )
         .route("/api/v2/workspaces/{name}/urls/{port}", delete(unshare))
         .with_state(cp)
-}
-
-/// A shared dev URL as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DevUrl {
-    /// Workspace name.
-    pub workspace: String,
-    /// Port inside the workspace.
-    pub port: u16,
-    /// The port speaks HTTPS.
-    pub https: bool,
-    /// Name of a named URL.
-    pub name: Option<String>,
-    /// Who may open it.
-    pub access: Access,
-    /// Its address on the control plane's edge, when the deployment serves dev URLs.
-    pub url: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShareRequest {
-    port: u16,
-    #[serde(default)]
-    https: bool,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    access: Option<String>,
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -327,7 +261,7 @@ async fn unshare(
     State(cp): State<ControlPlane>,
     Caller(user): Caller,
     Path((name, port)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Unshared>, ApiError> {
     let port: u16 = port
         .parse()
         .ok()
@@ -345,7 +279,7 @@ async fn unshare(
         )));
     }
     cp.hooks.devurls_changed();
-    Ok(Json(serde_json::json!({ "deleted": port })))
+    Ok(Json(Unshared { deleted: port }))
 }
 
 pub use relay_core::devurl::Decision;

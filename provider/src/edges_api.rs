@@ -5,26 +5,15 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::request::Parts;
+pub use perigee_api::satellites::{
+    CreateSatellite, Health, KeyRotated, SatelliteCreated, SatelliteList, SatelliteView,
+};
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use serde::{Deserialize, Serialize};
 
 use crate::request::{Body, Caller};
 use crate::store_edges::{Heartbeat, Satellite};
 use crate::{ApiError, ControlPlane};
-
-/// Health of a satellite, from its heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Heartbeats arrive and the satellite reports no problem.
-    Ok,
-    /// It missed two heartbeats, or reported a problem.
-    Unhealthy,
-    /// It missed four heartbeats.
-    Unreachable,
-    /// It never registered.
-    Unregistered,
-}
 
 /// Heartbeats missed before a satellite is `unhealthy`.
 pub const UNHEALTHY_AFTER_MISSED: i64 = 2;
@@ -79,19 +68,6 @@ fn require_admin(c: &Caller) -> Result<(), ApiError> {
     c.require(&["admin"], "manage satellites and keys")
 }
 
-/// A satellite as the API shows it.
-#[derive(Serialize)]
-pub struct SatelliteView {
-    #[serde(flatten)]
-    sat: Satellite,
-    /// `ok | unhealthy | unreachable | unregistered`.
-    health: Health,
-    /// Why it is not `ok`.
-    error: Option<String>,
-    /// The satellite runs another version than the control plane.
-    version_mismatch: bool,
-}
-
 fn sat_view(s: Satellite, now: i64) -> SatelliteView {
     let (health, error) = health(&s, now);
     let version_mismatch = s
@@ -99,7 +75,7 @@ fn sat_view(s: Satellite, now: i64) -> SatelliteView {
         .as_deref()
         .is_some_and(|v| v != env!("CARGO_PKG_VERSION"));
     SatelliteView {
-        sat: s,
+        satellite: s,
         health,
         error,
         version_mismatch,
@@ -109,7 +85,7 @@ fn sat_view(s: Satellite, now: i64) -> SatelliteView {
 async fn list(
     State(cp): State<ControlPlane>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SatelliteList>, ApiError> {
     require_admin(&caller)?;
     let now = crate::store::now();
     let sats: Vec<SatelliteView> = cp
@@ -119,20 +95,10 @@ async fn list(
         .into_iter()
         .map(|s| sat_view(s, now))
         .collect();
-    Ok(Json(serde_json::json!({
-        "control_plane_version": env!("CARGO_PKG_VERSION"),
-        "satellites": sats,
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateSatellite {
-    name: String,
-    region: String,
-    access_url: String,
-    #[serde(default)]
-    devurl_host: Option<String>,
+    Ok(Json(SatelliteList {
+        control_plane_version: env!("CARGO_PKG_VERSION").to_owned(),
+        satellites: sats,
+    }))
 }
 
 fn scheme(url: &str) -> Option<&str> {
@@ -165,7 +131,7 @@ async fn create(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Body(req): Body<CreateSatellite>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SatelliteCreated>, ApiError> {
     require_admin(&caller)?;
     crate::request::validate_label("satellite name", &req.name).map_err(|e| e.on("name"))?;
     if req.name == PRIMARY_EDGE {
@@ -202,11 +168,11 @@ async fn create(
         token.expose(),
         access_url
     );
-    Ok(Json(serde_json::json!({
-        "satellite": sat_view(sat, crate::store::now()),
-        "token": token.expose(),
-        "command": command,
-    })))
+    Ok(Json(SatelliteCreated {
+        satellite: sat_view(sat, crate::store::now()),
+        token: token.expose().to_owned(),
+        command,
+    }))
 }
 
 async fn remove(
@@ -431,7 +397,7 @@ async fn regions(
 async fn rotate_keys(
     State(cp): State<ControlPlane>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<KeyRotated>, ApiError> {
     require_admin(&caller)?;
     let signer = cp
         .store
@@ -441,10 +407,10 @@ async fn rotate_keys(
     let kid = signer.kid().to_owned();
     cp.set_signer(signer);
     cp.refresh_edges().await?;
-    Ok(Json(serde_json::json!({
-        "kid": kid,
-        "note": "new tickets are signed with the new key; satellites receive it with their next heartbeat; tickets signed with the old key stay valid until they expire",
-    })))
+    Ok(Json(KeyRotated {
+        kid,
+        note: "new tickets are signed with the new key; satellites receive it with their next heartbeat; tickets signed with the old key stay valid until they expire".to_owned(),
+    }))
 }
 
 impl ControlPlane {

@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use perigee_api::providers::{
-    AgentTokenAnswer, AgentTokenRequest, AssignedWorkspace, Desired, HeartbeatAnswer,
+    AgentTokenAnswer, AgentTokenRequest, AssignedWorkspace, CordonRequest, CreateProvider, Desired,
+    HeartbeatAnswer, ProviderCreated, ProviderDeleted,
 };
-use serde::Deserialize;
 
 use crate::provider_settings::ProviderEdit;
 use crate::request::{Body, Caller};
@@ -203,16 +203,6 @@ async fn list(
     Ok(Json(cp.store.providers().await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateProvider {
-    name: String,
-    hostname: String,
-    cluster_address: String,
-    #[serde(default)]
-    namespace: Option<String>,
-}
-
 /// The Helm command that installs a provider, and the same as data.
 fn helm(cp: &ControlPlane, p: &Provider, token: &str) -> (String, serde_json::Value) {
     let hostname = p.hostname.clone().unwrap_or_default();
@@ -256,7 +246,7 @@ async fn create(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Body(req): Body<CreateProvider>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ProviderCreated>, ApiError> {
     caller.require(MANAGERS, "create providers")?;
     check_provider_name(&req.name)?;
     let hostname = req.hostname.trim_end_matches('/');
@@ -282,12 +272,12 @@ async fn create(
         .on("name"));
     };
     let (command, data) = helm(&cp, &p, token.expose());
-    Ok(Json(serde_json::json!({
-        "provider": p,
-        "token": token.expose(),
-        "helm_command": command,
-        "helm": data,
-    })))
+    Ok(Json(ProviderCreated {
+        provider: p,
+        token: token.expose().to_owned(),
+        helm_command: command,
+        helm: data,
+    }))
 }
 
 /// Path segments the provider routes use for themselves.
@@ -336,17 +326,11 @@ async fn remove(
     State(cp): State<ControlPlane>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ProviderDeleted>, ApiError> {
     caller.require(MANAGERS, "delete providers")?;
     let p = cp.store.delete_provider(&name).await?;
     tracing::info!(provider = %p.name, by = %caller.0.username, "provider deleted");
-    Ok(Json(serde_json::json!({ "deleted": p.name })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CordonRequest {
-    reason: String,
+    Ok(Json(ProviderDeleted { deleted: p.name }))
 }
 
 /// Longest cordon reason kept.

@@ -1,5 +1,6 @@
 //! Persistence of edges: satellites, mesh keys and the rotation of ticket-signing keys.
 
+pub use perigee_api::satellites::Satellite;
 use relay_core::mesh::MeshKey;
 use relay_core::ticket::{Signer, CLOCK_SKEW_SECS, MAX_LIFETIME_SECS};
 use relay_core::token;
@@ -10,37 +11,6 @@ use crate::store::{now, Store};
 /// How long a retired mesh key is still accepted (satellites pick up the new key at their
 /// next heartbeat).
 pub const MESH_KEY_GRACE_SECS: i64 = 300;
-
-/// A satellite row.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Satellite {
-    /// Id.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// Region label.
-    pub region: String,
-    /// URL users reach it at.
-    pub access_url: String,
-    /// Wildcard host of its dev URLs.
-    pub devurl_host: Option<String>,
-    /// Creation time (Unix seconds).
-    pub created_at: i64,
-    /// First registration (Unix seconds).
-    pub registered_at: Option<i64>,
-    /// Last heartbeat (Unix seconds).
-    pub last_heartbeat_at: Option<i64>,
-    /// Heartbeat interval the satellite announced, seconds.
-    pub heartbeat_secs: Option<i64>,
-    /// Version the satellite runs.
-    pub version: Option<String>,
-    /// Problem the satellite reported in its last heartbeat.
-    pub reported_error: Option<String>,
-    /// Round trips the satellite measured to other edges, ms.
-    pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
-    /// Its STUN/TURN URLs, as last reported.
-    pub turn_urls: Vec<String>,
-}
 
 /// What a satellite reports on each heartbeat.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

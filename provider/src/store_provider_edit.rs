@@ -6,6 +6,7 @@
 //! "create a workspace for that org there" are serialised: whichever commits second sees the
 //! first's result, and no workspace ever sits in a provider its org may not use.
 
+pub use perigee_api::providers::Edited;
 use relay_core::token;
 use sqlx::{Any, Row as _, Transaction};
 
@@ -15,15 +16,6 @@ use crate::provider_settings::ProviderEdit;
 use crate::store::{now, Store, User, Workspace};
 use crate::store_orgs::Org;
 use crate::store_providers::{from_row, Provider, SELECT};
-
-/// What an edit did, with warnings worth showing.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Edited {
-    /// The provider after the edit.
-    pub provider: Provider,
-    /// e.g. an empty allowlist.
-    pub warnings: Vec<String>,
-}
 
 /// A new workspace's placement request.
 pub struct NewWorkspace<'a> {

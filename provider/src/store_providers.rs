@@ -1,57 +1,11 @@
 //! Persistence of workspace providers.
 
+pub use perigee_api::providers::Provider;
 use relay_core::token;
 use sqlx::Row as _;
 
 use crate::provider_settings::ProviderSettings;
 use crate::store::{now, Store};
-
-/// A provider as the API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Provider {
-    /// Id.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// The control plane's own cluster.
-    pub built_in: bool,
-    /// Where new workspaces go when no provider is named.
-    pub default: bool,
-    /// `pending | ready | error`.
-    pub status: String,
-    /// Why it is in `error`.
-    pub status_message: Option<String>,
-    /// URL its edge serves (remote providers).
-    pub hostname: Option<String>,
-    /// Kubernetes API server URL (remote providers).
-    pub cluster_address: Option<String>,
-    /// Namespace workspaces go to.
-    pub namespace: Option<String>,
-    /// Organizations allowed to create workspaces there, by name.
-    pub orgs: Vec<String>,
-    /// Workspaces it holds.
-    pub workspaces: i64,
-    /// Creation time (Unix seconds).
-    pub created_at: i64,
-    /// Last heartbeat of its `perigee workspace-provider` (Unix seconds).
-    pub last_heartbeat_at: Option<i64>,
-    /// Version its deployment runs.
-    pub version: Option<String>,
-    /// The Kubernetes service account its own deployment runs as (reported with its
-    /// heartbeat): never a workspace's.
-    pub own_service_account: Option<String>,
-    /// Its deployment runs workspaces without isolation (a local provisioner not run as
-    /// root): only admins may create workspaces there.
-    pub admins_only: bool,
-    /// Why it takes no new workspaces (`None`: not cordoned).
-    pub cordon_reason: Option<String>,
-    /// When it was cordoned (Unix seconds).
-    pub cordoned_at: Option<i64>,
-    /// Features and Kubernetes settings.
-    pub settings: ProviderSettings,
-    /// The pod affinity its workspaces get (the configured one, else the default).
-    pub effective_affinity: serde_json::Value,
-}
 
 /// A workspace placed on a provider, as its deployment needs it.
 #[derive(Debug, Clone)]

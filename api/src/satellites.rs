@@ -1,0 +1,118 @@
+//! Satellites and ticket keys (`/api/v2/satellites…`, `/api/v2/keys/rotate`), admins only.
+
+use serde::{Deserialize, Serialize};
+
+/// A satellite row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Satellite {
+    /// Id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Region label.
+    pub region: String,
+    /// URL users reach it at.
+    pub access_url: String,
+    /// Wildcard host of its dev URLs.
+    pub devurl_host: Option<String>,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// First registration (Unix seconds).
+    pub registered_at: Option<i64>,
+    /// Last heartbeat (Unix seconds).
+    pub last_heartbeat_at: Option<i64>,
+    /// Heartbeat interval the satellite announced, seconds.
+    pub heartbeat_secs: Option<i64>,
+    /// Version the satellite runs.
+    pub version: Option<String>,
+    /// Problem the satellite reported in its last heartbeat.
+    pub reported_error: Option<String>,
+    /// Round trips the satellite measured to other edges, ms.
+    pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
+    /// Its STUN/TURN URLs, as last reported.
+    pub turn_urls: Vec<String>,
+}
+
+/// Health of a satellite, from its heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Heartbeats arrive and the satellite reports no problem.
+    Ok,
+    /// It missed two heartbeats, or reported a problem.
+    Unhealthy,
+    /// It missed four heartbeats.
+    Unreachable,
+    /// It never registered.
+    Unregistered,
+}
+
+impl Health {
+    /// `ok`, `unhealthy`, `unreachable` or `unregistered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unhealthy => "unhealthy",
+            Self::Unreachable => "unreachable",
+            Self::Unregistered => "unregistered",
+        }
+    }
+}
+
+/// A satellite as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SatelliteView {
+    /// The satellite.
+    #[serde(flatten)]
+    pub satellite: Satellite,
+    /// Its health.
+    pub health: Health,
+    /// Why it is not `ok`.
+    pub error: Option<String>,
+    /// The satellite runs another version than the control plane.
+    pub version_mismatch: bool,
+}
+
+/// `GET /api/v2/satellites`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SatelliteList {
+    /// The control plane's version (satellites should run the same).
+    pub control_plane_version: String,
+    /// Every satellite.
+    pub satellites: Vec<SatelliteView>,
+}
+
+/// `POST /api/v2/satellites`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSatellite {
+    /// Unique name (a DNS label).
+    pub name: String,
+    /// Region label.
+    pub region: String,
+    /// URL users reach it at.
+    pub access_url: String,
+    /// Wildcard host of its dev URLs.
+    #[serde(default)]
+    pub devurl_host: Option<String>,
+}
+
+/// The answer: the satellite, its token (shown once) and the command that starts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SatelliteCreated {
+    /// The satellite.
+    pub satellite: SatelliteView,
+    /// Its token.
+    pub token: String,
+    /// `perigee satellite …` with the token.
+    pub command: String,
+}
+
+/// `POST /api/v2/keys/rotate`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRotated {
+    /// The new ticket-signing key's id.
+    pub kid: String,
+    /// What happens next.
+    pub note: String,
+}
