@@ -116,3 +116,21 @@ pub struct KeyRotated {
     /// What happens next.
     pub note: String,
 }
+
+/// `POST /api/v2/satellites/devurl-redeem` (satellite token): a browser's one-time sign-in
+/// code for one of the satellite's dev URL hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevUrlRedeemRequest {
+    /// The code.
+    pub code: String,
+    /// The host it was made for.
+    pub host: String,
+}
+
+/// The answer: the user the code signs in, if it is good.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevUrlRedeemed {
+    /// The user's id.
+    pub user_id: Option<String>,
+}

@@ -6,7 +6,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::request::Parts;
 pub use perigee_api::satellites::{
-    CreateSatellite, Health, KeyRotated, SatelliteCreated, SatelliteList, SatelliteView,
+    CreateSatellite, DevUrlRedeemRequest, DevUrlRedeemed, Health, KeyRotated, SatelliteCreated, SatelliteList, SatelliteView,
 };
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use serde::{Deserialize, Serialize};
@@ -339,19 +339,13 @@ async fn devurl_resolve(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DevUrlRedeemRequest {
-    code: String,
-    host: String,
-}
 
 /// A satellite exchanges a browser's one-time sign-in code (bound to one of its hosts).
 async fn devurl_redeem(
     State(cp): State<ControlPlane>,
     SatelliteCaller(sat): SatelliteCaller,
     Body(req): Body<DevUrlRedeemRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DevUrlRedeemed>, ApiError> {
     let base = satellite_devurl_base(&sat)?;
     if !matches!(relay_core::devurl::parse(&req.host, &base), Ok(Some(_))) {
         return Err(ApiError::bad_request(format!(
@@ -360,7 +354,7 @@ async fn devurl_redeem(
         )));
     }
     let user = cp.redeem_devurl_code(&req.code, &req.host).await?;
-    Ok(Json(serde_json::json!({ "user_id": user })))
+    Ok(Json(DevUrlRedeemed { user_id: user }))
 }
 
 /// How long a replica counts as alive after it last reported (it reports every few seconds).

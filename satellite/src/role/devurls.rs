@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use perigee_api::http::HttpError;
+use perigee_api::satellites::{DevUrlRedeemRequest, DevUrlRedeemed};
 use relay_core::devurl::{Decision, Target};
 use serde_json::json;
 
@@ -68,13 +69,15 @@ impl crate::devurl::DevUrlResolver for ControlPlaneDevUrls {
             let b = self
                 .post(
                     "/api/v2/satellites/devurl-redeem",
-                    json!({ "code": code, "host": host }),
+                    json!(DevUrlRedeemRequest {
+                        code: code.to_owned(),
+                        host: host.to_owned(),
+                    }),
                 )
                 .await
                 .map_err(|e| tracing::warn!(error = %e, %host, "dev URL sign-in code not redeemed"))
                 .ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
-            v["user_id"].as_str().map(str::to_owned)
+            serde_json::from_slice::<DevUrlRedeemed>(&b).ok()?.user_id
         })
     }
 
