@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 mod e2e;
 mod h2;
+mod hop;
 mod port;
 mod quic;
 pub mod role;

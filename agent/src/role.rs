@@ -11,23 +11,13 @@ use perigee_api::http::HttpError;
 use relay_core::token::Secret;
 use tokio_util::sync::CancellationToken;
 
-use crate::{AgentConfig, LinkChoice, LinkError};
+use crate::{AgentConfig, LinkError};
 
 /// Everything `perigee agent` is configured with.
 #[derive(Debug, Clone)]
 pub struct RoleConfig {
-    /// The home edge's URL.
-    pub url: String,
-    /// The agent token.
-    pub token: Secret,
-    /// Extra CA certificate to trust.
-    pub ca_cert: Option<PathBuf>,
-    /// How long to wait for QUIC before HTTP/2.
-    pub quic_timeout: Duration,
-    /// The link's transport.
-    pub link: LinkChoice,
-    /// While on HTTP/2, between checks whether QUIC answers again.
-    pub quic_retry: Duration,
+    /// The link to the home edge (its `ssh_port` and `e2e` are the role's to fill).
+    pub link: AgentConfig,
     /// Serve port 22 with the agent's own SSH server.
     pub ssh: bool,
     /// The SSH host key (made on first start).
@@ -69,17 +59,17 @@ impl RoleError {
 
 /// Runs the agent role until `shutdown`, the workspace's removal or a final link error.
 pub async fn run(cfg: RoleConfig, shutdown: CancellationToken) -> Result<(), RoleError> {
-    let url = cfg.url.trim_end_matches('/').to_owned();
+    let url = cfg.link.url.trim_end_matches('/').to_owned();
     // The inner-session key for end-to-end encrypted tunnels: a fresh one per start, its
     // fingerprint reported to the control plane (which hands it to clients with tickets).
     let identity = relay_core::e2e::AgentIdentity::generate()
         .map_err(|e| RoleError::Setup(format!("making the end-to-end key: {e}")))?;
-    let roots = relay_core::tls::roots(cfg.ca_cert.as_deref()).map_err(RoleError::setup)?;
+    let roots = relay_core::tls::roots(cfg.link.ca_cert.as_deref()).map_err(RoleError::setup)?;
     let http = perigee_api::http::role_http(roots).map_err(RoleError::setup)?;
     let report = tokio::spawn(report_key(
         http.clone(),
         url.clone(),
-        cfg.token.clone(),
+        cfg.link.token.clone(),
         identity.fingerprint.clone(),
     ));
     let ssh_port = if cfg.ssh {
@@ -88,14 +78,9 @@ pub async fn run(cfg: RoleConfig, shutdown: CancellationToken) -> Result<(), Rol
         None
     };
     let link = AgentConfig {
-        url: cfg.url.clone(),
-        token: cfg.token.clone(),
-        ca_cert: cfg.ca_cert.clone(),
-        quic_timeout: cfg.quic_timeout,
-        link: cfg.link,
-        quic_retry: cfg.quic_retry,
         ssh_port,
         e2e: Some(identity.server.clone()),
+        ..cfg.link.clone()
     };
     let result = tokio::select! {
         r = crate::run(link, shutdown.clone().cancelled_owned()) => r.map_err(RoleError::from),
@@ -140,7 +125,7 @@ async fn start_ssh(
     let keys = OwnerKeys {
         http,
         url: format!("{url}/api/v2/workspaceagent/authorized-keys"),
-        token: cfg.token.clone(),
+        token: cfg.link.token.clone(),
         last: Mutex::new(None),
     };
     let ssh = perigee_ssh::SshConfig {

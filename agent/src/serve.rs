@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 /// so several agents can share a process (tests do).
 pub(crate) struct Streams {
     ssh: Option<u16>,
-    e2e: Option<crate::e2e::Terminator>,
-    rtc: tokio::sync::OnceCell<crate::rtc::Answerer>,
+    e2e: Option<crate::hop::Hop<TcpStream>>,
+    rtc: tokio::sync::OnceCell<crate::hop::Hop<u16>>,
 }
 
 impl Streams {
@@ -20,7 +20,7 @@ impl Streams {
         e2e: Option<std::sync::Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         let e2e = match e2e {
-            Some(server) => Some(crate::e2e::Terminator::start(server).await?),
+            Some(server) => Some(crate::e2e::terminator(server).await?),
             None => None,
         };
         Ok(Self {
@@ -42,7 +42,7 @@ impl Streams {
             drop(tcp);
             let answerer = self
                 .rtc
-                .get_or_try_init(|| crate::rtc::Answerer::start(self.ssh))
+                .get_or_try_init(|| crate::rtc::answerer(self.ssh))
                 .await
                 .map_err(|e| (StatusCode::ConnectFailed, format!("WebRTC answerer: {e}")))?;
             return answerer.front(port).await;

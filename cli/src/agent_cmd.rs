@@ -70,16 +70,20 @@ pub(crate) async fn run(a: AgentArgs) -> anyhow::Result<()> {
     };
     let workdir = std::env::current_dir().context("the agent's working directory")?;
     let cfg = agent::role::RoleConfig {
-        url: a.url,
-        token: Secret::new(token),
-        ca_cert: a.ca_cert,
-        quic_timeout: Duration::from_millis(a.quic_timeout_ms),
-        link: match (a.disable_quic, a.link.as_str()) {
-            (true, _) | (_, "h2") => agent::LinkChoice::H2,
-            (_, "quic") => agent::LinkChoice::Quic,
-            _ => agent::LinkChoice::Auto,
+        link: agent::AgentConfig {
+            url: a.url,
+            token: Secret::new(token),
+            ca_cert: a.ca_cert,
+            quic_timeout: Duration::from_millis(a.quic_timeout_ms),
+            link: match (a.disable_quic, a.link.as_str()) {
+                (true, _) | (_, "h2") => agent::LinkChoice::H2,
+                (_, "quic") => agent::LinkChoice::Quic,
+                _ => agent::LinkChoice::Auto,
+            },
+            quic_retry: Duration::from_secs(a.quic_retry_secs.max(1)),
+            ssh_port: None,
+            e2e: None,
         },
-        quic_retry: Duration::from_secs(a.quic_retry_secs.max(1)),
         ssh: a.ssh == "on",
         ssh_host_key: a
             .ssh_host_key

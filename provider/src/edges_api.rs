@@ -6,7 +6,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::request::Parts;
 pub use perigee_api::satellites::{
-    CreateSatellite, DevUrlRedeemRequest, DevUrlRedeemed, Health, KeyRotated, SatelliteCreated, SatelliteList, SatelliteView,
+    CreateSatellite, DevUrlRedeemRequest, DevUrlRedeemed, Health, KeyRotated, SatelliteCreated,
+    SatelliteList, SatelliteView,
 };
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
 use serde::{Deserialize, Serialize};
@@ -338,7 +339,6 @@ async fn devurl_resolve(
         cp.resolve_devurl(&target, req.viewer.as_deref()).await?,
     ))
 }
-
 
 /// A satellite exchanges a browser's one-time sign-in code (bound to one of its hosts).
 async fn devurl_redeem(
