@@ -313,8 +313,9 @@ pub async fn run(
             .unwrap_or(if tls_on { 443 } else { 80 }),
         config.devurl_max_access,
     );
+    let own_service_account: Option<String> = own_service_account.filter(|s| !s.is_empty());
     store
-        .set_built_in_service_account(own_service_account.as_deref().filter(|s| !s.is_empty()))
+        .set_built_in_service_account(own_service_account.as_deref())
         .await
         .setup("the built-in provider's service account")?;
     cp.refresh_edges()
@@ -358,9 +359,9 @@ pub async fn run(
         relay_core::tls::roots(Some(&ca.cert_path)).setup("the mesh's roots")?,
     )
     .setup("the mesh")?;
-    if let (Some(me), Some(r)) = (&replica, &config.replica) {
+    if let (Some(me), Some(r)) = (replica.clone(), config.replica.clone()) {
         edge.enable_replica(
-            me,
+            &me,
             Arc::new(ReplicaLocator {
                 store: store.clone(),
                 me: me.clone(),
@@ -368,7 +369,7 @@ pub async fn run(
         )
         .setup("replicas")?;
         store
-            .replica_alive(me, &r.url)
+            .replica_alive(&me, &r.url)
             .await
             .setup("recording this replica")?;
         cp.refresh_edges()
