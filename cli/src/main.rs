@@ -46,6 +46,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the control plane with its built-in edge and the local provisioner.

@@ -536,7 +536,7 @@ pub(crate) fn probe() -> Result<(), Error> {
         run_input(
             "nft",
             &["-c", "-f", "-"],
-            Some(&net.ruleset(&[veth.clone()])),
+            Some(&net.ruleset(std::slice::from_ref(&veth))),
         )
         .map(drop)
     })();

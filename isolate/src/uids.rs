@@ -189,6 +189,7 @@ fn passwd_uids() -> HashSet<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
