@@ -26,6 +26,8 @@ pub mod mesh;
 pub mod metrics;
 pub mod quic;
 pub mod role;
+#[cfg(test)]
+mod test_links;
 pub mod tunnel;
 mod wsrelay;
 

@@ -352,3 +352,7 @@ pub(crate) async fn pump_pair(
 ) -> std::io::Result<()> {
     tokio::try_join!(pump(a.0, a.1), pump(b.0, b.1)).map(|_| ())
 }
+
+#[cfg(test)]
+#[path = "links_tests.rs"]
+mod tests;
