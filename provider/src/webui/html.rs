@@ -77,7 +77,8 @@ const NAV: &[(&str, &str)] = &[
     ("/manage/users", "Users"),
 ];
 
-/// A whole page: navigation (with `active` marked), `body`, the pages' script.
+/// A whole page: navigation (with `active` marked), `body`, the pages' script. The shell is
+/// a maud template (every value escaped by construction); `body` is the page's own markup.
 pub(crate) fn page(
     status: http::StatusCode,
     title: &str,
@@ -85,29 +86,40 @@ pub(crate) fn page(
     s: &Session,
     body: &str,
 ) -> Response {
-    let nav: String = NAV
-        .iter()
-        .map(|(href, label)| {
-            let current = if *href == active {
-                " aria-current=\"page\""
-            } else {
-                ""
-            };
-            format!("<a href=\"{href}\"{current}>{label}</a>")
-        })
-        .collect();
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{t} · perigee</title><style>{STYLE}</style><script src=\"/manage/app.js\" defer></script></head><body>\
-         <header><span class=\"brand\">perigee · Manage</span><nav aria-label=\"Manage\">{nav}</nav>\
-         <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" title=\"Signed in as {u}\">Sign out {u}</button></form></header>\
-         <main id=\"main\">{body}</main></body></html>",
-        t = esc(title),
-        csrf = esc(&s.csrf),
-        u = esc(&s.user.username),
-    );
-    with_headers(status, html)
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (title) " · perigee" }
+                style { (maud::PreEscaped(STYLE)) }
+                script src="/manage/app.js" defer {}
+            }
+            body {
+                header {
+                    span class="brand" { "perigee · Manage" }
+                    nav aria-label="Manage" {
+                        @for (href, label) in NAV {
+                            @if *href == active {
+                                a href=(href) aria-current="page" { (label) }
+                            } @else {
+                                a href=(href) { (label) }
+                            }
+                        }
+                    }
+                    form method="post" action="/logout" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        button type="submit" title={ "Signed in as " (s.user.username) } {
+                            "Sign out " (s.user.username)
+                        }
+                    }
+                }
+                main id="main" { (maud::PreEscaped(body)) }
+            }
+        }
+    };
+    with_headers(status, html.into_string())
 }
 
 /// The security headers every admin page carries.
@@ -138,17 +150,17 @@ pub(crate) fn with_headers(status: http::StatusCode, html: String) -> Response {
 
 /// The page members (and anyone without the role) get instead of an admin page.
 pub(crate) fn forbidden(s: &Session, what: &str) -> Response {
+    let body = maud::html! {
+        h1 { "Not allowed" }
+        p { (what) }
+        p { "You are signed in as " (s.user.username) " (" (s.user.role) ")." }
+    };
     page(
         http::StatusCode::FORBIDDEN,
         "Not allowed",
         "",
         s,
-        &format!(
-            "<h1>Not allowed</h1><p>{}</p><p>You are signed in as {} ({}).</p>",
-            esc(what),
-            esc(&s.user.username),
-            esc(&s.user.role)
-        ),
+        &body.into_string(),
     )
 }
 
@@ -162,35 +174,29 @@ pub(crate) fn input(
     hint: &str,
 ) -> String {
     let described = format!("{id}-e {id}-h");
-    format!(
-        "<label for=\"{id}\">{l}</label>{h}<input id=\"{id}\" name=\"{name}\" value=\"{v}\" aria-describedby=\"{described}\"{inv}>{e}",
-        l = esc(label),
-        v = esc(value),
-        h = if hint.is_empty() {
-            String::new()
-        } else {
-            format!("<p class=\"hint\" id=\"{id}-h\">{}</p>", esc(hint))
-        },
-        inv = if error.is_empty() { "" } else { " aria-invalid=\"true\"" },
-        e = error_slot(id, error),
-    )
+    maud::html! {
+        label for=(id) { (label) }
+        @if !hint.is_empty() {
+            p class="hint" id={ (id) "-h" } { (hint) }
+        }
+        input id=(id) name=(name) value=(value) aria-describedby=(described)
+            aria-invalid=[(!error.is_empty()).then_some("true")];
+        (maud::PreEscaped(error_slot(id, error)))
+    }
+    .into_string()
 }
 
 /// The error paragraph of field `id` (present even when empty, for scripts to fill).
 pub(crate) fn error_slot(id: &str, error: &str) -> String {
-    format!(
-        "<p class=\"err\" id=\"{id}-e\" role=\"alert\"{}>{}</p>",
-        if error.is_empty() { " hidden" } else { "" },
-        esc(error)
-    )
+    maud::html! {
+        p class="err" id={ (id) "-e" } role="alert" hidden[error.is_empty()] { (error) }
+    }
+    .into_string()
 }
 
 /// The CSRF field every form carries.
 pub(crate) fn csrf(s: &Session) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(&s.csrf)
-    )
+    maud::html! { input type="hidden" name="csrf" value=(s.csrf); }.into_string()
 }
 
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC` (and how long ago).
