@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Who may open a dev URL, from narrowest to widest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Access {
     /// The workspace's owner.
     Private,
@@ -41,6 +42,7 @@ impl Access {
 
 /// A shared dev URL as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DevUrl {
     /// Workspace name.
     pub workspace: String,

@@ -6,6 +6,7 @@ use crate::workspaces::User;
 
 /// An organization.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Org {
     /// Id.
     pub id: String,
@@ -17,6 +18,7 @@ pub struct Org {
 
 /// An organization in `GET /api/v2/orgs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OrgView {
     /// The organization.
     #[serde(flatten)]
@@ -54,6 +56,7 @@ pub struct MemberAdded {
 
 /// A user with the organizations they belong to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserView {
     /// The user.
     #[serde(flatten)]

@@ -31,6 +31,7 @@ pub struct ProviderHeartbeat {
 /// One workspace in a provider's heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceReport {
     /// Workspace id.
     pub id: String,

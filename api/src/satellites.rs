@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A satellite row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Satellite {
     /// Id.
     pub id: String,
@@ -36,6 +37,7 @@ pub struct Satellite {
 /// Health of a satellite, from its heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Health {
     /// Heartbeats arrive and the satellite reports no problem.
     Ok,
@@ -61,6 +63,7 @@ impl Health {
 
 /// A satellite as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SatelliteView {
     /// The satellite.
     #[serde(flatten)]

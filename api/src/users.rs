@@ -20,6 +20,7 @@ pub struct NewToken {
 
 /// An API token as its holder sees it (never the secret or its hash).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiToken {
     /// Id (what `perigee tokens rm` takes).
     pub id: String,
@@ -31,6 +32,7 @@ pub struct ApiToken {
 
 /// A token in the caller's list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenView {
     /// The token.
     #[serde(flatten)]

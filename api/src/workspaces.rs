@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct User {
     /// Id.
     pub id: String,
@@ -15,6 +16,7 @@ pub struct User {
 
 /// A workspace row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Workspace {
     /// Id.
     pub id: String,
@@ -43,6 +45,7 @@ pub struct Workspace {
 
 /// A connected agent, as shown by `perigee ls`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentStatus {
     /// `quic` or `h2`.
     pub transport: String,
@@ -52,6 +55,7 @@ pub struct AgentStatus {
 
 /// A workspace as the API shows it (`GET /api/v2/workspaces`, `…/{name}`, creation).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WorkspaceView {
     /// The workspace.
     #[serde(flatten)]
@@ -103,6 +107,7 @@ pub struct TicketRequest {
 
 /// A signed connection ticket and where to use it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TicketResponse {
     /// The ticket (send it in the `Perigee-Ticket` header).
     pub ticket: String,
@@ -126,6 +131,7 @@ pub struct TicketResponse {
 
 /// One ICE server entry, in the WebRTC `RTCIceServer` shape, and the edge running it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct IceServer {
     /// `stun:`, `turn:` and `turns:` URLs.
     pub urls: Vec<String>,

@@ -1,9 +1,12 @@
 //! The OpenAPI 3.0 description of `/api/v2`, served at `/api/v2/openapi.json`.
 //!
-//! Written next to the handlers and checked both ways: a unit test requires every route the
-//! routers register to be described (and nothing else), and the test suite runs
-//! schemathesis against a live server with this document (no 5xx, every response matching
-//! its schema).
+//! The schemas of the answers that `perigee-api` types (workspaces, tickets, users, tokens,
+//! orgs, satellites, dev URLs, provider reports) are generated from those types
+//! ([`generated`]), so the document cannot drift from what the server serializes and the CLI
+//! decodes; the operations and the remaining schemas are written next to the handlers.
+//! Checked both ways: a unit test requires every route the routers register to be described
+//! (and nothing else), and the test suite runs schemathesis against a live server with this
+//! document (no 5xx, every response matching its schema).
 
 use serde_json::{json, Map, Value};
 
@@ -122,54 +125,76 @@ fn deleted() -> Value {
     object(&["deleted"], json!({ "deleted": { "type": "string" } }))
 }
 
+/// The components generated from the API types, under the names the operations use: JSON
+/// Schemas in OpenAPI 3.0's dialect (`nullable`, `#/components/schemas/` references).
+pub fn generated() -> Map<String, Value> {
+    use perigee_api::{devurls, orgs, providers, satellites, users, workspaces};
+    let mut g = schemars::gen::SchemaSettings::openapi3().into_generator();
+    let mut named: Vec<(&str, schemars::schema::Schema)> = vec![
+        ("User", g.subschema_for::<workspaces::User>()),
+        ("UserView", g.subschema_for::<orgs::UserView>()),
+        ("Org", g.subschema_for::<orgs::Org>()),
+        ("OrgSummary", g.subschema_for::<orgs::OrgView>()),
+        (
+            "WorkspaceReport",
+            g.subschema_for::<providers::WorkspaceReport>(),
+        ),
+        ("AgentStatus", g.subschema_for::<workspaces::AgentStatus>()),
+        ("Workspace", g.subschema_for::<workspaces::WorkspaceView>()),
+        ("Ticket", g.subschema_for::<workspaces::TicketResponse>()),
+        ("Satellite", g.subschema_for::<satellites::SatelliteView>()),
+        ("DevUrl", g.subschema_for::<devurls::DevUrl>()),
+        ("ApiToken", g.subschema_for::<users::TokenView>()),
+    ];
+    let defs = g.take_definitions();
+    let mut out = Map::new();
+    /// OpenAPI 3.0 ignores the siblings of a `$ref` (its `nullable` among them): wrap such
+    /// references in `allOf`, as the spec intends.
+    fn wrap_refs(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if m.len() > 1 {
+                    if let Some(r) = m.remove("$ref") {
+                        m.insert("allOf".into(), json!([{ "$ref": r }]));
+                    }
+                }
+                m.values_mut().for_each(wrap_refs);
+            }
+            Value::Array(a) => a.iter_mut().for_each(wrap_refs),
+            _ => {}
+        }
+    }
+    // Every type the named ones refer to, under its own name.
+    for (name, schema) in &defs {
+        let mut v = serde_json::to_value(schema).unwrap_or_default();
+        wrap_refs(&mut v);
+        out.insert(name.clone(), v);
+    }
+    // The operations' names: the definition itself where the type is named differently.
+    for (name, schema) in named.drain(..) {
+        let v = serde_json::to_value(&schema).unwrap_or_default();
+        let resolved = v
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .and_then(|n| defs.get(n))
+            .and_then(|d| serde_json::to_value(d).ok())
+            .unwrap_or(v);
+        let mut resolved = resolved;
+        wrap_refs(&mut resolved);
+        out.insert(name.to_owned(), resolved);
+    }
+    out
+}
+
 fn schemas() -> Value {
     let s = || json!({ "type": "string" });
     let i = || json!({ "type": "integer" });
     let b = || json!({ "type": "boolean" });
     let strings = || array(json!({ "type": "string" }));
-    json!({
+    let mut all = json!({
         "Error": object(&["error", "code"], json!({ "error": s(), "code": s(), "field": s() })),
-        "DevUrl": object(&["workspace", "port", "https", "name", "access", "url"], json!({
-            "workspace": s(), "port": i(), "https": b(), "name": nullable("string"),
-            "access": { "type": "string", "enum": ["private", "org", "authed", "public"] },
-            "url": nullable("string")
-        })),
-        "ApiToken": object(&["id", "name", "created_at", "current"], json!({ "id": s(), "name": s(), "created_at": i(), "current": b() })),
         "SshKey": object(&["fingerprint", "public_key", "created_at"], json!({ "fingerprint": s(), "public_key": s(), "created_at": i() })),
-        "User": object(&["id", "username", "role"], json!({
-            "id": s(), "username": s(), "role": { "type": "string", "enum": ["admin", "site-manager", "member"] }
-        })),
-        "UserView": object(&["id", "username", "role", "orgs"], json!({
-            "id": s(), "username": s(), "role": s(), "orgs": strings()
-        })),
-        "Org": object(&["id", "name", "created_at"], json!({ "id": s(), "name": s(), "created_at": i() })),
-        "OrgSummary": object(&["id", "name", "created_at", "members", "workspaces"], json!({
-            "id": s(), "name": s(), "created_at": i(), "members": i(), "workspaces": i()
-        })),
-        "WorkspaceReport": closed(&["id", "state"], json!({
-            "id": s(),
-            "state": { "type": "string", "enum": ["starting", "running", "stopped", "failed", "missing"] },
-            "message": nullable("string")
-        })),
-        "AgentStatus": object(&["transport", "uptime_secs"], json!({ "transport": s(), "uptime_secs": i() })),
-        "Workspace": object(
-            &["id", "name", "owner_id", "owner", "provider", "status", "created_at", "home_edge", "org", "agent_connected"],
-            json!({
-                "id": s(), "name": s(), "owner_id": s(), "owner": s(), "provider": s(),
-                "status": { "type": "string", "enum": ["running", "stopped", "pending"] },
-                "created_at": i(), "home_edge": s(), "org": s(), "agent_connected": b(),
-                "agent": { "allOf": [r("AgentStatus")], "nullable": true },
-                "agent_pid": nullable("integer"),
-                "provider_state": nullable("string"), "provider_message": nullable("string")
-            })
-        ),
-        "Ticket": object(&["ticket", "expires_at", "workspace_id", "edge_url", "home_edge"], json!({
-            "ticket": s(), "expires_at": i(), "workspace_id": s(), "edge_url": s(), "home_edge": s(),
-            "e2e_fingerprint": s(),
-            "ice_servers": array(object(&["urls", "username", "credential"], json!({
-                "urls": array(s()), "username": s(), "credential": s()
-            })))
-        })),
         "EdgeEntry": object(&["name", "region", "access_url"], json!({
             "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
         })),
@@ -182,14 +207,6 @@ fn schemas() -> Value {
             "mesh_keys": array(object(&["id", "secret"], json!({ "id": s(), "secret": s() }))),
             "edges": array(r("EdgeEntry")), "control_plane_version": s(),
             "turn_secret": s(), "revoked_tokens": strings(), "devurl_cookie_key": s()
-        })),
-        "Satellite": object(&["id", "name", "region", "access_url", "created_at", "health", "version_mismatch"], json!({
-            "id": s(), "name": s(), "region": s(), "access_url": s(),
-            "devurl_host": nullable("string"), "created_at": i(),
-            "registered_at": nullable("integer"), "last_heartbeat_at": nullable("integer"),
-            "heartbeat_secs": nullable("integer"), "version": nullable("string"),
-            "reported_error": nullable("string"), "mesh_rtt_ms": { "type": "object" },
-            "health": s(), "error": nullable("string"), "version_mismatch": b()
         })),
         "SatelliteHeartbeat": closed(&["access_url", "version", "heartbeat_secs"], json!({
             "access_url": s(), "version": s(), "heartbeat_secs": i(),
@@ -241,7 +258,12 @@ fn schemas() -> Value {
                 "description": "Keys pod_tolerations, pod_node_selector, service_account_annotations, affinity: Kubernetes v1 JSON, null to reset"
             }
         })),
-    })
+    });
+    // The generated schemas replace the hand-written ones of the same name.
+    if let Some(m) = all.as_object_mut() {
+        m.extend(generated());
+    }
+    all
 }
 
 /// The whole document.
@@ -449,6 +471,38 @@ mod tests {
         out.sort();
         out.dedup();
         out
+    }
+
+    #[test]
+    fn answer_schemas_come_from_the_api_types() {
+        let doc = document();
+        let generated = generated();
+        for name in [
+            "User",
+            "UserView",
+            "Org",
+            "OrgSummary",
+            "WorkspaceReport",
+            "AgentStatus",
+            "Workspace",
+            "Ticket",
+            "Satellite",
+            "DevUrl",
+            "ApiToken",
+        ] {
+            assert!(generated[name].is_object(), "{name}");
+            assert_eq!(
+                doc["components"]["schemas"][name], generated[name],
+                "{name}"
+            );
+        }
+        // A field the type has is in the document with its type's words.
+        let ws = &doc["components"]["schemas"]["Workspace"]["properties"];
+        assert!(ws["agent_pid"]["nullable"] == true, "{ws}");
+        assert!(
+            ws["agent"]["allOf"].is_array(),
+            "a nullable reference is wrapped: {ws}"
+        );
     }
 
     #[test]
