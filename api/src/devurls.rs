@@ -61,8 +61,10 @@ pub struct DevUrl {
 /// `POST /api/v2/workspaces/{name}/urls`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShareRequest {
     /// The workspace port.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
     pub port: u16,
     #[serde(default)]
     /// The port speaks HTTPS.
@@ -77,6 +79,7 @@ pub struct ShareRequest {
 
 /// `DELETE /api/v2/workspaces/{name}/urls/{port}`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Unshared {
     /// The port, private again.
     pub deleted: u16,

@@ -32,14 +32,23 @@ pub struct OrgView {
 /// `POST /api/v2/orgs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateOrg {
     /// Its name (a DNS label).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
+            length(min = 1, max = 32)
+        )
+    )]
     pub name: String,
 }
 
 /// `POST /api/v2/orgs/{name}/members`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AddMember {
     /// The user to add.
     pub username: String,
@@ -47,6 +56,7 @@ pub struct AddMember {
 
 /// The answer: who joined which organization.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MemberAdded {
     /// The organization.
     pub org: String,
@@ -72,8 +82,16 @@ fn member() -> String {
 /// `POST /api/v2/users` (admins).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateUser {
     /// Login name (a DNS label).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
+            length(min = 1, max = 32)
+        )
+    )]
     pub username: String,
     /// Site role [default: member].
     #[serde(default = "member")]
@@ -88,6 +106,7 @@ pub struct CreateUser {
 
 /// The answer: the user and their first API token (shown once).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserCreated {
     /// The user.
     pub user: User,
@@ -100,13 +119,16 @@ pub struct UserCreated {
 /// `PUT /api/v2/users/me/password`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PasswordRequest {
     /// The new password.
+    #[cfg_attr(feature = "schema", schemars(length(min = 10, max = 1024)))]
     pub password: String,
 }
 
 /// The answer: whose password was set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PasswordSet {
     /// The user name.
     pub updated: String,

@@ -7,6 +7,7 @@ use serde_json::Value;
 /// A remote provider's deployment reports in (`POST /api/v2/providers/heartbeat`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProviderHeartbeat {
     /// Version it runs.
     pub version: String,
@@ -51,6 +52,7 @@ pub const REPORT_STATES: &[&str] = &["starting", "running", "stopped", "failed",
 
 /// The control plane's answer to a heartbeat: what the provider should run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HeartbeatAnswer {
     /// The provider's name.
     pub name: String,
@@ -63,6 +65,7 @@ pub struct HeartbeatAnswer {
 /// Whether a workspace should run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Desired {
     /// Run it.
     Running,
@@ -72,6 +75,7 @@ pub enum Desired {
 
 /// A workspace placed on a provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AssignedWorkspace {
     /// Workspace id.
     pub id: String,
@@ -89,6 +93,7 @@ pub struct AssignedWorkspace {
 /// `POST /api/v2/providers/agent-token`: the agent token of a workspace about to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentTokenRequest {
     /// The workspace.
     pub workspace_id: String,
@@ -96,6 +101,7 @@ pub struct AgentTokenRequest {
 
 /// The answer: the agent token (shown once; stored hashed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentTokenAnswer {
     /// The token.
     pub token: String,
@@ -160,8 +166,16 @@ pub struct Edited {
 /// `POST /api/v2/providers` (admins and site managers).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateProvider {
     /// Unique name (a DNS label).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
+            length(min = 1, max = 32)
+        )
+    )]
     pub name: String,
     /// The URL its edge serves (a subdomain of the control plane's).
     pub hostname: String,
@@ -189,6 +203,7 @@ pub struct ProviderCreated {
 /// `POST /api/v2/providers/{name}/cordon`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CordonRequest {
     /// Why it takes no new workspaces.
     pub reason: String,
@@ -196,6 +211,7 @@ pub struct CordonRequest {
 
 /// `DELETE /api/v2/providers/{name}`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProviderDeleted {
     /// The provider's name.
     pub deleted: String,

@@ -78,6 +78,7 @@ pub struct SatelliteView {
 
 /// `GET /api/v2/satellites`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SatelliteList {
     /// The control plane's version (satellites should run the same).
     pub control_plane_version: String,
@@ -88,8 +89,16 @@ pub struct SatelliteList {
 /// `POST /api/v2/satellites`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateSatellite {
     /// Unique name (a DNS label).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
+            length(min = 1, max = 32)
+        )
+    )]
     pub name: String,
     /// Region label.
     pub region: String,
@@ -102,6 +111,7 @@ pub struct CreateSatellite {
 
 /// The answer: the satellite, its token (shown once) and the command that starts it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SatelliteCreated {
     /// The satellite.
     pub satellite: SatelliteView,
@@ -113,6 +123,7 @@ pub struct SatelliteCreated {
 
 /// `POST /api/v2/keys/rotate`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct KeyRotated {
     /// The new ticket-signing key's id.
     pub kid: String,
@@ -124,6 +135,7 @@ pub struct KeyRotated {
 /// code for one of the satellite's dev URL hosts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DevUrlRedeemRequest {
     /// The code.
     pub code: String,
@@ -133,6 +145,7 @@ pub struct DevUrlRedeemRequest {
 
 /// The answer: the user the code signs in, if it is good.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DevUrlRedeemed {
     /// The user's id.
     pub user_id: Option<String>,

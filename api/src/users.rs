@@ -6,13 +6,16 @@ use serde::{Deserialize, Serialize};
 /// `POST /api/v2/users/me/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenRequest {
     /// A name for the token (1-64 characters).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 64)))]
     pub name: String,
 }
 
 /// A new API token (shown once; stored hashed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NewToken {
     /// The token.
     pub token: String,
@@ -43,6 +46,7 @@ pub struct TokenView {
 
 /// `DELETE /api/v2/users/me/tokens/{id}`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Revoked {
     /// The token's id.
     pub revoked: String,
@@ -51,6 +55,7 @@ pub struct Revoked {
 /// `POST /api/v2/users/me/ssh-keys`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AddKey {
     /// An OpenSSH public key line.
     pub public_key: String,
@@ -58,6 +63,7 @@ pub struct AddKey {
 
 /// The answer: the key's fingerprint, and whether it was new.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct KeyAdded {
     /// `SHA256:…`, as OpenSSH prints it.
     pub fingerprint: String,

@@ -71,8 +71,16 @@ pub struct WorkspaceView {
 /// `POST /api/v2/workspaces`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateWorkspace {
     /// Its name (a DNS label).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
+            length(min = 1, max = 32)
+        )
+    )]
     pub name: String,
     /// The edge the agent should link to (default: the primary edge).
     #[serde(default)]
@@ -87,6 +95,7 @@ pub struct CreateWorkspace {
 
 /// `DELETE /api/v2/workspaces/{name}`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Deleted {
     /// The workspace's name.
     pub deleted: String,
@@ -100,8 +109,10 @@ pub struct Empty {}
 /// `POST /api/v2/workspaces/{name}/ticket`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TicketRequest {
     /// The ports the ticket opens.
+    #[cfg_attr(feature = "schema", schemars(inner(range(min = 1, max = 65535))))]
     pub ports: Vec<u16>,
 }
 
@@ -146,6 +157,7 @@ pub struct IceServer {
 
 /// Every API error's body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,

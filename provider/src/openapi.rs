@@ -145,6 +145,82 @@ pub fn generated() -> Map<String, Value> {
         ("Satellite", g.subschema_for::<satellites::SatelliteView>()),
         ("DevUrl", g.subschema_for::<devurls::DevUrl>()),
         ("ApiToken", g.subschema_for::<users::TokenView>()),
+        // Requests and the answers the operations describe inline otherwise.
+        ("TokenRequest", g.subschema_for::<users::TokenRequest>()),
+        ("NewToken", g.subschema_for::<users::NewToken>()),
+        ("Revoked", g.subschema_for::<users::Revoked>()),
+        ("AddKey", g.subschema_for::<users::AddKey>()),
+        ("KeyAdded", g.subschema_for::<users::KeyAdded>()),
+        (
+            "PasswordRequest",
+            g.subschema_for::<orgs::PasswordRequest>(),
+        ),
+        ("PasswordSet", g.subschema_for::<orgs::PasswordSet>()),
+        ("CreateUser", g.subschema_for::<orgs::CreateUser>()),
+        ("UserCreated", g.subschema_for::<orgs::UserCreated>()),
+        ("CreateOrg", g.subschema_for::<orgs::CreateOrg>()),
+        ("AddMember", g.subschema_for::<orgs::AddMember>()),
+        ("MemberAdded", g.subschema_for::<orgs::MemberAdded>()),
+        (
+            "CreateWorkspace",
+            g.subschema_for::<workspaces::CreateWorkspace>(),
+        ),
+        (
+            "TicketRequest",
+            g.subschema_for::<workspaces::TicketRequest>(),
+        ),
+        ("ShareRequest", g.subschema_for::<devurls::ShareRequest>()),
+        ("Unshared", g.subschema_for::<devurls::Unshared>()),
+        (
+            "SatelliteList",
+            g.subschema_for::<satellites::SatelliteList>(),
+        ),
+        (
+            "CreateSatellite",
+            g.subschema_for::<satellites::CreateSatellite>(),
+        ),
+        (
+            "SatelliteCreated",
+            g.subschema_for::<satellites::SatelliteCreated>(),
+        ),
+        ("KeyRotated", g.subschema_for::<satellites::KeyRotated>()),
+        (
+            "DevUrlRedeemRequest",
+            g.subschema_for::<satellites::DevUrlRedeemRequest>(),
+        ),
+        (
+            "DevUrlRedeemed",
+            g.subschema_for::<satellites::DevUrlRedeemed>(),
+        ),
+        (
+            "ProviderHeartbeat",
+            g.subschema_for::<providers::ProviderHeartbeat>(),
+        ),
+        (
+            "HeartbeatAnswer",
+            g.subschema_for::<providers::HeartbeatAnswer>(),
+        ),
+        (
+            "AgentTokenRequest",
+            g.subschema_for::<providers::AgentTokenRequest>(),
+        ),
+        (
+            "AgentTokenAnswer",
+            g.subschema_for::<providers::AgentTokenAnswer>(),
+        ),
+        (
+            "CreateProvider",
+            g.subschema_for::<providers::CreateProvider>(),
+        ),
+        (
+            "CordonRequest",
+            g.subschema_for::<providers::CordonRequest>(),
+        ),
+        ("Deleted", g.subschema_for::<workspaces::Deleted>()),
+        (
+            "ProviderDeleted",
+            g.subschema_for::<providers::ProviderDeleted>(),
+        ),
     ];
     let defs = g.take_definitions();
     let mut out = Map::new();
@@ -277,20 +353,19 @@ pub fn document() -> Value {
         "/api/v2/users/me": { "get": op("The caller", "users", None, r("User"), &[], true) },
         "/api/v2/users/me/tokens": {
             "post": op("Create an API token for the caller (shown once)", "users",
-                Some(name_body("name")), object(&["token"], json!({ "token": s() })), &[], true),
+                Some(r("TokenRequest")), r("NewToken"), &[], true),
             "get": op("The caller's API tokens (never the secrets); `current` marks the one used", "users", None, array(r("ApiToken")), &[], true)
         },
         "/api/v2/users/me/password": { "put": op("Set the caller's password for browser sign-in (10-1024 characters)", "users",
-            Some(closed(&["password"], json!({ "password": { "type": "string", "minLength": 10, "maxLength": 1024 } }))),
-            object(&["updated"], json!({ "updated": s() })), &[], true) },
+            Some(r("PasswordRequest")), r("PasswordSet"), &[], true) },
         "/api/v2/users/me/tokens/{id}": { "delete": with_string_param("id",
             op("Revoke one of the caller's API tokens: it stops authenticating, and edges refuse tickets issued to it", "users", None,
-                object(&["revoked"], json!({ "revoked": s() })), &[404], true)) },
+                r("Revoked"), &[404], true)) },
         "/api/v2/users/me/ssh-keys": {
             "get": op("The caller's SSH public keys", "users", None, array(r("SshKey")), &[], true),
             "post": op("Add an SSH public key (`TYPE BASE64 [COMMENT]`); adding one already there changes nothing", "users",
-                Some(closed(&["public_key"], json!({ "public_key": s() }))),
-                object(&["fingerprint", "created"], json!({ "fingerprint": s(), "created": { "type": "boolean" } })),
+                Some(r("AddKey")),
+                r("KeyAdded"),
                 &[409], true)
         },
         "/api/v2/users/me/ssh-keys/{fingerprint}": { "delete": with_string_param("fingerprint",
@@ -299,28 +374,21 @@ pub fn document() -> Value {
         "/api/v2/users": {
             "get": op("Users with their organizations (admins, site managers)", "users", None, array(r("UserView")), &[403], true),
             "post": op("Create a user (admins); returns their first API token once", "users",
-                Some(closed(&["username"], json!({
-                    "username": label(),
-                    "role": { "type": "string", "enum": ["admin", "site-manager", "member"] },
-                    "orgs": array(s()),
-                    "email": nullable("string")
-                }))),
-                object(&["user", "orgs", "token"], json!({ "user": r("User"), "orgs": array(s()), "token": s() })),
+                Some(r("CreateUser")),
+                r("UserCreated"),
                 &[403, 409], true)
         },
         "/api/v2/orgs": {
             "get": op("Organizations (yours; all for admins and site managers)", "orgs", None, array(r("OrgSummary")), &[], true),
             "post": op("Create an organization (admins); it is on the built-in provider's allowlist", "orgs",
-                Some(closed(&["name"], json!({ "name": label() }))), r("Org"), &[403, 409], true)
+                Some(r("CreateOrg")), r("Org"), &[403, 409], true)
         },
         "/api/v2/orgs/{name}/members": { "post": with_name(op("Add a member (admins)", "orgs",
-            Some(name_body("username")), object(&["org", "member"], json!({ "org": s(), "member": s() })), &[403, 404], true)) },
+            Some(r("AddMember")), r("MemberAdded"), &[403, 404], true)) },
         "/api/v2/workspaces": {
             "get": op("Your workspaces", "workspaces", None, array(r("Workspace")), &[], true),
             "post": op("Create a workspace on a provider (the default one unless named)", "workspaces",
-                Some(closed(&["name"], json!({
-                    "name": label(), "edge": nullable("string"), "org": nullable("string"), "provider": nullable("string")
-                }))),
+                Some(r("CreateWorkspace")),
                 r("Workspace"), &[403, 404, 409], true)
         },
         "/api/v2/workspaces/{name}": {
@@ -331,17 +399,12 @@ pub fn document() -> Value {
         "/api/v2/workspaces/{name}/urls": {
             "get": with_name(op("The workspace's shared dev URLs", "urls", None, array(r("DevUrl")), &[404], true)),
             "post": with_name(op("Share a workspace port as a dev URL (again: change its level or name); capped by the deployment's maximum", "urls",
-                Some(closed(&["port"], json!({
-                    "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
-                    "https": { "type": "boolean" },
-                    "name": nullable("string"),
-                    "access": { "type": "string", "enum": ["private", "org", "authed", "public"] }
-                }))),
+                Some(r("ShareRequest")),
                 r("DevUrl"), &[403, 404, 409], true))
         },
         "/api/v2/workspaces/{name}/urls/{port}": { "delete": unshare_op() },
         "/api/v2/workspaces/{name}/ticket": { "post": with_name(op("A connection ticket for ports of the workspace", "workspaces",
-            Some(closed(&["ports"], json!({ "ports": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } } }))),
+            Some(r("TicketRequest")),
             r("Ticket"), &[403, 404, 409], true)) },
         "/api/v2/workspaces/{name}/stop": { "post": with_name(op("Stop the workspace (its home and token stay)", "workspaces",
             None, r("Workspace"), &[403, 404], true)) },
@@ -353,13 +416,11 @@ pub fn document() -> Value {
         "/api/v2/regions": { "get": op("Edges users may enter through", "satellites", None, array(r("Region")), &[], true) },
         "/api/v2/satellites": {
             "get": op("Satellites and their health (admins)", "satellites", None,
-                object(&["control_plane_version", "satellites"], json!({ "control_plane_version": s(), "satellites": array(r("Satellite")) })),
+                r("SatelliteList"),
                 &[403], true),
             "post": op("Register a satellite (admins); returns its token once", "satellites",
-                Some(closed(&["name", "region", "access_url"], json!({
-                    "name": label(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
-                }))),
-                object(&["satellite", "token", "command"], json!({ "satellite": r("Satellite"), "token": s(), "command": s() })),
+                Some(r("CreateSatellite")),
+                r("SatelliteCreated"),
                 &[403, 409], true)
         },
         "/api/v2/satellites/{name}": { "delete": with_name(op("Remove a satellite (admins)", "satellites", None, deleted(), &[403, 404], true)) },
@@ -375,36 +436,25 @@ pub fn document() -> Value {
             Some(closed(&["host"], json!({ "host": s(), "viewer": nullable("string") }))),
             json!({}), &[409], true) },
         "/api/v2/satellites/devurl-redeem": { "post": op("A satellite redeems a browser's one-time sign-in code for one of its hosts (satellite token)", "satellites",
-            Some(closed(&["code", "host"], json!({ "code": s(), "host": s() }))),
-            object(&["user_id"], json!({ "user_id": nullable("string") })), &[409], true) },
+            Some(r("DevUrlRedeemRequest")),
+            r("DevUrlRedeemed"), &[409], true) },
         "/api/v2/keys/rotate": { "post": op("Rotate the ticket-signing key (admins)", "satellites", None,
-            object(&["kid", "note"], json!({ "kid": s(), "note": s() })), &[403], true) },
+            r("KeyRotated"), &[403], true) },
         "/api/v2/providers": {
             "get": op("Workspace providers", "providers", None, array(r("Provider")), &[], true),
             "post": op("Create a remote provider (admins, site managers); returns its REMOTE token once and the Helm command", "providers",
-                Some(closed(&["name", "hostname", "cluster_address"], json!({
-                    "name": label(), "hostname": s(), "cluster_address": s(), "namespace": nullable("string")
-                }))),
+                Some(r("CreateProvider")),
                 object(&["provider", "token", "helm_command", "helm"], json!({
                     "provider": r("Provider"), "token": s(), "helm_command": s(), "helm": any()
                 })),
                 &[403, 409], true)
         },
         "/api/v2/providers/heartbeat": { "post": op("A provider's deployment reports in (REMOTE token)", "providers",
-            Some(closed(&["version", "heartbeat_secs"], json!({
-                "version": s(), "heartbeat_secs": { "type": "integer" }, "error": nullable("string"),
-                "service_account": nullable("string"), "admins_only": { "type": "boolean" },
-                "workspaces": array(r("WorkspaceReport"))
-            }))),
-            object(&["name", "control_plane_version", "workspaces"], json!({
-                "name": s(), "control_plane_version": s(),
-                "workspaces": array(object(&["id", "name", "agent_url", "kubernetes"], json!({
-                    "id": s(), "name": s(), "agent_url": s(), "kubernetes": any()
-                })))
-            })),
+            Some(r("ProviderHeartbeat")),
+            r("HeartbeatAnswer"),
             &[], true) },
         "/api/v2/providers/agent-token": { "post": op("A provider's deployment gets the agent token of a workspace it starts (REMOTE token; the previous token stops working)", "providers",
-            Some(name_body("workspace_id")), object(&["token"], json!({ "token": s() })), &[404], true) },
+            Some(r("AgentTokenRequest")), r("AgentTokenAnswer"), &[404], true) },
         "/api/v2/providers/{name}": {
             "get": with_name(op("One provider", "providers", None, r("Provider"), &[404], true)),
             "patch": with_name(op("Edit a provider as a whole (admins, site managers)", "providers",
@@ -414,7 +464,7 @@ pub fn document() -> Value {
             "delete": with_name(op("Delete a provider with no workspaces (admins, site managers)", "providers", None, deleted(), &[403, 404, 409], true))
         },
         "/api/v2/providers/{name}/cordon": { "post": with_name(op("Stop new workspaces there (admins, site managers)", "providers",
-            Some(name_body("reason")), r("Provider"), &[403, 404], true)) },
+            Some(r("CordonRequest")), r("Provider"), &[403, 404], true)) },
         "/api/v2/providers/{name}/uncordon": { "post": with_name(op("Take new workspaces again (admins, site managers)", "providers",
             None, r("Provider"), &[403, 404], true)) },
     });
@@ -474,27 +524,12 @@ mod tests {
     }
 
     #[test]
-    fn answer_schemas_come_from_the_api_types() {
+    fn schemas_come_from_the_api_types() {
         let doc = document();
         let generated = generated();
-        for name in [
-            "User",
-            "UserView",
-            "Org",
-            "OrgSummary",
-            "WorkspaceReport",
-            "AgentStatus",
-            "Workspace",
-            "Ticket",
-            "Satellite",
-            "DevUrl",
-            "ApiToken",
-        ] {
-            assert!(generated[name].is_object(), "{name}");
-            assert_eq!(
-                doc["components"]["schemas"][name], generated[name],
-                "{name}"
-            );
+        assert!(generated.len() >= 40, "{}", generated.len());
+        for (name, schema) in &generated {
+            assert_eq!(&doc["components"]["schemas"][name], schema, "{name}");
         }
         // A field the type has is in the document with its type's words.
         let ws = &doc["components"]["schemas"]["Workspace"]["properties"];
@@ -503,6 +538,13 @@ mod tests {
             ws["agent"]["allOf"].is_array(),
             "a nullable reference is wrapped: {ws}"
         );
+        // Requests too, with the constraints the server enforces.
+        let body = &doc["paths"]["/api/v2/workspaces"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"];
+        assert_eq!(body["$ref"], "#/components/schemas/CreateWorkspace");
+        let create = &doc["components"]["schemas"]["CreateWorkspace"];
+        assert_eq!(create["additionalProperties"], false, "{create}");
+        assert_eq!(create["properties"]["name"]["maxLength"], 32, "{create}");
     }
 
     #[test]
