@@ -13,6 +13,7 @@ fn yes() -> bool {
 /// What a provider's workspaces get.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Features {
     /// Tunnels carry an inner channel encrypted between the CLI and the agent.
     #[serde(default)]
@@ -51,6 +52,7 @@ impl Default for Features {
 /// Kubernetes settings, as JSON that has passed [`k8s_schema`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Kubernetes {
     /// `core/v1.Toleration` list.
     #[serde(default)]
@@ -78,6 +80,7 @@ impl Kubernetes {
 /// Everything stored in `providers.settings`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProviderSettings {
     /// Features.
     #[serde(default)]
@@ -125,6 +128,7 @@ impl ProviderSettings {
 /// Feature changes; absent fields stay as they are, `""` clears a text field.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FeaturesEdit {
     /// See [`Features::e2e_encryption`].
     pub e2e_encryption: Option<bool>,
@@ -143,8 +147,16 @@ pub struct FeaturesEdit {
 /// `PATCH /api/v2/providers/{name}`: every field optional; the whole edit applies or none.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProviderEdit {
     /// New name.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
+            length(min = 1, max = 32)
+        )
+    )]
     pub name: Option<String>,
     /// Organizations to add to the allowlist.
     #[serde(default)]

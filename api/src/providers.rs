@@ -109,6 +109,7 @@ pub struct AgentTokenAnswer {
 
 /// A provider as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Provider {
     /// Id.
     pub id: String,
@@ -156,6 +157,7 @@ pub struct Provider {
 
 /// What an edit did, with warnings worth showing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Edited {
     /// The provider after the edit.
     pub provider: Provider,
@@ -189,6 +191,7 @@ pub struct CreateProvider {
 /// The answer: the provider, its REMOTE token (shown once) and the Helm command that
 /// installs its deployment (also as data).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProviderCreated {
     /// The provider (`pending` until its deployment registers).
     pub provider: Provider,

@@ -70,3 +70,15 @@ pub struct KeyAdded {
     /// `false` when the caller had the key already.
     pub created: bool,
 }
+
+/// One of a user's SSH public keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SshKey {
+    /// `SHA256:…`.
+    pub fingerprint: String,
+    /// `TYPE BASE64`.
+    pub public_key: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}

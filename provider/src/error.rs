@@ -123,11 +123,10 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            axum::Json(match self.field {
-                Some(f) => {
-                    serde_json::json!({ "error": self.message, "code": self.code, "field": f })
-                }
-                None => serde_json::json!({ "error": self.message, "code": self.code }),
+            axum::Json(perigee_api::workspaces::ErrorBody {
+                error: self.message,
+                code: Some(self.code.to_string()),
+                field: self.field,
             }),
         )
             .into_response()

@@ -221,6 +221,18 @@ pub fn generated() -> Map<String, Value> {
             "ProviderDeleted",
             g.subschema_for::<providers::ProviderDeleted>(),
         ),
+        ("SshKey", g.subschema_for::<users::SshKey>()),
+        ("Provider", g.subschema_for::<providers::Provider>()),
+        (
+            "ProviderCreated",
+            g.subschema_for::<providers::ProviderCreated>(),
+        ),
+        ("Edited", g.subschema_for::<providers::Edited>()),
+        (
+            "ProviderEdit",
+            g.subschema_for::<perigee_api::provider_settings::ProviderEdit>(),
+        ),
+        ("Error", g.subschema_for::<workspaces::ErrorBody>()),
     ];
     let defs = g.take_definitions();
     let mut out = Map::new();
@@ -269,8 +281,6 @@ fn schemas() -> Value {
     let b = || json!({ "type": "boolean" });
     let strings = || array(json!({ "type": "string" }));
     let mut all = json!({
-        "Error": object(&["error", "code"], json!({ "error": s(), "code": s(), "field": s() })),
-        "SshKey": object(&["fingerprint", "public_key", "created_at"], json!({ "fingerprint": s(), "public_key": s(), "created_at": i() })),
         "EdgeEntry": object(&["name", "region", "access_url"], json!({
             "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
         })),
@@ -290,49 +300,6 @@ fn schemas() -> Value {
             "agents": array(object(&["workspace_id", "transport", "uptime_secs"], json!({
                 "workspace_id": s(), "transport": s(), "uptime_secs": i()
             })))
-        })),
-        "ProviderSettings": object(&["features", "kubernetes"], json!({
-            "features": object(&["e2e_encryption", "external_ssh", "networking_v2"], json!({
-                "e2e_encryption": b(), "external_ssh": b(), "networking_v2": b(),
-                "access_url": nullable("string"), "storage_class": nullable("string"),
-                "service_account": nullable("string")
-            })),
-            "kubernetes": object(&[], json!({
-                "pod_tolerations": array(json!({ "type": "object" })),
-                "pod_node_selector": { "type": "object" },
-                "service_account_annotations": { "type": "object" },
-                "affinity": { "type": "object", "nullable": true }
-            }))
-        })),
-        "Provider": object(
-            &["id", "name", "built_in", "default", "status", "orgs", "workspaces", "created_at", "settings", "effective_affinity"],
-            json!({
-                "id": s(), "name": s(), "built_in": b(), "default": b(),
-                "status": { "type": "string", "enum": ["pending", "ready", "error"] },
-                "status_message": nullable("string"), "hostname": nullable("string"),
-                "cluster_address": nullable("string"), "namespace": nullable("string"),
-                "orgs": strings(), "workspaces": i(), "created_at": i(),
-                "last_heartbeat_at": nullable("integer"), "version": nullable("string"),
-                "cordon_reason": nullable("string"), "cordoned_at": nullable("integer"),
-                "own_service_account": nullable("string"), "admins_only": b(),
-                "settings": r("ProviderSettings"), "effective_affinity": { "type": "object" }
-            })
-        ),
-        "ProviderEdit": closed(&[], json!({
-            "name": label(), "orgs_add": strings(), "orgs_remove": strings(),
-            "orgs_set": { "type": "array", "items": s(), "nullable": true },
-            "default": { "type": "boolean", "nullable": true },
-            "features": { "type": "object", "nullable": true, "additionalProperties": false, "properties": {
-                "e2e_encryption": { "type": "boolean", "nullable": true },
-                "external_ssh": { "type": "boolean", "nullable": true },
-                "networking_v2": { "type": "boolean", "nullable": true },
-                "access_url": nullable("string"), "storage_class": nullable("string"),
-                "service_account": nullable("string")
-            }},
-            "kubernetes": {
-                "type": "object", "nullable": true,
-                "description": "Keys pod_tolerations, pod_node_selector, service_account_annotations, affinity: Kubernetes v1 JSON, null to reset"
-            }
         })),
     });
     // The generated schemas replace the hand-written ones of the same name.
@@ -444,9 +411,7 @@ pub fn document() -> Value {
             "get": op("Workspace providers", "providers", None, array(r("Provider")), &[], true),
             "post": op("Create a remote provider (admins, site managers); returns its REMOTE token once and the Helm command", "providers",
                 Some(r("CreateProvider")),
-                object(&["provider", "token", "helm_command", "helm"], json!({
-                    "provider": r("Provider"), "token": s(), "helm_command": s(), "helm": any()
-                })),
+                r("ProviderCreated"),
                 &[403, 409], true)
         },
         "/api/v2/providers/heartbeat": { "post": op("A provider's deployment reports in (REMOTE token)", "providers",
@@ -459,7 +424,7 @@ pub fn document() -> Value {
             "get": with_name(op("One provider", "providers", None, r("Provider"), &[404], true)),
             "patch": with_name(op("Edit a provider as a whole (admins, site managers)", "providers",
                 Some(r("ProviderEdit")),
-                object(&["provider", "warnings"], json!({ "provider": r("Provider"), "warnings": array(s()) })),
+                r("Edited"),
                 &[403, 404, 409], true)),
             "delete": with_name(op("Delete a provider with no workspaces (admins, site managers)", "providers", None, deleted(), &[403, 404, 409], true))
         },

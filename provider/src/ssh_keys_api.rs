@@ -6,8 +6,7 @@ use axum::extract::{Path, State};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine as _;
-use perigee_api::users::{AddKey, KeyAdded};
-use serde::Serialize;
+use perigee_api::users::{AddKey, KeyAdded, SshKey};
 use sqlx::Row as _;
 
 use crate::request::{bearer, Body, Caller};
@@ -86,17 +85,6 @@ pub(crate) fn router(cp: ControlPlane) -> Router {
         )
         .route("/api/v2/workspaceagent/authorized-keys", get(agent_keys))
         .with_state(cp)
-}
-
-/// One stored key.
-#[derive(Serialize)]
-pub struct SshKey {
-    /// `SHA256:…`.
-    pub fingerprint: String,
-    /// `TYPE BASE64`.
-    pub public_key: String,
-    /// Unix seconds.
-    pub created_at: i64,
 }
 
 async fn keys_of(cp: &ControlPlane, user_id: &str) -> Result<Vec<SshKey>, ApiError> {
