@@ -150,3 +150,26 @@ pub struct DevUrlRedeemed {
     /// The user's id.
     pub user_id: Option<String>,
 }
+
+/// An edge users may enter through (`GET /api/v2/regions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Region {
+    /// The edge's name (`primary` for the control plane's own).
+    pub name: String,
+    /// Region label shown to users.
+    pub region: String,
+    /// URL users reach it at.
+    pub access_url: String,
+    /// Wildcard host of its dev URLs.
+    #[serde(default)]
+    pub devurl_host: Option<String>,
+    /// Its STUN/TURN URLs (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_urls: Vec<String>,
+    /// Where to measure round trips.
+    pub latency_check_url: String,
+    /// Whether this is the control plane's own edge.
+    #[serde(default)]
+    pub primary: bool,
+}

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+pub use perigee_api::satellites::Region;
 use serde::{Deserialize, Serialize};
 
 use crate::api::Client;
@@ -26,17 +27,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 struct LatencyCheck {
     #[serde(default)]
     mesh_rtt_ms: std::collections::HashMap<String, f64>,
-}
-
-/// A region from `GET /api/v2/regions`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Region {
-    pub name: String,
-    pub region: String,
-    pub access_url: String,
-    pub latency_check_url: String,
-    #[serde(default)]
-    pub primary: bool,
 }
 
 /// A region and what measuring it gave.

@@ -6,11 +6,11 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use http::request::Parts;
 pub use perigee_api::satellites::{
-    CreateSatellite, DevUrlRedeemRequest, DevUrlRedeemed, Health, KeyRotated, SatelliteCreated,
-    SatelliteList, SatelliteView,
+    CreateSatellite, DevUrlRedeemRequest, DevUrlRedeemed, Health, KeyRotated, Region,
+    SatelliteCreated, SatelliteList, SatelliteView,
 };
 use relay_core::mesh::{EdgeConfig, EdgeEntry, PRIMARY_EDGE};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::request::{Body, Caller};
 use crate::store_edges::{Heartbeat, Satellite};
@@ -360,17 +360,6 @@ async fn devurl_redeem(
 /// How long a replica counts as alive after it last reported (it reports every few seconds).
 pub const REPLICA_LIVE_SECS: i64 = 30;
 
-/// A region as the CLI sees it.
-#[derive(Serialize)]
-struct Region {
-    #[serde(flatten)]
-    edge: EdgeEntry,
-    /// Where to measure round trips.
-    latency_check_url: String,
-    /// Whether this is the control plane's own edge.
-    primary: bool,
-}
-
 async fn regions(
     State(cp): State<ControlPlane>,
     Caller(_): Caller,
@@ -382,7 +371,11 @@ async fn regions(
             .map(|e| Region {
                 latency_check_url: format!("{}/latency-check", e.access_url),
                 primary: e.name == PRIMARY_EDGE,
-                edge: e,
+                name: e.name,
+                region: e.region,
+                access_url: e.access_url,
+                devurl_host: e.devurl_host,
+                turn_urls: e.turn_urls,
             })
             .collect(),
     ))

@@ -233,6 +233,7 @@ pub fn generated() -> Map<String, Value> {
             g.subschema_for::<perigee_api::provider_settings::ProviderEdit>(),
         ),
         ("Error", g.subschema_for::<workspaces::ErrorBody>()),
+        ("Region", g.subschema_for::<satellites::Region>()),
     ];
     let defs = g.take_definitions();
     let mut out = Map::new();
@@ -278,15 +279,10 @@ pub fn generated() -> Map<String, Value> {
 fn schemas() -> Value {
     let s = || json!({ "type": "string" });
     let i = || json!({ "type": "integer" });
-    let b = || json!({ "type": "boolean" });
     let strings = || array(json!({ "type": "string" }));
     let mut all = json!({
         "EdgeEntry": object(&["name", "region", "access_url"], json!({
             "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
-        })),
-        "Region": object(&["name", "region", "access_url", "latency_check_url", "primary"], json!({
-            "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string"),
-            "latency_check_url": s(), "primary": b()
         })),
         "EdgeConfig": object(&["edge", "region", "ticket_keys", "mesh_keys", "edges", "control_plane_version"], json!({
             "edge": s(), "region": s(), "ticket_keys": strings(),
