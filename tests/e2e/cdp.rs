@@ -190,9 +190,17 @@ impl Chromium {
 
     /// Opens `url` in the tab and waits until the page (after any redirects) has loaded.
     pub fn open(&mut self, tab: &Tab, url: &str) {
-        let r = self.call(Some(&tab.session), "Page.navigate", json!({ "url": url }));
-        if let Some(e) = r.get("errorText") {
-            panic!("navigating to {url}: {e}");
+        // Chromium drops a load when the host's interfaces change under it (another test
+        // making a namespace): that is the host, not the page; try again a few times.
+        for attempt in 1..=5 {
+            let r = self.call(Some(&tab.session), "Page.navigate", json!({ "url": url }));
+            match r.get("errorText").and_then(|e| e.as_str()) {
+                None => break,
+                Some(e) if e.contains("ERR_NETWORK_CHANGED") && attempt < 5 => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Some(e) => panic!("navigating to {url}: {e}"),
+            }
         }
         self.settle(tab, url);
     }
