@@ -173,3 +173,40 @@ pub struct Region {
     #[serde(default)]
     pub primary: bool,
 }
+
+/// What a satellite reports on each heartbeat (`POST /api/v2/satellites/register` and
+/// `…/heartbeat`, satellite token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SatelliteHeartbeat {
+    /// URL the satellite serves (must match the one it was created with).
+    pub access_url: String,
+    /// Its version.
+    pub version: String,
+    /// Its heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+    /// A problem it sees (e.g. the mesh to an edge is down).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Round trips to other edges over the mesh, ms.
+    #[serde(default)]
+    pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
+    /// Agents linked to the satellite.
+    #[serde(default)]
+    pub agents: Vec<ReportedAgent>,
+    /// Its STUN/TURN server's URLs (`stun:`, `turn:`, `turns:`), checked by the control plane.
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+}
+
+/// An agent a satellite holds a link for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ReportedAgent {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// `quic` or `h2`.
+    pub transport: String,
+    /// Seconds since the link came up.
+    pub uptime_secs: u64,
+}

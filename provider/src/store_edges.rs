@@ -1,6 +1,6 @@
 //! Persistence of edges: satellites, mesh keys and the rotation of ticket-signing keys.
 
-pub use perigee_api::satellites::Satellite;
+pub use perigee_api::satellites::{ReportedAgent, Satellite, SatelliteHeartbeat as Heartbeat};
 use relay_core::mesh::MeshKey;
 use relay_core::ticket::{Signer, CLOCK_SKEW_SECS, MAX_LIFETIME_SECS};
 use relay_core::token;
@@ -11,30 +11,6 @@ use crate::store::{now, Store};
 /// How long a retired mesh key is still accepted (satellites pick up the new key at their
 /// next heartbeat).
 pub const MESH_KEY_GRACE_SECS: i64 = 300;
-
-/// What a satellite reports on each heartbeat.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct Heartbeat {
-    /// URL the satellite serves (must match the one it was created with).
-    pub access_url: String,
-    /// Its version.
-    pub version: String,
-    /// Its heartbeat interval, seconds.
-    pub heartbeat_secs: u64,
-    /// A problem it sees (e.g. the mesh to an edge is down).
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Round trips to other edges over the mesh, ms.
-    #[serde(default)]
-    pub mesh_rtt_ms: serde_json::Map<String, serde_json::Value>,
-    /// Agents linked to the satellite.
-    #[serde(default)]
-    pub agents: Vec<ReportedAgent>,
-    /// Its STUN/TURN server's URLs (`stun:`, `turn:`, `turns:`), checked by
-    /// [`check_turn_urls`].
-    #[serde(default)]
-    pub turn_urls: Vec<String>,
-}
 
 /// Most TURN URLs a satellite may report.
 pub const MAX_TURN_URLS: usize = 8;
@@ -58,17 +34,6 @@ pub fn check_turn_urls(urls: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// An agent a satellite holds a link for.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ReportedAgent {
-    /// Workspace id.
-    pub workspace_id: String,
-    /// `quic` or `h2`.
-    pub transport: String,
-    /// Seconds since the link came up.
-    pub uptime_secs: u64,
 }
 
 const SAT_SELECT: &str =

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use perigee_api::http::HttpError;
+use perigee_api::satellites::{ReportedAgent, SatelliteHeartbeat};
 use relay_core::mesh::EdgeConfig;
 use serde_json::json;
 use tracing::warn;
@@ -102,7 +103,7 @@ pub(super) struct ControlPlaneClient {
     pub(super) primary_url: String,
     pub(super) token: String,
     /// What every call sends (access URL, version, heartbeat interval, TURN URLs).
-    pub(super) body: serde_json::Value,
+    pub(super) body: SatelliteHeartbeat,
 }
 
 impl ControlPlaneClient {
@@ -116,21 +117,22 @@ impl ControlPlaneClient {
     ) -> Result<EdgeConfig, RegisterError> {
         let mut body = self.body.clone();
         if let Some(edge) = edge {
-            body["mesh_rtt_ms"] = json!(edge.mesh_rtts_ms());
-            let agents: Vec<serde_json::Value> = edge
+            body.mesh_rtt_ms = edge
+                .mesh_rtts_ms()
+                .into_iter()
+                .map(|(peer, ms)| (peer, json!(ms)))
+                .collect();
+            body.agents = edge
                 .agents()
                 .into_iter()
-                .map(|(ws, info)| {
-                    json!({
-                        "workspace_id": ws,
-                        "transport": info.transport.as_str(),
-                        "uptime_secs": info.uptime.as_secs(),
-                    })
+                .map(|(ws, info)| ReportedAgent {
+                    workspace_id: ws,
+                    transport: info.transport.as_str().to_owned(),
+                    uptime_secs: info.uptime.as_secs(),
                 })
                 .collect();
-            body["agents"] = json!(agents);
         }
-        body["error"] = json!(error);
+        body.error = error;
         let resp = self
             .http
             .post(format!("{}{path}", self.primary_url))

@@ -135,12 +135,17 @@ pub async fn run(
         http: http.clone(),
         primary_url: config.primary_url.clone(),
         token: config.token.clone(),
-        body: serde_json::json!({
-            "access_url": config.access_url,
-            "version": env!("CARGO_PKG_VERSION"),
-            "heartbeat_secs": config.heartbeat.as_secs(),
-            "turn_urls": listeners.turn.as_ref().map(|t| t.urls.clone()).unwrap_or_default(),
-        }),
+        body: perigee_api::satellites::SatelliteHeartbeat {
+            access_url: config.access_url.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            heartbeat_secs: config.heartbeat.as_secs(),
+            turn_urls: listeners
+                .turn
+                .as_ref()
+                .map(|t| t.urls.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        },
     };
     relay_core::create_private_dir(&config.data_dir).map_err(SatelliteError::setup)?;
     let state = Arc::new(SatelliteState::load(
