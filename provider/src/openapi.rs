@@ -1,9 +1,9 @@
 //! The OpenAPI 3.0 description of `/api/v2`, served at `/api/v2/openapi.json`.
 //!
-//! The schemas of the answers that `perigee-api` types (workspaces, tickets, users, tokens,
-//! orgs, satellites, dev URLs, provider reports) are generated from those types
-//! ([`generated`]), so the document cannot drift from what the server serializes and the CLI
-//! decodes; the operations and the remaining schemas are written next to the handlers.
+//! Every schema is generated from the API types (`perigee-api`, and relay-core's edge
+//! configuration) by [`generated`], so the document cannot drift from what the server
+//! serializes and the CLI decodes; the operations table (which route takes and answers which
+//! type, with which statuses) is written next to the handlers.
 //! Checked both ways: a unit test requires every route the routers register to be described
 //! (and nothing else), and the test suite runs schemathesis against a live server with this
 //! document (no 5xx, every response matching its schema).
@@ -235,6 +235,10 @@ pub fn generated() -> Map<String, Value> {
         ("Error", g.subschema_for::<workspaces::ErrorBody>()),
         ("Region", g.subschema_for::<satellites::Region>()),
         (
+            "EdgeConfig",
+            g.subschema_for::<relay_core::mesh::EdgeConfig>(),
+        ),
+        (
             "SatelliteHeartbeat",
             g.subschema_for::<satellites::SatelliteHeartbeat>(),
         ),
@@ -281,24 +285,7 @@ pub fn generated() -> Map<String, Value> {
 }
 
 fn schemas() -> Value {
-    let s = || json!({ "type": "string" });
-    let strings = || array(json!({ "type": "string" }));
-    let mut all = json!({
-        "EdgeEntry": object(&["name", "region", "access_url"], json!({
-            "name": s(), "region": s(), "access_url": s(), "devurl_host": nullable("string")
-        })),
-        "EdgeConfig": object(&["edge", "region", "ticket_keys", "mesh_keys", "edges", "control_plane_version"], json!({
-            "edge": s(), "region": s(), "ticket_keys": strings(),
-            "mesh_keys": array(object(&["id", "secret"], json!({ "id": s(), "secret": s() }))),
-            "edges": array(r("EdgeEntry")), "control_plane_version": s(),
-            "turn_secret": s(), "revoked_tokens": strings(), "devurl_cookie_key": s()
-        })),
-    });
-    // The generated schemas replace the hand-written ones of the same name.
-    if let Some(m) = all.as_object_mut() {
-        m.extend(generated());
-    }
-    all
+    Value::Object(generated())
 }
 
 /// The whole document.

@@ -24,6 +24,7 @@ pub const KEY_LEN: usize = 32;
 
 /// One mesh key, as the control plane hands it out.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MeshKey {
     /// Key id.
     pub id: String,
@@ -87,6 +88,7 @@ pub const PRIMARY_EDGE: &str = "primary";
 /// What the control plane tells an edge when it registers and on every heartbeat: the keys
 /// it must trust and the other edges it may forward to.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EdgeConfig {
     /// This edge's name.
     pub edge: String,
@@ -118,6 +120,7 @@ pub struct EdgeConfig {
 
 /// One edge of the deployment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EdgeEntry {
     /// Unique name (`primary` for the control plane's built-in edge).
     pub name: String,
