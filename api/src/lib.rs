@@ -15,3 +15,21 @@ pub mod providers;
 pub mod satellites;
 pub mod users;
 pub mod workspaces;
+
+/// The schema of the names that appear in host names (workspaces, organizations, users,
+/// providers, satellites): a DNS label of 1-32 lowercase letters, digits and single hyphens,
+/// as the control plane checks them.
+#[cfg(feature = "schema")]
+pub(crate) fn label_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    use schemars::schema::{InstanceType, SchemaObject, StringValidation};
+    SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        string: Some(Box::new(StringValidation {
+            max_length: Some(32),
+            min_length: Some(1),
+            pattern: Some("^[a-z0-9]+(-[a-z0-9]+)*$".into()),
+        })),
+        ..Default::default()
+    }
+    .into()
+}

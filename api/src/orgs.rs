@@ -35,13 +35,7 @@ pub struct OrgView {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateOrg {
     /// Its name (a DNS label).
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
-            length(min = 1, max = 32)
-        )
-    )]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::label_schema"))]
     pub name: String,
 }
 
@@ -85,13 +79,7 @@ fn member() -> String {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateUser {
     /// Login name (a DNS label).
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
-            length(min = 1, max = 32)
-        )
-    )]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::label_schema"))]
     pub username: String,
     /// Site role [default: member].
     #[serde(default = "member")]

@@ -150,13 +150,8 @@ pub struct FeaturesEdit {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProviderEdit {
     /// New name.
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
-            length(min = 1, max = 32)
-        )
-    )]
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::label_schema"))]
     pub name: Option<String>,
     /// Organizations to add to the allowlist.
     #[serde(default)]

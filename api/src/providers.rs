@@ -171,13 +171,7 @@ pub struct Edited {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateProvider {
     /// Unique name (a DNS label).
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
-            length(min = 1, max = 32)
-        )
-    )]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::label_schema"))]
     pub name: String,
     /// The URL its edge serves (a subdomain of the control plane's).
     pub hostname: String,

@@ -92,13 +92,7 @@ pub struct SatelliteList {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateSatellite {
     /// Unique name (a DNS label).
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
-            length(min = 1, max = 32)
-        )
-    )]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::label_schema"))]
     pub name: String,
     /// Region label.
     pub region: String,

@@ -74,13 +74,7 @@ pub struct WorkspaceView {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateWorkspace {
     /// Its name (a DNS label).
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"),
-            length(min = 1, max = 32)
-        )
-    )]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::label_schema"))]
     pub name: String,
     /// The edge the agent should link to (default: the primary edge).
     #[serde(default)]

@@ -442,4 +442,25 @@ mod tests {
         assert!(!verify_password("x", "garbage"));
         assert_ne!(h, hash_password("correct horse battery"), "salted");
     }
+
+    #[tokio::test]
+    async fn a_hostile_redirect_or_note_stays_text_on_the_sign_in_page() {
+        // A link crafted by another origin carries markup in `redirect`: the template must
+        // keep it an attribute value, never a tag or a new attribute.
+        let r = page(
+            http::StatusCode::OK,
+            "\"><script>alert(1)</script><input name='x",
+            "<img src=x onerror=alert(2)>",
+        );
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let html = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("<img src=x"), "{html}");
+        assert!(!html.contains("<input name='x"), "{html}");
+        assert!(html.contains("&quot;&gt;&lt;script&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(2)&gt;"),
+            "{html}"
+        );
+    }
 }

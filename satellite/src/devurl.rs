@@ -715,3 +715,29 @@ pub(crate) fn page(status: http::StatusCode, title: &str, text: &str) -> Respons
     );
     r
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn an_error_page_shows_hostile_text_as_text() {
+        // What a request or a workspace controls (a host, an error message) lands in the edge's
+        // error pages: another origin must not get markup into the edge's own page.
+        let r = super::page(
+            http::StatusCode::BAD_GATEWAY,
+            "<script>alert(1)</script>",
+            "port 80 said: <img src=x onerror=alert(2)> & \"quoted\"",
+        );
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let html = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(html.contains("&amp; &quot;quoted&quot;"), "{html}");
+    }
+}

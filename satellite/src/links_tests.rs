@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 
 use super::pump_pair;
-use crate::test_links::link_stream;
+use crate::test_links::{link_stream, next_chunk};
 
 #[tokio::test]
 async fn a_joined_pair_carries_both_ways_and_passes_a_half_close_on() {
@@ -23,28 +23,14 @@ async fn a_joined_pair_carries_both_ways_and_passes_a_half_close_on() {
         .send(Bytes::from_static(b"from the mesh"))
         .await
         .unwrap();
-    let got = b_far
-        .from_edge
-        .frame()
-        .await
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
+    let got = next_chunk(&mut b_far.from_edge).await;
     assert_eq!(&got[..], b"from the mesh");
     b_far
         .to_edge
         .send(Bytes::from_static(b"from the agent"))
         .await
         .unwrap();
-    let got = a_far
-        .from_edge
-        .frame()
-        .await
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
+    let got = next_chunk(&mut a_far.from_edge).await;
     assert_eq!(&got[..], b"from the agent");
 
     // The mesh side half-closes: the agent side sees the end, and can still answer.

@@ -57,3 +57,9 @@ pub(crate) async fn link_stream() -> (LinkSend, LinkRecv, WsStream, tokio::task:
     let ws = streams_rx.recv().await.unwrap();
     (LinkSend::H2(tx), LinkRecv::H2(resp.into_body()), ws, server)
 }
+
+/// The next data chunk of a link stream's body (test: it must come).
+pub(crate) async fn next_chunk(body: &mut Incoming) -> Bytes {
+    use http_body_util::BodyExt as _;
+    body.frame().await.unwrap().unwrap().into_data().unwrap()
+}

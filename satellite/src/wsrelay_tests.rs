@@ -14,7 +14,7 @@ use relay_core::wsframe::{self, Header, Opcode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
 use super::relay;
-use crate::test_links::link_stream;
+use crate::test_links::{link_stream, next_chunk};
 use crate::EdgeMetrics;
 
 fn metrics() -> EdgeMetrics {
@@ -171,14 +171,7 @@ async fn a_link_that_vanishes_mid_stream_ends_the_tunnel() {
         .write_all(&client_frame(0x2, b"hello"))
         .await
         .unwrap();
-    let first = ws
-        .from_edge
-        .frame()
-        .await
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
+    let first = next_chunk(&mut ws.from_edge).await;
     assert_eq!(&first[..], b"hello");
     // The agent's side of the link disappears without a goodbye.
     server.abort();
